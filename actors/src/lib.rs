@@ -1,0 +1,30 @@
+//! tipoff's supervision tree and the services it owns.
+//!
+//! # Layout
+//! - [`supervisor`]: the root supervisor actor. Child specs, start in order, failure detection
+//!   (errors, panics, hangs), restarts with backoff and an intensity limit, stop in reverse
+//!   order under a deadline, the status registry.
+//! - [`service`]: the contract every child follows: [`ServiceCtx`](service::ServiceCtx) to
+//!   report ticks and failures, [`Control`](service::Control) to be pinged and stopped, and the
+//!   factory that builds a fresh actor on every (re)start.
+//! - [`restart`]: backoff and intensity arithmetic.
+//! - [`status`]: the registry's types, as served by `/debug/status`.
+//! - [`db`]: the `db` child: database health pings.
+//! - [`store`]: the storage seam over SQLite and PostgreSQL, with their migrations.
+//!
+//! Data flow: the daemon builds a [`Store`](store::Store) and the child specs, starts the
+//! [`Supervisor`](supervisor::Supervisor), and hands both to its HTTP handlers. Handlers read
+//! through the store directly and send commands to the supervisor as messages.
+
+pub mod db;
+pub mod restart;
+pub mod service;
+pub mod status;
+pub mod store;
+pub mod supervisor;
+
+pub use restart::RestartSettings;
+pub use service::{factory, ChildFactory, Control, ServiceCtx, Shared};
+pub use status::{Registry, ServiceState, ServiceStatus};
+pub use store::{Backend, Store, StoreError, StoreOptions};
+pub use supervisor::{ChildSpec, RestartPolicy, Supervisor, SupervisorSettings};

@@ -1,0 +1,125 @@
+//! Restart arithmetic: exponential backoff with full jitter, and the intensity window that
+//! decides when a child has failed too often to be tried again.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+/// Supervisor-wide restart settings (SPEC §3 defaults: base 1 s, cap 5 min, 5 restarts in 60 s).
+#[derive(Debug, Clone)]
+pub struct RestartSettings {
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// Full jitter (a uniform delay in `0..=ceiling`). Off only in tests that assert exact growth.
+    pub jitter: bool,
+    /// A child that has run this long without failing starts its backoff from the base again.
+    pub reset_after: Duration,
+    pub intensity_max: u32,
+    pub intensity_window: Duration,
+}
+
+impl Default for RestartSettings {
+    fn default() -> Self {
+        RestartSettings {
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(300),
+            jitter: true,
+            reset_after: Duration::from_secs(60),
+            intensity_max: 5,
+            intensity_window: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RestartSettings {
+    /// The largest delay allowed for the `attempt`-th consecutive restart (0-based):
+    /// `min(cap, base * 2^attempt)`.
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        self.backoff_base
+            .checked_mul(factor)
+            .unwrap_or(self.backoff_cap)
+            .min(self.backoff_cap)
+    }
+
+    /// The delay before the `attempt`-th consecutive restart.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let ceiling = self.ceiling(attempt);
+        if !self.jitter || ceiling.is_zero() {
+            return ceiling;
+        }
+        let nanos =
+            rand::thread_rng().gen_range(0..=ceiling.as_nanos().min(u64::MAX as u128) as u64);
+        Duration::from_nanos(nanos)
+    }
+}
+
+/// Restart times inside the sliding intensity window.
+#[derive(Debug, Default)]
+pub struct Intensity {
+    recent: VecDeque<Instant>,
+}
+
+impl Intensity {
+    /// Records a restart at `now` unless the window is already full; `false` means give up.
+    pub fn admit(&mut self, now: Instant, settings: &RestartSettings) -> bool {
+        while let Some(first) = self.recent.front() {
+            if now.duration_since(*first) > settings.intensity_window {
+                self.recent.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.recent.len() as u32 >= settings.intensity_max {
+            return false;
+        }
+        self.recent.push_back(now);
+        true
+    }
+
+    pub fn clear(&mut self) {
+        self.recent.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceiling_doubles_until_the_cap() {
+        let s = RestartSettings::default();
+        assert_eq!(s.ceiling(0), Duration::from_secs(1));
+        assert_eq!(s.ceiling(1), Duration::from_secs(2));
+        assert_eq!(s.ceiling(5), Duration::from_secs(32));
+        assert_eq!(s.ceiling(9), Duration::from_secs(300));
+        assert_eq!(s.ceiling(200), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn jittered_delay_stays_within_its_ceiling() {
+        let s = RestartSettings::default();
+        for attempt in 0..12 {
+            for _ in 0..50 {
+                assert!(s.delay(attempt) <= s.ceiling(attempt));
+            }
+        }
+    }
+
+    #[test]
+    fn intensity_refuses_the_restart_past_the_limit_and_forgets_old_ones() {
+        let s = RestartSettings {
+            intensity_max: 3,
+            intensity_window: Duration::from_secs(10),
+            ..RestartSettings::default()
+        };
+        let mut i = Intensity::default();
+        let t0 = Instant::now();
+        assert!(i.admit(t0, &s));
+        assert!(i.admit(t0 + Duration::from_secs(1), &s));
+        assert!(i.admit(t0 + Duration::from_secs(2), &s));
+        assert!(!i.admit(t0 + Duration::from_secs(3), &s));
+        assert!(i.admit(t0 + Duration::from_secs(11), &s));
+    }
+}

@@ -1,0 +1,252 @@
+//! Storage behind one seam: [`Store`] is a PostgreSQL or SQLite pool. SQL that both backends
+//! accept (`$1` placeholders work in both) is written once here; what differs lives in
+//! `sqlite.rs` and `postgres.rs`, each with its own migration tree under `migrations/`.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::{PgPool, SqlitePool};
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// The backend a database URL names, if any.
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    /// Bound on connecting (and on acquiring a connection later).
+    pub connect_timeout: Duration,
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 8,
+            connect_timeout: Duration::from_secs(10),
+            sqlite_busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to {target}: {cause}")]
+    Connect { target: String, cause: String },
+    #[error("another tipoff process is using the SQLite database {path} (its lock file {path}.lock is held); stop it or set TIPOFF_DATABASE_URL to another database")]
+    Locked { path: String },
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("not found")]
+    NotFound,
+    #[error("database error: {0}")]
+    Query(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            other => StoreError::Query(other),
+        }
+    }
+}
+
+/// Pool statistics for `/debug/status` and metrics.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+/// One league of the catalog.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct League {
+    pub key: String,
+    pub name: String,
+    pub sport: String,
+    /// ESPN's `sport/league` path, e.g. `basketball/nba`.
+    pub espn_path: String,
+}
+
+/// The league catalog seeded into an empty database.
+pub const LEAGUE_CATALOG: &[(&str, &str, &str, &str)] = &[
+    ("nba", "NBA", "basketball", "basketball/nba"),
+    ("wnba", "WNBA", "basketball", "basketball/wnba"),
+    ("mlb", "MLB", "baseball", "baseball/mlb"),
+    ("nfl", "NFL", "football", "football/nfl"),
+    ("nhl", "NHL", "hockey", "hockey/nhl"),
+];
+
+/// A database pool of either backend. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// The lock file is held for as long as any clone lives.
+    Sqlite(SqlitePool, Option<Arc<std::fs::File>>),
+    Postgres(PgPool),
+}
+
+impl Store {
+    /// Connects within `options.connect_timeout`. A `sqlite:` URL naming a file that does not
+    /// exist creates it; a SQLite file already used by another tipoff process is refused.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        match Backend::of_url(url) {
+            Some(Backend::Sqlite) => sqlite::connect(url, options).await,
+            Some(Backend::Postgres) => postgres::connect(url, options).await,
+            None => Err(StoreError::Connect {
+                target: "the database".into(),
+                cause: "the URL must start with sqlite: or postgres://".into(),
+            }),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Sqlite(..) => Backend::Sqlite,
+            Store::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies this backend's migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool, _) => sqlite::MIGRATOR.run(pool).await?,
+            Store::Postgres(pool) => postgres::MIGRATOR.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Inserts the league catalog when the table is empty; returns how many rows were added.
+    #[tracing::instrument(skip_all)]
+    pub async fn seed_if_empty(&self) -> Result<u64, StoreError> {
+        let count: i64 = match self {
+            Store::Sqlite(pool, _) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM leagues")
+                    .fetch_one(pool)
+                    .await?
+            }
+            Store::Postgres(pool) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM leagues")
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        if count > 0 {
+            return Ok(0);
+        }
+        let mut added = 0;
+        for (key, name, sport, path) in LEAGUE_CATALOG {
+            let sql = "INSERT INTO leagues (key, name, sport, espn_path) VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING";
+            added += match self {
+                Store::Sqlite(pool, _) => sqlx::query(sql)
+                    .bind(key)
+                    .bind(name)
+                    .bind(sport)
+                    .bind(path)
+                    .execute(pool)
+                    .await?
+                    .rows_affected(),
+                Store::Postgres(pool) => sqlx::query(sql)
+                    .bind(key)
+                    .bind(name)
+                    .bind(sport)
+                    .bind(path)
+                    .execute(pool)
+                    .await?
+                    .rows_affected(),
+            };
+        }
+        Ok(added)
+    }
+
+    /// The league catalog, ordered by key.
+    pub async fn leagues(&self) -> Result<Vec<League>, StoreError> {
+        let sql = "SELECT key, name, sport, espn_path FROM leagues ORDER BY key";
+        Ok(match self {
+            Store::Sqlite(pool, _) => sqlx::query_as(sql).fetch_all(pool).await?,
+            Store::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await?,
+        })
+    }
+
+    /// Names of the tables the migrations created (for tests and diagnostics).
+    pub async fn table_names(&self) -> Result<Vec<String>, StoreError> {
+        Ok(match self {
+            Store::Sqlite(pool, _) => {
+                sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx%' ORDER BY name")
+                    .fetch_all(pool)
+                    .await?
+            }
+            Store::Postgres(pool) => {
+                sqlx::query_scalar("SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() AND table_name NOT LIKE '_sqlx%' ORDER BY table_name")
+                    .fetch_all(pool)
+                    .await?
+            }
+        })
+    }
+
+    /// A round trip to the database.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool, _) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+            Store::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        match self {
+            Store::Sqlite(pool, _) => PoolStats {
+                size: pool.size(),
+                idle: pool.num_idle() as u32,
+                max: pool.options().get_max_connections(),
+            },
+            Store::Postgres(pool) => PoolStats {
+                size: pool.size(),
+                idle: pool.num_idle() as u32,
+                max: pool.options().get_max_connections(),
+            },
+        }
+    }
+
+    /// Closes the pool, waiting for checked-out connections to be returned.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(pool, _) => pool.close().await,
+            Store::Postgres(pool) => pool.close().await,
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The command line (clap): `serve` (default), `migrate`, `check-config`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Environment, EXIT_CONFIG};
+use crate::startup::Application;
+use crate::systemd::Notifier;
+use crate::{signals, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tipoff",
+    version,
+    about = "Background daemon of a sports prediction-market backend"
+)]
+pub struct Cli {
+    /// TOML configuration file (environment variables override it).
+    #[arg(long, global = true, env = "TIPOFF_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the effective configuration (secrets redacted); exit 78 when it is invalid.
+    CheckConfig,
+}
+
+/// Reads `.env` (outside production), the file and the environment.
+fn load(cli: &Cli) -> Result<Config, ExitCode> {
+    if std::env::var("TIPOFF_ENV")
+        .map(|v| v != "production")
+        .unwrap_or(true)
+    {
+        let _ = dotenvy::dotenv();
+    }
+    let env: HashMap<String, String> = std::env::vars().collect();
+    match Config::load(cli.config.as_deref(), &env) {
+        Ok(config) => {
+            for name in Config::unknown_env(&env) {
+                eprintln!("warning: {name} is not a tipoff setting and is ignored");
+            }
+            Ok(config)
+        }
+        Err(e) => {
+            eprintln!("tipoff: {e}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load(&cli) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match cli.command.as_ref().unwrap_or(&Command::Serve) {
+        Command::CheckConfig => {
+            print!("{}", config.render());
+            if config.env == Environment::Production && config.admin_token.is_none() {
+                eprintln!("note: TIPOFF_ADMIN_TOKEN is not set; admin endpoints will answer 403");
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Migrate => {
+            telemetry::init(&config.log, config.log_format);
+            actix_rt::System::new().block_on(migrate(config))
+        }
+        Command::Serve => {
+            let reload = telemetry::init(&config.log, config.log_format);
+            actix_rt::System::new().block_on(serve(cli, config, reload))
+        }
+    }
+}
+
+async fn migrate(config: Config) -> ExitCode {
+    let options = tipoff_actors::StoreOptions {
+        connect_timeout: config.db_startup_timeout,
+        ..Default::default()
+    };
+    let result = async {
+        let store = tipoff_actors::Store::connect(config.database_url.expose(), &options).await?;
+        store.migrate().await?;
+        store.seed_if_empty().await?;
+        store.close().await;
+        Ok::<_, tipoff_actors::StoreError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            tracing::info!("migrations applied");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "migrations failed");
+            eprintln!("tipoff: database: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cli: Cli, config: Config, reload: telemetry::LogReload) -> ExitCode {
+    let notifier = Arc::new(Notifier::from_env());
+    let app = match Application::build(config, notifier.clone()).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %e, "startup failed");
+            eprintln!("tipoff: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let reloader = actix_rt::spawn(signals::reload_on_hangup(
+        cli.config.clone(),
+        reload,
+        notifier,
+    ));
+    let exit = app.run_until_stopped(signals::shutdown_signal()).await;
+    reloader.abort();
+    if let crate::startup::Exit::Fatal(reason) = &exit {
+        eprintln!("tipoff: {reason}");
+    }
+    ExitCode::from(exit.code())
+}

@@ -1,0 +1,642 @@
+//! Configuration (SPEC §8): environment (`TIPOFF_*`) over an optional TOML file over defaults.
+//!
+//! Every setting has one name: `listen` in the TOML file is `TIPOFF_LISTEN` in the
+//! environment. Values from every source pass through the same parsers, so an error always
+//! names the setting and where its value came from. [`Config::render`] prints the effective
+//! configuration for `tipoff check-config`, with secrets redacted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tipoff_actors::store::{Backend, LEAGUE_CATALOG};
+
+/// Exit code for a bad configuration (sysexits `EX_CONFIG`); systemd does not restart on it.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// A secret value: never printed by `Debug`, `Display` or `check-config`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Development => "development",
+            Environment::Production => "production",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A setting that could not be used. Displayed as one line that names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting {setting}: {message}")]
+pub struct ConfigError {
+    /// The setting as the operator wrote it: `TIPOFF_LISTEN (environment)` or `listen (in FILE)`.
+    pub setting: String,
+    pub message: String,
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Env,
+}
+
+#[derive(Debug)]
+struct Key {
+    name: &'static str,
+    default: &'static str,
+    secret: bool,
+}
+
+const fn key(name: &'static str, default: &'static str) -> Key {
+    Key {
+        name,
+        default,
+        secret: false,
+    }
+}
+
+const fn secret(name: &'static str) -> Key {
+    Key {
+        name,
+        default: "",
+        secret: true,
+    }
+}
+
+/// Every setting, with its default (`""` is unset). `database_url` and `data_dir` have computed
+/// defaults (see [`Config::load`]).
+const KEYS: &[Key] = &[
+    key("env", "development"),
+    key("listen", "127.0.0.1:8080"),
+    secret("database_url"),
+    key("data_dir", ""),
+    secret("admin_token"),
+    key("log", "info"),
+    key("log_format", "pretty"),
+    key("leagues", ""),
+    key("espn_base_url", "https://site.api.espn.com"),
+    key("solana_rpc_url", ""),
+    key("embeddings_url", ""),
+    key("webhook_urls", ""),
+    key("http_workers", "2"),
+    key("shutdown_timeout", "25s"),
+    key("shutdown_drain_delay", "0s"),
+    key("db_startup_timeout", "10s"),
+    key("db_ping_interval", "5s"),
+    key("db_max_connections", "8"),
+    key("restart_backoff_base", "1s"),
+    key("restart_backoff_cap", "5m"),
+    key("restart_reset_after", "60s"),
+    key("restart_max", "5"),
+    key("restart_window", "60s"),
+    key("hang_timeout", "60s"),
+    key("supervisor_check_interval", "1s"),
+    key("actor_timeout", "5s"),
+];
+
+fn env_name(key: &str) -> String {
+    format!("TIPOFF_{}", key.to_ascii_uppercase())
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub env: Environment,
+    pub listen: SocketAddr,
+    pub database_url: Secret,
+    pub data_dir: PathBuf,
+    pub admin_token: Option<Secret>,
+    pub log: String,
+    pub log_format: LogFormat,
+    /// Enabled leagues (catalog keys), in the order given.
+    pub leagues: Vec<String>,
+    pub espn_base_url: String,
+    pub solana_rpc_url: Option<String>,
+    pub embeddings_url: Option<String>,
+    pub webhook_urls: Vec<String>,
+    pub http_workers: usize,
+    /// The one overall shutdown deadline (keep it under systemd's `TimeoutStopSec`).
+    pub shutdown_timeout: Duration,
+    /// Time between `/ready` turning 503 and the listener closing, for load balancers to notice.
+    pub shutdown_drain_delay: Duration,
+    pub db_startup_timeout: Duration,
+    pub db_ping_interval: Duration,
+    pub db_max_connections: u32,
+    pub restart_backoff_base: Duration,
+    pub restart_backoff_cap: Duration,
+    pub restart_reset_after: Duration,
+    pub restart_max: u32,
+    pub restart_window: Duration,
+    pub hang_timeout: Duration,
+    pub supervisor_check_interval: Duration,
+    /// Bound on every HTTP handler → actor request.
+    pub actor_timeout: Duration,
+    /// Each setting's raw value and source, for `check-config`.
+    entries: Vec<(&'static Key, String, Source)>,
+}
+
+struct Raw<'a> {
+    key: &'a Key,
+    value: String,
+    source: Source,
+}
+
+impl Raw<'_> {
+    fn label(&self) -> String {
+        match &self.source {
+            Source::Env => format!("{} (environment)", env_name(self.key.name)),
+            Source::File(path) => format!("{} (in {})", self.key.name, path.display()),
+            Source::Default => format!("{} (default)", self.key.name),
+        }
+    }
+
+    fn err(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            setting: self.label(),
+            message: message.into(),
+        }
+    }
+
+    fn opt(&self) -> Option<String> {
+        let v = self.value.trim();
+        (!v.is_empty()).then(|| v.to_string())
+    }
+
+    fn list(&self) -> Vec<String> {
+        self.value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn duration(&self) -> Result<Duration, ConfigError> {
+        parse_duration(&self.value).map_err(|m| self.err(m))
+    }
+
+    fn number<T: std::str::FromStr>(&self, min: T) -> Result<T, ConfigError>
+    where
+        T: PartialOrd + std::fmt::Display + Copy,
+    {
+        let n: T = self
+            .value
+            .trim()
+            .parse()
+            .map_err(|_| self.err(format!("`{}` is not a whole number", self.value)))?;
+        if n < min {
+            return Err(self.err(format!("must be at least {min}")));
+        }
+        Ok(n)
+    }
+
+    fn url(&self) -> Result<Option<String>, ConfigError> {
+        match self.opt() {
+            None => Ok(None),
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                Ok(Some(u.trim_end_matches('/').to_string()))
+            }
+            Some(u) => Err(self.err(format!("`{u}` is not an http:// or https:// URL"))),
+        }
+    }
+}
+
+/// `250ms`, `5s`, `5m`, `6h`, `1d`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (use e.g. 250ms, 5s, 5m, 6h)"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86400),
+        _ => {
+            return Err(format!(
+                "`{text}` has an unknown unit (use ms, s, m, h or d)"
+            ))
+        }
+    };
+    Ok(d)
+}
+
+/// A URL with any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+impl Config {
+    /// Reads the TOML file (when given) and the `TIPOFF_*` variables of `env`.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let file_values = match file {
+            Some(path) => read_file(path)?,
+            None => BTreeMap::new(),
+        };
+        let raws: Vec<Raw<'_>> = KEYS
+            .iter()
+            .map(|key| {
+                if let Some(v) = env.get(&env_name(key.name)) {
+                    Raw {
+                        key,
+                        value: v.clone(),
+                        source: Source::Env,
+                    }
+                } else if let Some(v) = file_values.get(key.name) {
+                    Raw {
+                        key,
+                        value: v.clone(),
+                        source: Source::File(file.map(Path::to_path_buf).unwrap_or_default()),
+                    }
+                } else {
+                    Raw {
+                        key,
+                        value: key.default.to_string(),
+                        source: Source::Default,
+                    }
+                }
+            })
+            .collect();
+        let get = |name: &str| raws.iter().find(|r| r.key.name == name).expect("known key");
+
+        let env_raw = get("env");
+        let environment = match env_raw.value.trim() {
+            "development" | "dev" => Environment::Development,
+            "production" | "prod" => Environment::Production,
+            other => {
+                return Err(env_raw.err(format!("`{other}` is not one of development, production")))
+            }
+        };
+        let listen_raw = get("listen");
+        let listen: SocketAddr = listen_raw.value.trim().parse().map_err(|_| {
+            listen_raw.err(format!(
+                "`{}` is not a socket address like 127.0.0.1:8080",
+                listen_raw.value
+            ))
+        })?;
+
+        let data_dir = match get("data_dir").opt() {
+            Some(dir) => PathBuf::from(dir),
+            None => match env
+                .get("STATE_DIRECTORY")
+                .and_then(|s| s.split(':').next())
+                .filter(|s| !s.is_empty())
+            {
+                Some(dir) => PathBuf::from(dir),
+                None => PathBuf::from("./data"),
+            },
+        };
+        let db_raw = get("database_url");
+        let database_url = match db_raw.opt() {
+            Some(url) => {
+                if Backend::of_url(&url).is_none() {
+                    return Err(db_raw.err(format!(
+                        "`{}` is not a sqlite: or postgres:// URL",
+                        redact_url(&url)
+                    )));
+                }
+                url
+            }
+            None => format!("sqlite://{}", data_dir.join("tipoff.db").display()),
+        };
+        let admin_token = get("admin_token").opt().map(Secret::new);
+        if let Some(token) = &admin_token {
+            if token.expose().len() < 16 {
+                return Err(get("admin_token").err("must be at least 16 characters long"));
+            }
+        }
+        let format_raw = get("log_format");
+        let log_format = match format_raw.value.trim() {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            other => return Err(format_raw.err(format!("`{other}` is not one of pretty, json"))),
+        };
+        let log_raw = get("log");
+        let log = log_raw.value.trim().to_string();
+        tracing_subscriber::EnvFilter::try_new(&log)
+            .map_err(|e| log_raw.err(format!("`{log}` is not a log filter: {e}")))?;
+
+        let leagues_raw = get("leagues");
+        let mut leagues = Vec::new();
+        for league in leagues_raw.list() {
+            let league = league.to_ascii_lowercase();
+            if !LEAGUE_CATALOG.iter().any(|(key, ..)| *key == league) {
+                let known: Vec<&str> = LEAGUE_CATALOG.iter().map(|(k, ..)| *k).collect();
+                return Err(leagues_raw.err(format!(
+                    "unknown league `{league}` (known: {})",
+                    known.join(", ")
+                )));
+            }
+            if !leagues.contains(&league) {
+                leagues.push(league);
+            }
+        }
+        let espn_base_url = get("espn_base_url")
+            .url()?
+            .ok_or_else(|| get("espn_base_url").err("must not be empty"))?;
+        let webhooks_raw = get("webhook_urls");
+        let mut webhook_urls = Vec::new();
+        for url in webhooks_raw.list() {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(webhooks_raw.err(format!("`{url}` is not an http:// or https:// URL")));
+            }
+            webhook_urls.push(url);
+        }
+
+        let restart_backoff_base = get("restart_backoff_base").duration()?;
+        let restart_backoff_cap = get("restart_backoff_cap").duration()?;
+        if restart_backoff_cap < restart_backoff_base {
+            return Err(
+                get("restart_backoff_cap").err("must not be smaller than restart_backoff_base")
+            );
+        }
+        let shutdown_timeout = get("shutdown_timeout").duration()?;
+        if shutdown_timeout.is_zero() {
+            return Err(get("shutdown_timeout").err("must be greater than zero"));
+        }
+        let nonzero = |name: &str| -> Result<Duration, ConfigError> {
+            let raw = get(name);
+            let d = raw.duration()?;
+            if d.is_zero() {
+                return Err(raw.err("must be greater than zero"));
+            }
+            Ok(d)
+        };
+
+        let config = Config {
+            env: environment,
+            listen,
+            database_url: Secret::new(database_url),
+            data_dir,
+            admin_token,
+            log,
+            log_format,
+            leagues,
+            espn_base_url,
+            solana_rpc_url: get("solana_rpc_url").url()?,
+            embeddings_url: get("embeddings_url").url()?,
+            webhook_urls,
+            http_workers: get("http_workers").number(1usize)?,
+            shutdown_timeout,
+            shutdown_drain_delay: get("shutdown_drain_delay").duration()?,
+            db_startup_timeout: nonzero("db_startup_timeout")?,
+            db_ping_interval: nonzero("db_ping_interval")?,
+            db_max_connections: get("db_max_connections").number(1u32)?,
+            restart_backoff_base,
+            restart_backoff_cap,
+            restart_reset_after: get("restart_reset_after").duration()?,
+            restart_max: get("restart_max").number(1u32)?,
+            restart_window: nonzero("restart_window")?,
+            hang_timeout: nonzero("hang_timeout")?,
+            supervisor_check_interval: nonzero("supervisor_check_interval")?,
+            actor_timeout: nonzero("actor_timeout")?,
+            entries: raws
+                .into_iter()
+                .map(|r| {
+                    // Secrets are never kept in the rendering table, only a marker that one is set.
+                    let value = if r.key.secret && !r.value.trim().is_empty() {
+                        "[redacted]".to_string()
+                    } else {
+                        r.value
+                    };
+                    (r.key, value, r.source)
+                })
+                .collect(),
+        };
+        Ok(config)
+    }
+
+    /// `TIPOFF_*` variables in `env` that name no setting (likely typos), for a warning.
+    pub fn unknown_env(env: &HashMap<String, String>) -> Vec<String> {
+        let mut unknown: Vec<String> = env
+            .keys()
+            .filter(|k| {
+                k.starts_with("TIPOFF_") && *k != "TIPOFF_CONFIG" && !k.starts_with("TIPOFF_TEST_")
+            })
+            .filter(|k| !KEYS.iter().any(|key| env_name(key.name) == **k))
+            .cloned()
+            .collect();
+        unknown.sort();
+        unknown
+    }
+
+    /// The effective configuration as TOML, secrets redacted, each line saying where it came from.
+    pub fn render(&self) -> String {
+        let mut out = String::from("# tipoff effective configuration (environment > file > defaults); secrets are redacted\n");
+        for (key, value, source) in &self.entries {
+            let shown = match key.name {
+                "database_url" => redact_url(self.database_url.expose()),
+                "data_dir" => self.data_dir.display().to_string(),
+                _ => value.clone(),
+            };
+            let origin = match source {
+                Source::Env => env_name(key.name),
+                Source::File(path) => path.display().to_string(),
+                Source::Default if key.name == "database_url" || key.name == "data_dir" => {
+                    "default (computed)".to_string()
+                }
+                Source::Default => "default".to_string(),
+            };
+            let quoted = toml::Value::String(shown).to_string();
+            out.push_str(&format!("{} = {quoted:<40} # {origin}\n", key.name));
+        }
+        out
+    }
+}
+
+fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let label = format!("file {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        setting: format!("TIPOFF_CONFIG / --config ({label})"),
+        message: format!("cannot read it: {e}"),
+    })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+        setting: label.clone(),
+        message: format!("not valid TOML: {}", e.message()),
+    })?;
+    let mut values = BTreeMap::new();
+    for (name, value) in table {
+        if !KEYS.iter().any(|k| k.name == name) {
+            return Err(ConfigError {
+                setting: format!("{name} (in {})", path.display()),
+                message: "unknown setting".into(),
+            });
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => {
+                return Err(ConfigError {
+                    setting: format!("{name} (in {})", path.display()),
+                    message: format!("unsupported value {other}"),
+                })
+            }
+        };
+        values.insert(name, text);
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_give_a_sqlite_database_under_the_data_directory() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url.expose(), "sqlite://./data/tipoff.db");
+        assert!(c.leagues.is_empty());
+        assert!(c.admin_token.is_none());
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn state_directory_is_the_default_data_directory_under_systemd() {
+        let c = Config::load(None, &env(&[("STATE_DIRECTORY", "/var/lib/tipoff:/other")])).unwrap();
+        assert_eq!(
+            c.database_url.expose(),
+            "sqlite:///var/lib/tipoff/tipoff.db"
+        );
+    }
+
+    #[test]
+    fn environment_beats_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tipoff.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nleagues = [\"nba\", \"mlb\"]\nlog = \"debug\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), &env(&[("TIPOFF_LOG", "warn")])).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.leagues, vec!["nba", "mlb"]);
+        assert_eq!(c.log, "warn");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_setting_and_its_source() {
+        let err = Config::load(None, &env(&[("TIPOFF_LISTEN", "nowhere")])).unwrap_err();
+        assert_eq!(err.setting, "TIPOFF_LISTEN (environment)");
+        let err = Config::load(None, &env(&[("TIPOFF_LEAGUES", "nba,xfl")])).unwrap_err();
+        assert!(
+            err.to_string().contains("TIPOFF_LEAGUES") && err.message.contains("xfl"),
+            "{err}"
+        );
+        let err = Config::load(None, &env(&[("TIPOFF_SHUTDOWN_TIMEOUT", "soon")])).unwrap_err();
+        assert!(err.setting.starts_with("TIPOFF_SHUTDOWN_TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_file_key_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tipoff.toml");
+        std::fs::write(&path, "lissten = \"x\"\n").unwrap();
+        let err = Config::load(Some(&path), &env(&[])).unwrap_err();
+        assert!(err.setting.starts_with("lissten"), "{err}");
+    }
+
+    #[test]
+    fn render_never_shows_secrets() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("TIPOFF_ADMIN_TOKEN", "super-secret-admin-token"),
+                (
+                    "TIPOFF_DATABASE_URL",
+                    "postgres://tipoff:hunter2hunter2@db.internal:5432/tipoff",
+                ),
+            ]),
+        )
+        .unwrap();
+        let out = c.render();
+        assert!(!out.contains("super-secret-admin-token"), "{out}");
+        assert!(!out.contains("hunter2hunter2"), "{out}");
+        assert!(
+            out.contains("postgres://tipoff:***@db.internal:5432/tipoff"),
+            "{out}"
+        );
+        assert!(out.contains("admin_token = \"[redacted]\""), "{out}");
+        assert!(!format!("{c:?}").contains("hunter2hunter2"));
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(21600));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

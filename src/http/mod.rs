@@ -1,0 +1,138 @@
+//! The HTTP API (actix-web). Handlers hold the root supervisor's address and the store (in
+//! [`AppState`]): reads go to the store directly, commands go to the supervisor as messages
+//! bounded by `actor_timeout` (a dead or busy actor is a 503, never a hang).
+//!
+//! - `ops.rs`: `/health`, `/ready`, `/debug/status`, `/admin/services/{name}/{action}`.
+//! - `error.rs`: the JSON error format; `auth.rs`: the admin bearer token.
+
+pub mod auth;
+pub mod error;
+mod ops;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_web::{dev::Service as _, web, HttpResponse};
+use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
+use tipoff_actors::{Shared, Store, Supervisor};
+use tracing::Instrument;
+
+pub use auth::AdminToken;
+pub use error::ApiError;
+
+/// Process lifecycle flags `/ready` reads.
+#[derive(Debug)]
+pub struct Lifecycle {
+    ready: AtomicBool,
+    stopping: AtomicBool,
+    pub started_at: DateTime<Utc>,
+    pub instance_id: String,
+}
+
+impl Lifecycle {
+    pub fn new() -> Self {
+        Lifecycle {
+            ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            started_at: Utc::now(),
+            instance_id: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn begin_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.stopping()
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What every handler can reach.
+pub struct AppState {
+    pub supervisor: Addr<Supervisor>,
+    pub store: Store,
+    pub shared: Arc<Shared>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub admin: AdminToken,
+    pub actor_timeout: Duration,
+    pub environment: &'static str,
+}
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default().error_handler(|err, _| {
+            ApiError::BadRequest(format!("invalid JSON body: {err}")).into()
+        }),
+    )
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|err, _| ApiError::BadRequest(format!("invalid path: {err}")).into()),
+    )
+    .app_data(
+        web::QueryConfig::default()
+            .error_handler(|err, _| ApiError::BadRequest(format!("invalid query: {err}")).into()),
+    )
+    .route("/health", web::get().to(ops::health))
+    .route("/ready", web::get().to(ops::ready))
+    .route("/debug/status", web::get().to(ops::debug_status))
+    .route(
+        "/admin/services/{name}/{action}",
+        web::post().to(ops::control_service),
+    )
+    .default_service(web::to(not_found));
+}
+
+async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+/// Builds the actix-web application around `state`, with a tracing span per request.
+pub fn app(
+    state: web::Data<AppState>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new()
+        .app_data(state)
+        .configure(routes)
+        .wrap_fn(|req, srv| {
+            let span = tracing::info_span!("http", method = %req.method(), path = %req.path());
+            let started = Instant::now();
+            let inner = span.clone();
+            srv.call(req).instrument(span).map(move |res| {
+                if let Ok(res) = &res {
+                    tracing::debug!(parent: &inner, status = res.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+                }
+                res
+            })
+        })
+}

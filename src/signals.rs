@@ -1,0 +1,49 @@
+//! Unix signals: SIGTERM / SIGINT end the daemon; SIGHUP re-reads the configuration and applies
+//! what can change without a restart (the log filter), framed by `RELOADING=1` / `READY=1`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::systemd::Notifier;
+use crate::telemetry::LogReload;
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the process with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+    }
+}
+
+/// Reloads on every SIGHUP until the task is dropped.
+pub async fn reload_on_hangup(file: Option<PathBuf>, reload: LogReload, notifier: Arc<Notifier>) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; reload is unavailable");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        notifier.reloading();
+        let env: HashMap<String, String> = std::env::vars().collect();
+        match Config::load(file.as_deref(), &env) {
+            Ok(config) => match reload.set(&config.log) {
+                Ok(()) => tracing::info!(log = %config.log, "configuration reloaded"),
+                Err(e) => tracing::error!(error = %e, "log filter not applied"),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the running configuration is kept")
+            }
+        }
+        notifier.notify("READY=1");
+    }
+}

@@ -1,0 +1,288 @@
+//! Wiring and lifespan (SPEC §4).
+//!
+//! [`Application::build`] runs startup up to a bound listener: boot banner → database (connect
+//! within the startup timeout, migrate, seed) → root supervisor with every child in spec order →
+//! HTTP bound (port 0 in tests). [`Application::run_until_stopped`] turns ready (`/ready` 200,
+//! `READY=1`) and, when the injected shutdown future resolves (or a critical service gives up),
+//! stops in phases under one deadline: `/ready` 503 + `STOPPING=1` → HTTP drains → services stop
+//! in reverse order → pool closed.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr};
+use actix_web::{web, HttpServer};
+use tipoff_actors::supervisor::{self, Fatal, GetStatus};
+use tipoff_actors::{Shared, Store, StoreOptions, Supervisor};
+use tokio::sync::mpsc;
+
+use crate::config::{redact_url, Config};
+use crate::http::{self, AdminToken, AppState, Lifecycle};
+use crate::services;
+use crate::systemd::{self, Notifier};
+
+/// Why startup failed; each says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("database: {0}")]
+    Database(#[from] tipoff_actors::StoreError),
+    #[error("cannot listen on {addr} (TIPOFF_LISTEN): {cause}")]
+    Listen { addr: String, cause: String },
+    #[error("the supervisor did not start: {0}")]
+    Supervisor(String),
+}
+
+/// How the daemon ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Stopped on request (signal or test); exit code 0.
+    Requested,
+    /// A critical service gave up; exit non-zero so the service manager restarts the process.
+    Fatal(String),
+}
+
+impl Exit {
+    pub fn code(&self) -> u8 {
+        match self {
+            Exit::Requested => 0,
+            Exit::Fatal(_) => 1,
+        }
+    }
+}
+
+/// A started daemon: services running, listener bound, not yet ready.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    state: web::Data<AppState>,
+    supervisor: Addr<Supervisor>,
+    store: Store,
+    fatal: mpsc::UnboundedReceiver<Fatal>,
+    notifier: Arc<Notifier>,
+    config: Config,
+    boot: Instant,
+}
+
+impl Application {
+    /// Startup up to a bound listener. Must run inside an actix `System`.
+    pub async fn build(
+        config: Config,
+        notifier: Arc<Notifier>,
+    ) -> Result<Application, StartupError> {
+        let boot = Instant::now();
+        let url = config.database_url.expose().to_string();
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            environment = config.env.as_str(),
+            database = %redact_url(&url),
+            listen = %config.listen,
+            "tipoff starting"
+        );
+        let options = StoreOptions {
+            max_connections: config.db_max_connections,
+            connect_timeout: config.db_startup_timeout,
+            ..StoreOptions::default()
+        };
+        let store = Store::connect(&url, &options).await?;
+        store.migrate().await?;
+        let seeded = store.seed_if_empty().await?;
+        tracing::info!(
+            backend = store.backend().as_str(),
+            seeded_leagues = seeded,
+            "database ready"
+        );
+
+        let shared = Arc::new(Shared::default());
+        let specs = services::child_specs(&config, &store);
+        for spec in &specs {
+            match &spec.skip_reason {
+                None => {
+                    tracing::info!(service = %spec.name, critical = spec.critical, "service enabled")
+                }
+                Some(reason) => tracing::info!(service = %spec.name, %reason, "service skipped"),
+            }
+        }
+        let (supervisor, fatal) = Supervisor::new(
+            specs,
+            services::supervisor_settings(&config),
+            shared.clone(),
+        );
+        let supervisor = supervisor.start();
+        supervisor::start_all(&supervisor)
+            .await
+            .map_err(|e| StartupError::Supervisor(e.to_string()))?;
+
+        let listen_err = |e: std::io::Error| StartupError::Listen {
+            addr: config.listen.to_string(),
+            cause: e.to_string(),
+        };
+        let listener = TcpListener::bind(config.listen).map_err(listen_err)?;
+        let port = listener.local_addr().map_err(listen_err)?.port();
+        let state = web::Data::new(AppState {
+            supervisor: supervisor.clone(),
+            store: store.clone(),
+            shared,
+            lifecycle: Arc::new(Lifecycle::new()),
+            admin: AdminToken::new(config.admin_token.as_ref().map(|t| t.expose())),
+            actor_timeout: config.actor_timeout,
+            environment: config.env.as_str(),
+        });
+        let app_state = state.clone();
+        let drain = config.shutdown_timeout.as_secs().clamp(1, 10);
+        let server = HttpServer::new(move || http::app(app_state.clone()))
+            .workers(config.http_workers)
+            .disable_signals()
+            .shutdown_timeout(drain)
+            .listen(listener)
+            .map_err(listen_err)?
+            .run();
+        Ok(Application {
+            port,
+            server,
+            state,
+            supervisor,
+            store,
+            fatal,
+            notifier,
+            config,
+            boot,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn supervisor(&self) -> Addr<Supervisor> {
+        self.supervisor.clone()
+    }
+
+    pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
+    /// Turns ready and serves until `shutdown` resolves or a critical service gives up, then
+    /// stops in phases under the overall deadline.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Exit {
+        let Application {
+            port,
+            server,
+            state,
+            supervisor,
+            store,
+            mut fatal,
+            notifier,
+            config,
+            boot,
+        } = self;
+        let handle = server.handle();
+        let mut server_task = actix_rt::spawn(server);
+        state.lifecycle.set_ready();
+        let summary = status_line(&supervisor, &state).await;
+        notifier.notify(&format!("READY=1\nSTATUS={summary}"));
+        tracing::info!(port, startup_ms = boot.elapsed().as_millis() as u64, status = %summary, "ready");
+
+        let keepalive = actix_rt::spawn(keep_systemd_informed(
+            supervisor.clone(),
+            state.clone(),
+            notifier.clone(),
+        ));
+
+        let exit = tokio::select! {
+            () = shutdown => Exit::Requested,
+            Some(f) = fatal.recv() => Exit::Fatal(format!("critical service {} failed: {}", f.service, f.reason)),
+            res = &mut server_task => {
+                Exit::Fatal(format!("the HTTP server stopped unexpectedly: {res:?}"))
+            }
+        };
+        let started = Instant::now();
+        let deadline = config.shutdown_timeout;
+        let remaining = || deadline.saturating_sub(started.elapsed());
+        match &exit {
+            Exit::Requested => {
+                tracing::info!(deadline_ms = deadline.as_millis() as u64, "shutting down")
+            }
+            Exit::Fatal(reason) => tracing::error!(%reason, "shutting down after a fatal failure"),
+        }
+        state.lifecycle.begin_stopping();
+        notifier.notify("STOPPING=1\nSTATUS=stopping");
+        if !config.shutdown_drain_delay.is_zero() {
+            tokio::time::sleep(config.shutdown_drain_delay.min(remaining())).await;
+        }
+        if tokio::time::timeout(remaining(), handle.stop(true))
+            .await
+            .is_err()
+        {
+            tracing::error!("HTTP server did not drain before the shutdown deadline");
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "HTTP drained"
+        );
+        let report = supervisor::shutdown(&supervisor, remaining()).await;
+        if !report.cut_off.is_empty() {
+            tracing::warn!(services = ?report.cut_off, "services cut off at their stop timeout");
+        }
+        keepalive.abort();
+        if tokio::time::timeout(remaining().max(Duration::from_millis(100)), store.close())
+            .await
+            .is_err()
+        {
+            tracing::error!("database pool did not close before the shutdown deadline");
+        }
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, stopped = ?report.stopped, "stopped");
+        exit
+    }
+}
+
+/// `STATUS=` text: the registry summary and the database state.
+async fn status_line(supervisor: &Addr<Supervisor>, state: &AppState) -> String {
+    let services = match tokio::time::timeout(state.actor_timeout, supervisor.send(GetStatus)).await
+    {
+        Ok(Ok(registry)) => registry.summary(),
+        _ => "supervisor not answering".to_string(),
+    };
+    let db = if state.shared.db_healthy() {
+        "ok"
+    } else {
+        "unavailable"
+    };
+    format!("services: {services}; database: {db}")
+}
+
+/// Keeps `STATUS=` current and sends `WATCHDOG=1` at half of `WATCHDOG_USEC`, only while the
+/// supervisor answers and the database is healthy.
+async fn keep_systemd_informed(
+    supervisor: Addr<Supervisor>,
+    state: web::Data<AppState>,
+    notifier: Arc<Notifier>,
+) {
+    if !notifier.enabled() {
+        return;
+    }
+    let watchdog = systemd::watchdog_interval();
+    let period = watchdog
+        .unwrap_or(Duration::from_secs(5))
+        .min(Duration::from_secs(5));
+    let mut ticker = tokio::time::interval(period);
+    let mut last = String::new();
+    loop {
+        ticker.tick().await;
+        let alive =
+            tokio::time::timeout(state.actor_timeout.min(period), supervisor.send(GetStatus)).await;
+        let line = status_line(&supervisor, &state).await;
+        if line != last {
+            notifier.notify(&format!("STATUS={line}"));
+            last = line;
+        }
+        if watchdog.is_some() {
+            if matches!(alive, Ok(Ok(_))) && state.shared.db_healthy() {
+                notifier.notify("WATCHDOG=1");
+            } else {
+                tracing::warn!("watchdog keep-alive withheld: supervisor or database unhealthy");
+            }
+        }
+    }
+}
