@@ -208,9 +208,9 @@ impl Raw<'_> {
         parse_duration(&self.value).map_err(|m| self.err(m))
     }
 
-    fn number<T: std::str::FromStr>(&self, min: T) -> Result<T, ConfigError>
+    fn number<T>(&self, min: T) -> Result<T, ConfigError>
     where
-        T: PartialOrd + std::fmt::Display + Copy,
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
     {
         let n: T = self
             .value

@@ -55,7 +55,8 @@ impl Exit {
 /// A started daemon: services running, listener bound, not yet ready.
 pub struct Application {
     port: u16,
-    server: actix_web::dev::Server,
+    server: actix_web::dev::ServerHandle,
+    server_task: tokio::task::JoinHandle<std::io::Result<()>>,
     state: web::Data<AppState>,
     supervisor: Addr<Supervisor>,
     store: Store,
@@ -138,9 +139,13 @@ impl Application {
             .listen(listener)
             .map_err(listen_err)?
             .run();
+        let handle = server.handle();
+        // Serving from here on: `/health` answers and `/ready` says 503 until run_until_stopped.
+        let server_task = actix_rt::spawn(server);
         Ok(Application {
             port,
-            server,
+            server: handle,
+            server_task,
             state,
             supervisor,
             store,
@@ -168,7 +173,8 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Exit {
         let Application {
             port,
-            server,
+            server: handle,
+            mut server_task,
             state,
             supervisor,
             store,
@@ -177,8 +183,6 @@ impl Application {
             config,
             boot,
         } = self;
-        let handle = server.handle();
-        let mut server_task = actix_rt::spawn(server);
         state.lifecycle.set_ready();
         let summary = status_line(&supervisor, &state).await;
         notifier.notify(&format!("READY=1\nSTATUS={summary}"));

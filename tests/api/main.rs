@@ -1,1 +1,10 @@
+//! Integration and end-to-end tests of the daemon (one binary to keep link time down).
+//!
+//! PostgreSQL tests read their server from `TIPOFF_TEST_POSTGRES_URL` (e.g.
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and create a uniquely named database per test.
+//! Without it they print a loud SKIPPED line; with `CI=true` a missing variable fails them.
 
+mod helpers;
+mod lifecycle;
+mod ops;
+mod storage;

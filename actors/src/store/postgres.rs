@@ -2,7 +2,10 @@
 
 use std::str::FromStr;
 
+use std::time::Instant;
+
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
 
 use super::{Store, StoreError, StoreOptions};
 
@@ -19,6 +22,25 @@ pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Store, 
         opts.get_port(),
         opts.get_database().unwrap_or("(default)")
     );
+    // Direct attempts first, retried until the startup timeout, so the error names the real
+    // cause (refused, authentication, unknown database) rather than a pool timeout.
+    let deadline = Instant::now() + options.connect_timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let cause = match tokio::time::timeout(left, opts.connect()).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                break;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("timed out after {:?}", options.connect_timeout),
+        };
+        if Instant::now() + std::time::Duration::from_millis(250) >= deadline {
+            return Err(StoreError::Connect { target, cause });
+        }
+        tracing::warn!(%target, %cause, "database not reachable yet; retrying");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
     let pool = PgPoolOptions::new()
         .max_connections(options.max_connections.max(1))
         .acquire_timeout(options.connect_timeout)

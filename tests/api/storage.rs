@@ -1,0 +1,144 @@
+//! Storage on both backends: migrations, seeding, the single-process SQLite lock, and the db
+//! service's health following a PostgreSQL that goes away and comes back.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tipoff_actors::{Store, StoreError, StoreOptions};
+
+use crate::helpers::*;
+
+async fn migrations_apply_cleanly_and_seed_the_catalog(url: &str) {
+    let store = Store::connect(url, &StoreOptions::default()).await.unwrap();
+    store.migrate().await.unwrap();
+    assert!(store
+        .table_names()
+        .await
+        .unwrap()
+        .contains(&"leagues".to_string()));
+    assert_eq!(store.seed_if_empty().await.unwrap(), 5);
+    store.migrate().await.expect("migrating twice is a no-op");
+    assert_eq!(
+        store.seed_if_empty().await.unwrap(),
+        0,
+        "seeding only fills an empty catalog"
+    );
+    let leagues = store.leagues().await.unwrap();
+    let nba = leagues.iter().find(|l| l.key == "nba").unwrap();
+    assert_eq!(nba.espn_path, "basketball/nba");
+    assert_eq!(leagues.len(), 5);
+    store.close().await;
+}
+
+#[actix_rt::test]
+async fn migrations_apply_cleanly_and_seed_the_catalog_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("fresh/nested/tipoff.db").display()
+    );
+    migrations_apply_cleanly_and_seed_the_catalog(&url).await;
+    assert!(
+        dir.path().join("fresh/nested/tipoff.db").exists(),
+        "a missing SQLite file is created"
+    );
+}
+
+#[actix_rt::test]
+async fn migrations_apply_cleanly_and_seed_the_catalog_on_postgres() {
+    let Some(url) = postgres_db("migrations_apply_cleanly_and_seed_the_catalog_on_postgres").await
+    else {
+        return;
+    };
+    migrations_apply_cleanly_and_seed_the_catalog(&url).await;
+}
+
+#[actix_rt::test]
+async fn a_second_store_on_the_same_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tipoff.db").display());
+    let first = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let err = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("another tipoff process"), "{err}");
+    first.close().await;
+    drop(first);
+    Store::connect(&url, &StoreOptions::default())
+        .await
+        .expect("the lock is released with the store");
+}
+
+#[actix_rt::test]
+async fn sqlite_runs_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tipoff.db").display());
+    let store = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let Store::Sqlite(pool, _) = &store else {
+        unreachable!()
+    };
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(busy >= 1000, "busy timeout {busy} ms");
+}
+
+#[actix_rt::test]
+async fn db_reports_unhealthy_while_postgres_is_unreachable_and_recovers_by_itself() {
+    let Some(url) =
+        postgres_db("db_reports_unhealthy_while_postgres_is_unreachable_and_recovers_by_itself")
+            .await
+    else {
+        return;
+    };
+    let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let mut proxy = Proxy::start(&format!("{}:{}", opts.get_host(), opts.get_port())).await;
+    let proxied = url.replacen(
+        &format!("{}:{}", opts.get_host(), opts.get_port()),
+        &format!("127.0.0.1:{}", proxy.port),
+        1,
+    );
+    assert_ne!(proxied, url, "the URL must go through the proxy");
+    let app = spawn_app(
+        &Db::Postgres(proxied),
+        &[("TIPOFF_DB_STARTUP_TIMEOUT", "1s")],
+    )
+    .await;
+
+    proxy.cut();
+    app.wait_status("/ready", 503, Duration::from_secs(10))
+        .await;
+    let body: Value = app.get("/ready").await.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "database unavailable");
+    let status: Value = app.admin_get("/debug/status").await.json().await.unwrap();
+    assert_eq!(status["database"]["healthy"], false);
+    assert!(
+        status["services"][0]["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("database unreachable"),
+        "{status}"
+    );
+    assert_eq!(
+        status["services"][0]["state"], "running",
+        "an unreachable database is not a crash loop"
+    );
+
+    proxy.restore().await;
+    app.wait_status("/ready", 200, Duration::from_secs(10))
+        .await;
+    let status: Value = app.admin_get("/debug/status").await.json().await.unwrap();
+    assert_eq!(status["database"]["healthy"], true);
+    assert_eq!(app.stop().await.code(), 0);
+}
