@@ -7,7 +7,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use criterion::{criterion_group, criterion_main, Criterion};
 use tipoff_actors::supervisor::{self, GetStatus};
-use tipoff_actors::{factory, ChildSpec, Control, ServiceCtx, Shared, Supervisor, SupervisorSettings};
+use tipoff_actors::{
+    factory, ChildSpec, Control, ServiceCtx, Shared, Supervisor, SupervisorSettings,
+};
 
 struct Idle(#[allow(dead_code)] ServiceCtx);
 
@@ -30,8 +32,14 @@ fn round_trip(c: &mut Criterion) {
     std::thread::spawn(move || {
         let sys = actix_rt::System::new();
         sys.block_on(async move {
-            let specs = (0..6).map(|i| ChildSpec::new(format!("idle-{i}"), factory(|svc| Ok(Idle(svc))))).collect();
-            let (sup, _fatal) = Supervisor::new(specs, SupervisorSettings::default(), Arc::new(Shared::default()));
+            let specs = (0..6)
+                .map(|i| ChildSpec::new(format!("idle-{i}"), factory(|svc| Ok(Idle(svc)))))
+                .collect();
+            let (sup, _fatal) = Supervisor::new(
+                specs,
+                SupervisorSettings::default(),
+                Arc::new(Shared::default()),
+            );
             let addr = sup.start();
             supervisor::start_all(&addr).await.unwrap();
             tx.send(addr).unwrap();
@@ -39,7 +47,10 @@ fn round_trip(c: &mut Criterion) {
         });
     });
     let addr = rx.recv().unwrap();
-    let client = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("supervisor");
     group.measurement_time(Duration::from_secs(5));
     group.bench_function("get_status_round_trip_6_children", |b| {

@@ -28,6 +28,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use crate::restart::{Intensity, RestartSettings};
 use crate::service::{ChildFactory, Control, ServiceCtx, Shared, Telemetry};
@@ -360,6 +361,7 @@ impl Supervisor {
             child.telemetry.clone(),
             shared,
         );
+        let span = tracing::info_span!("service", name = %child.spec.name, generation);
         let (tx, rx) = oneshot::channel::<(Recipient<Control>, AbortHandle)>();
         let arbiter = Arbiter::new();
         let handle = arbiter.handle();
@@ -367,7 +369,7 @@ impl Supervisor {
             actix_rt::spawn(async move {
                 let exit = match std::panic::catch_unwind(AssertUnwindSafe(|| factory.spawn(svc))) {
                     Ok(Ok(spawned)) => {
-                        let task = actix_rt::spawn(spawned.run);
+                        let task = actix_rt::spawn(spawned.run.instrument(span));
                         let _ = tx.send((spawned.control, task.abort_handle()));
                         match task.await {
                             Ok(()) => Exit::Returned,
