@@ -10,6 +10,7 @@
 //! - [`restart`]: backoff and intensity arithmetic.
 //! - [`status`]: the registry's types, as served by `/debug/status`.
 //! - [`db`]: the `db` child: database health pings.
+//! - [`espn`]: ESPN scoreboard client and parser (for the league pollers).
 //! - [`store`]: the storage seam over SQLite and PostgreSQL, with their migrations.
 //!
 //! Data flow: the daemon builds a [`Store`](store::Store) and the child specs, starts the
@@ -17,6 +18,7 @@
 //! through the store directly and send commands to the supervisor as messages.
 
 pub mod db;
+pub mod espn;
 pub mod restart;
 pub mod service;
 pub mod status;
