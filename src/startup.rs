@@ -129,6 +129,7 @@ impl Application {
             admin: AdminToken::new(config.admin_token.as_ref().map(|t| t.expose())),
             actor_timeout: config.actor_timeout,
             environment: config.env.as_str(),
+            leagues_enabled: config.leagues.clone(),
         });
         let app_state = state.clone();
         let drain = config.shutdown_timeout.as_secs().clamp(1, 10);

@@ -2,12 +2,14 @@
 //! [`AppState`]): reads go to the store directly, commands go to the supervisor as messages
 //! bounded by `actor_timeout` (a dead or busy actor is a 503, never a hang).
 //!
+//! - `read.rs`: `/api/v1/leagues`, `/api/v1/games`, `/api/v1/markets` (store reads).
 //! - `ops.rs`: `/health`, `/ready`, `/debug/status`, `/admin/services/{name}/{action}`.
 //! - `error.rs`: the JSON error format; `auth.rs`: the admin bearer token.
 
 pub mod auth;
 pub mod error;
 mod ops;
+mod read;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -74,6 +76,8 @@ pub struct AppState {
     pub admin: AdminToken,
     pub actor_timeout: Duration,
     pub environment: &'static str,
+    /// Leagues whose pollers configuration enables.
+    pub leagues_enabled: Vec<String>,
 }
 
 /// Registers every route.
@@ -94,6 +98,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/health", web::get().to(ops::health))
     .route("/ready", web::get().to(ops::ready))
     .route("/debug/status", web::get().to(ops::debug_status))
+    .route("/api/v1/leagues", web::get().to(read::leagues))
+    .route("/api/v1/games", web::get().to(read::games))
+    .route("/api/v1/games/{id}", web::get().to(read::game_by_id))
+    .route("/api/v1/markets", web::get().to(read::markets))
+    .route("/api/v1/markets/{id}", web::get().to(read::market_by_id))
     .route(
         "/admin/services/{name}/{action}",
         web::post().to(ops::control_service),

@@ -85,6 +85,7 @@ pub fn test_env(db_url: &str, extra: &[(&str, &str)]) -> HashMap<String, String>
 /// A daemon running inside the test's actix system.
 pub struct TestApp {
     pub address: String,
+    pub store: tipoff_actors::Store,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Exit>>,
@@ -160,12 +161,14 @@ pub async fn spawn_app(db: &Db, extra: &[(&str, &str)]) -> TestApp {
 
 pub async fn run(app: Application, dir: tempfile::TempDir) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
+    let store = app.store();
     let (tx, rx) = oneshot::channel::<()>();
     let task = actix_rt::spawn(app.run_until_stopped(async {
         let _ = rx.await;
     }));
     let test_app = TestApp {
         address,
+        store,
         client: reqwest::Client::new(),
         shutdown: Some(tx),
         task: Some(task),
@@ -363,4 +366,25 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A real ESPN fixture from `../shared/fixtures/espn` (or `$TIPOFF_FIXTURES_DIR/espn`).
+pub fn espn_fixture(name: &str) -> Vec<u8> {
+    let dir = std::env::var("TIPOFF_FIXTURES_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures").to_string());
+    std::fs::read(format!("{dir}/espn/{name}"))
+        .unwrap_or_else(|e| panic!("fixture {name} in {dir}: {e}"))
+}
+
+/// A fresh, migrated and seeded store on `db`.
+pub async fn fresh_store(db: &Db, dir: &std::path::Path) -> tipoff_actors::Store {
+    let store = tipoff_actors::Store::connect(
+        &database_url(db, dir),
+        &tipoff_actors::StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    store.seed_if_empty().await.unwrap();
+    store
 }

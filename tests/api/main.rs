@@ -4,6 +4,7 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and create a uniquely named database per test.
 //! Without it they print a loud SKIPPED line; with `CI=true` a missing variable fails them.
 
+mod games;
 mod helpers;
 mod lifecycle;
 mod ops;

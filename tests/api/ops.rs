@@ -201,6 +201,7 @@ async fn a_supervisor_that_does_not_answer_gives_503_not_a_hang() {
         admin: AdminToken::new(Some(ADMIN_TOKEN)),
         actor_timeout: Duration::from_millis(200),
         environment: "development",
+        leagues_enabled: vec![],
     });
     let service = actix_web::test::init_service(tipoff::http::app(state)).await;
     let req = actix_web::test::TestRequest::get()

@@ -2,8 +2,21 @@
 //! accept (`$1` placeholders work in both) is written once here; what differs lives in
 //! `sqlite.rs` and `postgres.rs`, each with its own migration tree under `migrations/`.
 
+/// Runs the same body against whichever pool `store` holds (the SQL must suit both).
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool, _) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+mod games;
 mod postgres;
 mod sqlite;
+
+pub use games::{GameFilter, GameRow, MarketFilter, MarketRow, MarketTransition, Upserted};
 
 use std::sync::Arc;
 use std::time::Duration;

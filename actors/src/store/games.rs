@@ -1,0 +1,324 @@
+//! Games and markets: the idempotent upsert of scoreboard games, each game's market and its
+//! transitions (lock at start, settle or void exactly once), and the read queries of the API.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+use super::{Store, StoreError};
+use crate::espn::{GameState, ScoreboardGame};
+
+/// What one upsert did to the game's market.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarketTransition {
+    Unchanged,
+    Locked,
+    /// Settled now, with the winning outcome (`home` / `away`).
+    Settled(&'static str),
+    Voided,
+    /// The game changed after its market was settled or voided; logged, never re-settled.
+    IgnoredAfterSettlement,
+}
+
+/// The result of [`Store::upsert_game`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upserted {
+    pub game_id: i64,
+    pub market_id: i64,
+    pub created: bool,
+    /// An existing game whose fields changed.
+    pub updated: bool,
+    pub transition: MarketTransition,
+}
+
+/// A game row joined with its market id.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct GameRow {
+    pub id: i64,
+    pub league: String,
+    pub external_id: String,
+    pub name: String,
+    pub short_name: String,
+    pub starts_at: DateTime<Utc>,
+    pub state: String,
+    pub status_detail: String,
+    pub neutral_site: bool,
+    pub home_abbr: String,
+    pub home_name: String,
+    pub home_score: Option<i64>,
+    pub away_abbr: String,
+    pub away_name: String,
+    pub away_score: Option<i64>,
+    pub market_id: Option<i64>,
+}
+
+/// A market row joined with what its API form needs from the game.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct MarketRow {
+    pub id: i64,
+    pub game_id: i64,
+    pub league: String,
+    pub question: String,
+    pub state: String,
+    pub home_abbr: String,
+    pub away_abbr: String,
+    pub home_pool: i64,
+    pub away_pool: i64,
+    pub winning_outcome: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub settled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GameFilter {
+    pub league: Option<String>,
+    pub state: Option<GameState>,
+    /// Games starting on this UTC date.
+    pub date: Option<NaiveDate>,
+    /// Keyset cursor: strictly after this (starts_at, id).
+    pub after: Option<(DateTime<Utc>, i64)>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MarketFilter {
+    pub league: Option<String>,
+    pub state: Option<String>,
+    /// Keyset cursor: ids strictly greater.
+    pub after: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(sqlx::FromRow, PartialEq)]
+struct Existing {
+    id: i64,
+    name: String,
+    short_name: String,
+    starts_at: DateTime<Utc>,
+    state: String,
+    status_detail: String,
+    neutral_site: bool,
+    home_score: Option<i64>,
+    away_score: Option<i64>,
+}
+
+/// The winning side of a final game: ESPN's `winner` flag, else the higher score; `None` for
+/// a tie or no result (the market is voided).
+pub fn winner(game: &ScoreboardGame) -> Option<&'static str> {
+    match (game.home.winner, game.away.winner) {
+        (Some(true), _) => return Some("home"),
+        (_, Some(true)) => return Some("away"),
+        _ => {}
+    }
+    match (game.home.score, game.away.score) {
+        (Some(h), Some(a)) if h > a => Some("home"),
+        (Some(h), Some(a)) if a > h => Some("away"),
+        _ => None,
+    }
+}
+
+/// "Who wins BOS @ LAL?"
+pub fn question(game: &ScoreboardGame) -> String {
+    let matchup = if game.short_name.is_empty() {
+        format!("{} @ {}", game.away.abbreviation, game.home.abbreviation)
+    } else {
+        game.short_name.clone()
+    };
+    format!("Who wins {matchup}?")
+}
+
+const GAME_COLUMNS: &str = "g.id, g.league, g.external_id, g.name, g.short_name, g.starts_at, g.state, g.status_detail, g.neutral_site, g.home_abbr, g.home_name, g.home_score, g.away_abbr, g.away_name, g.away_score, m.id AS market_id";
+const MARKET_COLUMNS: &str = "m.id, m.game_id, g.league, m.question, m.state, g.home_abbr, g.away_abbr, m.home_pool, m.away_pool, m.winning_outcome, m.created_at, m.settled_at";
+
+/// Voids the market unless it is already closed (expands inside each backend's branch).
+macro_rules! void_market {
+    ($tx:ident, $market_id:expr, $now:expr, $finished:expr, $market_state:expr) => {
+        if $finished {
+            if $market_state == "void" {
+                MarketTransition::Unchanged
+            } else {
+                MarketTransition::IgnoredAfterSettlement
+            }
+        } else {
+            let n = sqlx::query("UPDATE markets SET state = 'void', settled_at = $1 WHERE id = $2 AND state IN ('open', 'locked')")
+                .bind($now)
+                .bind($market_id)
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected();
+            if n == 1 {
+                MarketTransition::Voided
+            } else {
+                MarketTransition::Unchanged
+            }
+        }
+    };
+}
+
+impl Store {
+    /// Inserts or updates a game by (league, ESPN event id), creates its market when new, and
+    /// moves the market along: locked once the game has started, settled when final, voided
+    /// when postponed, canceled or suspended. One transaction; settlement is a compare-and-set,
+    /// so a market is settled at most once however often this runs.
+    #[tracing::instrument(skip_all, fields(league = %league, external_id = %game.external_id))]
+    pub async fn upsert_game(
+        &self,
+        league: &str,
+        game: &ScoreboardGame,
+        now: DateTime<Utc>,
+    ) -> Result<Upserted, StoreError> {
+        let state = game.state.as_str();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO games (league, external_id, name, short_name, starts_at, state, status_detail, neutral_site, \
+                 home_abbr, home_name, home_score, away_abbr, away_name, away_score, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 ON CONFLICT (league, external_id) DO NOTHING RETURNING id",
+            )
+            .bind(league).bind(&game.external_id).bind(&game.name).bind(&game.short_name).bind(game.starts_at)
+            .bind(state).bind(&game.status_detail).bind(game.neutral_site)
+            .bind(&game.home.abbreviation).bind(&game.home.name).bind(game.home.score)
+            .bind(&game.away.abbreviation).bind(&game.away.name).bind(game.away.score).bind(now)
+            .fetch_optional(&mut *tx).await?;
+            let (game_id, created, updated) = match inserted {
+                Some(id) => (id, true, false),
+                None => {
+                    let old: Existing = sqlx::query_as(
+                        "SELECT id, name, short_name, starts_at, state, status_detail, neutral_site, home_score, away_score \
+                         FROM games WHERE league = $1 AND external_id = $2",
+                    )
+                    .bind(league).bind(&game.external_id)
+                    .fetch_one(&mut *tx).await?;
+                    let new = Existing {
+                        id: old.id,
+                        name: game.name.clone(),
+                        short_name: game.short_name.clone(),
+                        starts_at: game.starts_at,
+                        state: state.to_string(),
+                        status_detail: game.status_detail.clone(),
+                        neutral_site: game.neutral_site,
+                        home_score: game.home.score,
+                        away_score: game.away.score,
+                    };
+                    let changed = new != old;
+                    if changed {
+                        sqlx::query(
+                            "UPDATE games SET name = $1, short_name = $2, starts_at = $3, state = $4, status_detail = $5, \
+                             neutral_site = $6, home_score = $7, away_score = $8, updated_at = $9 WHERE id = $10",
+                        )
+                        .bind(&new.name).bind(&new.short_name).bind(new.starts_at).bind(&new.state).bind(&new.status_detail)
+                        .bind(new.neutral_site).bind(new.home_score).bind(new.away_score).bind(now).bind(old.id)
+                        .execute(&mut *tx).await?;
+                    }
+                    (old.id, false, changed)
+                }
+            };
+            sqlx::query("INSERT INTO markets (game_id, question, created_at) VALUES ($1, $2, $3) ON CONFLICT (game_id) DO NOTHING")
+                .bind(game_id).bind(question(game)).bind(now)
+                .execute(&mut *tx).await?;
+            let (market_id, market_state, market_winner): (i64, String, Option<String>) =
+                sqlx::query_as("SELECT id, state, winning_outcome FROM markets WHERE game_id = $1")
+                    .bind(game_id)
+                    .fetch_one(&mut *tx).await?;
+            let finished = matches!(market_state.as_str(), "settled" | "void");
+            let transition = match game.state {
+                GameState::Final => match winner(game) {
+                    Some(side) => {
+                        let n = sqlx::query(
+                            "UPDATE markets SET state = 'settled', winning_outcome = $1, settled_at = $2 \
+                             WHERE id = $3 AND state IN ('open', 'locked')",
+                        )
+                        .bind(side).bind(now).bind(market_id)
+                        .execute(&mut *tx).await?.rows_affected();
+                        if n == 1 {
+                            MarketTransition::Settled(side)
+                        } else if market_winner.as_deref() != Some(side) {
+                            MarketTransition::IgnoredAfterSettlement
+                        } else {
+                            MarketTransition::Unchanged
+                        }
+                    }
+                    None => void_market!(tx, market_id, now, finished, market_state),
+                },
+                GameState::Postponed | GameState::Canceled | GameState::Suspended => {
+                    void_market!(tx, market_id, now, finished, market_state)
+                }
+                GameState::Live | GameState::Delayed | GameState::Scheduled => {
+                    if finished {
+                        MarketTransition::IgnoredAfterSettlement
+                    } else if game.state != GameState::Scheduled || game.starts_at <= now {
+                        let n = sqlx::query("UPDATE markets SET state = 'locked' WHERE id = $1 AND state = 'open'")
+                            .bind(market_id)
+                            .execute(&mut *tx).await?.rows_affected();
+                        if n == 1 { MarketTransition::Locked } else { MarketTransition::Unchanged }
+                    } else {
+                        MarketTransition::Unchanged
+                    }
+                }
+            };
+            tx.commit().await?;
+            if transition == MarketTransition::IgnoredAfterSettlement && (created || updated) {
+                tracing::warn!(market_id, game_state = state, market_state = %market_state, "game changed after its market was closed; not re-settled");
+            }
+            let transition = if transition == MarketTransition::IgnoredAfterSettlement && !updated {
+                MarketTransition::Unchanged
+            } else {
+                transition
+            };
+            Ok(Upserted { game_id, market_id, created, updated, transition })
+        })
+    }
+
+    pub async fn game(&self, id: i64) -> Result<GameRow, StoreError> {
+        let sql = format!("SELECT {GAME_COLUMNS} FROM games g LEFT JOIN markets m ON m.game_id = g.id WHERE g.id = $1");
+        on_pool!(self, pool => Ok(sqlx::query_as(&sql).bind(id).fetch_one(pool).await?))
+    }
+
+    /// Games in (starts_at, id) order.
+    pub async fn games(&self, f: &GameFilter) -> Result<Vec<GameRow>, StoreError> {
+        on_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new(format!("SELECT {GAME_COLUMNS} FROM games g LEFT JOIN markets m ON m.game_id = g.id WHERE 1 = 1"));
+            if let Some(league) = &f.league {
+                q.push(" AND g.league = ").push_bind(league.clone());
+            }
+            if let Some(state) = f.state {
+                q.push(" AND g.state = ").push_bind(state.as_str());
+            }
+            if let Some(date) = f.date {
+                let start = date.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+                q.push(" AND g.starts_at >= ").push_bind(start);
+                q.push(" AND g.starts_at < ").push_bind(start + chrono::Duration::days(1));
+            }
+            if let Some((at, id)) = f.after {
+                q.push(" AND (g.starts_at > ").push_bind(at);
+                q.push(" OR (g.starts_at = ").push_bind(at);
+                q.push(" AND g.id > ").push_bind(id).push("))");
+            }
+            q.push(" ORDER BY g.starts_at, g.id LIMIT ").push_bind(f.limit);
+            Ok(q.build_query_as().fetch_all(pool).await?)
+        })
+    }
+
+    pub async fn market(&self, id: i64) -> Result<MarketRow, StoreError> {
+        let sql = format!("SELECT {MARKET_COLUMNS} FROM markets m JOIN games g ON g.id = m.game_id WHERE m.id = $1");
+        on_pool!(self, pool => Ok(sqlx::query_as(&sql).bind(id).fetch_one(pool).await?))
+    }
+
+    /// Markets in id order.
+    pub async fn markets(&self, f: &MarketFilter) -> Result<Vec<MarketRow>, StoreError> {
+        on_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new(format!("SELECT {MARKET_COLUMNS} FROM markets m JOIN games g ON g.id = m.game_id WHERE 1 = 1"));
+            if let Some(league) = &f.league {
+                q.push(" AND g.league = ").push_bind(league.clone());
+            }
+            if let Some(state) = &f.state {
+                q.push(" AND m.state = ").push_bind(state.clone());
+            }
+            if let Some(after) = f.after {
+                q.push(" AND m.id > ").push_bind(after);
+            }
+            q.push(" ORDER BY m.id LIMIT ").push_bind(f.limit);
+            Ok(q.build_query_as().fetch_all(pool).await?)
+        })
+    }
+}

@@ -1,0 +1,255 @@
+//! The public read API: leagues, games and markets, straight from the store (reads never
+//! queue behind the actors). Lists are `{"items": [...], "next": <cursor or null>}` in a stable
+//! order (games by start time then id, markets by id) with opaque keyset cursors. Pools are
+//! integers in base units, sent as strings.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tipoff_actors::espn::GameState;
+use tipoff_actors::store::{GameFilter, GameRow, MarketFilter, MarketRow};
+
+use super::{error::ApiError, AppState};
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+const MARKET_STATES: &[&str] = &["open", "locked", "settled", "void"];
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    league: Option<String>,
+    date: Option<String>,
+    state: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn limit(q: &ListQuery) -> Result<i64, ApiError> {
+    match &q.limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(ApiError::BadRequest(format!(
+                "limit must be a whole number from 1 to {MAX_LIMIT}, not `{text}`"
+            ))),
+        },
+    }
+}
+
+fn encode_cursor(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
+    let bad = || {
+        ApiError::BadRequest("invalid cursor: pass the `next` value of the previous page".into())
+    };
+    if cursor.len() % 2 != 0 {
+        return Err(bad());
+    }
+    let bytes: Result<Vec<u8>, _> = (0..cursor.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&cursor[i..i + 2], 16))
+        .collect();
+    String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())
+}
+
+#[derive(Serialize)]
+struct Side<'a> {
+    abbreviation: &'a str,
+    name: &'a str,
+    score: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct Game<'a> {
+    id: i64,
+    league: &'a str,
+    external_id: &'a str,
+    name: &'a str,
+    short_name: &'a str,
+    starts_at: DateTime<Utc>,
+    state: &'a str,
+    status_detail: &'a str,
+    neutral_site: bool,
+    home: Side<'a>,
+    away: Side<'a>,
+    market_id: Option<i64>,
+}
+
+fn game(g: &GameRow) -> Game<'_> {
+    Game {
+        id: g.id,
+        league: &g.league,
+        external_id: &g.external_id,
+        name: &g.name,
+        short_name: &g.short_name,
+        starts_at: g.starts_at,
+        state: &g.state,
+        status_detail: &g.status_detail,
+        neutral_site: g.neutral_site,
+        home: Side {
+            abbreviation: &g.home_abbr,
+            name: &g.home_name,
+            score: g.home_score,
+        },
+        away: Side {
+            abbreviation: &g.away_abbr,
+            name: &g.away_name,
+            score: g.away_score,
+        },
+        market_id: g.market_id,
+    }
+}
+
+fn market(m: &MarketRow) -> serde_json::Value {
+    json!({
+        "id": m.id,
+        "game_id": m.game_id,
+        "league": m.league,
+        "question": m.question,
+        "state": m.state,
+        "outcomes": [
+            {"key": "home", "label": m.home_abbr, "pool": m.home_pool.to_string()},
+            {"key": "away", "label": m.away_abbr, "pool": m.away_pool.to_string()},
+        ],
+        "winning_outcome": m.winning_outcome,
+        "created_at": m.created_at,
+        "settled_at": m.settled_at,
+    })
+}
+
+/// `GET /api/v1/leagues`: the catalog, each with whether its poller is enabled.
+pub async fn leagues(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let items: Vec<serde_json::Value> = state
+        .store
+        .leagues()
+        .await?
+        .into_iter()
+        .map(|l| {
+            let enabled = state.leagues_enabled.contains(&l.key);
+            json!({"key": l.key, "name": l.name, "sport": l.sport, "espn_path": l.espn_path, "enabled": enabled})
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"items": items, "next": null})))
+}
+
+/// `GET /api/v1/games?league=&date=YYYY-MM-DD&state=&limit=&cursor=`
+pub async fn games(
+    state: web::Data<AppState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = limit(&q)?;
+    let game_state = match &q.state {
+        None => None,
+        Some(s) => Some(GameState::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown state `{s}`: use scheduled, live, final, postponed, canceled, delayed or suspended"
+            ))
+        })?),
+    };
+    let date = match &q.date {
+        None => None,
+        Some(d) => Some(
+            NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .map_err(|_| ApiError::BadRequest(format!("date must be YYYY-MM-DD, not `{d}`")))?,
+        ),
+    };
+    let after = match &q.cursor {
+        None => None,
+        Some(c) => {
+            let text = decode_cursor(c)?;
+            let bad = || {
+                ApiError::BadRequest(
+                    "invalid cursor: pass the `next` value of the previous page".into(),
+                )
+            };
+            let (micros, id) = text.split_once(':').ok_or_else(bad)?;
+            let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?)
+                .ok_or_else(bad)?;
+            Some((at, id.parse().map_err(|_| bad())?))
+        }
+    };
+    let filter = GameFilter {
+        league: q.league.clone(),
+        state: game_state,
+        date,
+        after,
+        limit: limit + 1,
+    };
+    let mut rows = state.store.games(&filter).await?;
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|g| encode_cursor(&format!("{}:{}", g.starts_at.timestamp_micros(), g.id)))
+    } else {
+        None
+    };
+    let items: Vec<Game<'_>> = rows.iter().map(game).collect();
+    Ok(HttpResponse::Ok().json(json!({"items": items, "next": next})))
+}
+
+/// `GET /api/v1/games/{id}`
+pub async fn game_by_id(
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let row = state.store.game(id).await.map_err(|e| match e {
+        tipoff_actors::StoreError::NotFound => ApiError::NotFound(format!("no game {id}")),
+        other => other.into(),
+    })?;
+    Ok(HttpResponse::Ok().json(game(&row)))
+}
+
+/// `GET /api/v1/markets?state=&league=&limit=&cursor=`
+pub async fn markets(
+    state: web::Data<AppState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = limit(&q)?;
+    if let Some(s) = &q.state {
+        if !MARKET_STATES.contains(&s.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown state `{s}`: use open, locked, settled or void"
+            )));
+        }
+    }
+    let after = match &q.cursor {
+        None => None,
+        Some(c) => Some(decode_cursor(c)?.parse::<i64>().map_err(|_| {
+            ApiError::BadRequest(
+                "invalid cursor: pass the `next` value of the previous page".into(),
+            )
+        })?),
+    };
+    let filter = MarketFilter {
+        league: q.league.clone(),
+        state: q.state.clone(),
+        after,
+        limit: limit + 1,
+    };
+    let mut rows = state.store.markets(&filter).await?;
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|m| encode_cursor(&m.id.to_string()))
+    } else {
+        None
+    };
+    let items: Vec<serde_json::Value> = rows.iter().map(market).collect();
+    Ok(HttpResponse::Ok().json(json!({"items": items, "next": next})))
+}
+
+/// `GET /api/v1/markets/{id}`
+pub async fn market_by_id(
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let row = state.store.market(id).await.map_err(|e| match e {
+        tipoff_actors::StoreError::NotFound => ApiError::NotFound(format!("no market {id}")),
+        other => other.into(),
+    })?;
+    Ok(HttpResponse::Ok().json(market(&row)))
+}
