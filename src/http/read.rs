@@ -55,6 +55,28 @@ fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
     String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())
 }
 
+/// Trims a `limit + 1` fetch to `limit` rows and the cursor of the next page, if any.
+fn page<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    cursor_of: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        let next = rows.last().map(|r| encode_cursor(&cursor_of(r)));
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
+
+fn not_found(what: &str, id: i64) -> impl Fn(tipoff_actors::StoreError) -> ApiError + '_ {
+    move |e| match e {
+        tipoff_actors::StoreError::NotFound => ApiError::NotFound(format!("no {what} {id}")),
+        other => other.into(),
+    }
+}
+
 #[derive(Serialize)]
 struct Side<'a> {
     abbreviation: &'a str,
@@ -178,14 +200,9 @@ pub async fn games(
         after,
         limit: limit + 1,
     };
-    let mut rows = state.store.games(&filter).await?;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last()
-            .map(|g| encode_cursor(&format!("{}:{}", g.starts_at.timestamp_micros(), g.id)))
-    } else {
-        None
-    };
+    let (rows, next) = page(state.store.games(&filter).await?, limit, |g| {
+        format!("{}:{}", g.starts_at.timestamp_micros(), g.id)
+    });
     let items: Vec<Game<'_>> = rows.iter().map(game).collect();
     Ok(HttpResponse::Ok().json(json!({"items": items, "next": next})))
 }
@@ -196,10 +213,7 @@ pub async fn game_by_id(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let row = state.store.game(id).await.map_err(|e| match e {
-        tipoff_actors::StoreError::NotFound => ApiError::NotFound(format!("no game {id}")),
-        other => other.into(),
-    })?;
+    let row = state.store.game(id).await.map_err(not_found("game", id))?;
     Ok(HttpResponse::Ok().json(game(&row)))
 }
 
@@ -230,13 +244,9 @@ pub async fn markets(
         after,
         limit: limit + 1,
     };
-    let mut rows = state.store.markets(&filter).await?;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|m| encode_cursor(&m.id.to_string()))
-    } else {
-        None
-    };
+    let (rows, next) = page(state.store.markets(&filter).await?, limit, |m| {
+        m.id.to_string()
+    });
     let items: Vec<serde_json::Value> = rows.iter().map(market).collect();
     Ok(HttpResponse::Ok().json(json!({"items": items, "next": next})))
 }
@@ -247,9 +257,10 @@ pub async fn market_by_id(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let row = state.store.market(id).await.map_err(|e| match e {
-        tipoff_actors::StoreError::NotFound => ApiError::NotFound(format!("no market {id}")),
-        other => other.into(),
-    })?;
+    let row = state
+        .store
+        .market(id)
+        .await
+        .map_err(not_found("market", id))?;
     Ok(HttpResponse::Ok().json(market(&row)))
 }
