@@ -208,6 +208,13 @@ impl Raw<'_> {
         parse_duration(&self.value).map_err(|m| self.err(m))
     }
 
+    fn nonzero_duration(&self) -> Result<Duration, ConfigError> {
+        match self.duration()? {
+            d if d.is_zero() => Err(self.err("must be greater than zero")),
+            d => Ok(d),
+        }
+    }
+
     fn number<T>(&self, min: T) -> Result<T, ConfigError>
     where
         T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
@@ -403,18 +410,7 @@ impl Config {
                 get("restart_backoff_cap").err("must not be smaller than restart_backoff_base")
             );
         }
-        let shutdown_timeout = get("shutdown_timeout").duration()?;
-        if shutdown_timeout.is_zero() {
-            return Err(get("shutdown_timeout").err("must be greater than zero"));
-        }
-        let nonzero = |name: &str| -> Result<Duration, ConfigError> {
-            let raw = get(name);
-            let d = raw.duration()?;
-            if d.is_zero() {
-                return Err(raw.err("must be greater than zero"));
-            }
-            Ok(d)
-        };
+        let nonzero = |name: &str| get(name).nonzero_duration();
 
         let config = Config {
             env: environment,
@@ -430,7 +426,7 @@ impl Config {
             embeddings_url: get("embeddings_url").url()?,
             webhook_urls,
             http_workers: get("http_workers").number(1usize)?,
-            shutdown_timeout,
+            shutdown_timeout: nonzero("shutdown_timeout")?,
             shutdown_drain_delay: get("shutdown_drain_delay").duration()?,
             db_startup_timeout: nonzero("db_startup_timeout")?,
             db_ping_interval: nonzero("db_ping_interval")?,

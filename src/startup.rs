@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr};
 use actix_web::{web, HttpServer};
 use tipoff_actors::supervisor::{self, Fatal, GetStatus};
-use tipoff_actors::{Shared, Store, StoreOptions, Supervisor};
+use tipoff_actors::{Registry, Shared, Store, StoreOptions, Supervisor};
 use tokio::sync::mpsc;
 
 use crate::config::{redact_url, Config};
@@ -161,10 +161,6 @@ impl Application {
         self.port
     }
 
-    pub fn supervisor(&self) -> Addr<Supervisor> {
-        self.supervisor.clone()
-    }
-
     pub fn store(&self) -> Store {
         self.store.clone()
     }
@@ -185,7 +181,10 @@ impl Application {
             boot,
         } = self;
         state.lifecycle.set_ready();
-        let summary = status_line(&supervisor, &state).await;
+        let registry = supervisor::ask(&supervisor, GetStatus, state.actor_timeout)
+            .await
+            .ok();
+        let summary = status_line(registry.as_ref(), &state);
         notifier.notify(&format!("READY=1\nSTATUS={summary}"));
         tracing::info!(port, startup_ms = boot.elapsed().as_millis() as u64, status = %summary, "ready");
 
@@ -242,13 +241,10 @@ impl Application {
     }
 }
 
-/// `STATUS=` text: the registry summary and the database state.
-async fn status_line(supervisor: &Addr<Supervisor>, state: &AppState) -> String {
-    let services = match tokio::time::timeout(state.actor_timeout, supervisor.send(GetStatus)).await
-    {
-        Ok(Ok(registry)) => registry.summary(),
-        _ => "supervisor not answering".to_string(),
-    };
+/// `STATUS=` text: the registry summary (when the supervisor answered) and the database state.
+fn status_line(registry: Option<&Registry>, state: &AppState) -> String {
+    let services =
+        registry.map_or_else(|| "supervisor not answering".to_string(), Registry::summary);
     let db = if state.shared.db_healthy() {
         "ok"
     } else {
@@ -275,15 +271,16 @@ async fn keep_systemd_informed(
     let mut last = String::new();
     loop {
         ticker.tick().await;
-        let alive =
-            tokio::time::timeout(state.actor_timeout.min(period), supervisor.send(GetStatus)).await;
-        let line = status_line(&supervisor, &state).await;
+        let registry = supervisor::ask(&supervisor, GetStatus, state.actor_timeout.min(period))
+            .await
+            .ok();
+        let line = status_line(registry.as_ref(), &state);
         if line != last {
             notifier.notify(&format!("STATUS={line}"));
             last = line;
         }
         if watchdog.is_some() {
-            if matches!(alive, Ok(Ok(_))) && state.shared.db_healthy() {
+            if registry.is_some() && state.shared.db_healthy() {
                 notifier.notify("WATCHDOG=1");
             } else {
                 tracing::warn!("watchdog keep-alive withheld: supervisor or database unhealthy");

@@ -6,7 +6,7 @@
 //! flips [`Shared::db_healthy`](crate::service::Shared): `/ready` answers 503 and dependent
 //! services pause while it is false; it turns true again by itself when the database returns.
 //!
-//! Messages: [`Control`] (ping / stop), [`RunOnce`] (one ping now, for tests).
+//! Messages: [`Control`] (ping / stop).
 //! Timers: the ping interval. Stops: at once, or after the ping in flight.
 
 use std::time::Duration;
@@ -115,18 +115,5 @@ impl Handler<Control> for DbService {
                 ctx.stop();
             }
         }
-    }
-}
-
-/// Run one health check now.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct RunOnce;
-
-impl Handler<RunOnce> for DbService {
-    type Result = ();
-
-    fn handle(&mut self, _: RunOnce, ctx: &mut Self::Context) {
-        self.ping(ctx);
     }
 }

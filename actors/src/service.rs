@@ -36,14 +36,12 @@ pub enum Control {
 #[derive(Debug)]
 pub struct Shared {
     db_healthy: AtomicBool,
-    leader: AtomicBool,
 }
 
 impl Default for Shared {
     fn default() -> Self {
         Shared {
             db_healthy: AtomicBool::new(true),
-            leader: AtomicBool::new(true),
         }
     }
 }
@@ -57,13 +55,10 @@ impl Shared {
         self.db_healthy.swap(healthy, Ordering::AcqRel)
     }
 
-    /// Whether this instance holds the leader lease (always true on SQLite).
+    /// Whether this instance runs the singleton services. There is no leader lease yet
+    /// (SPEC §9), so every instance leads: right on SQLite, where one process owns the file.
     pub fn leader(&self) -> bool {
-        self.leader.load(Ordering::Acquire)
-    }
-
-    pub fn set_leader(&self, leader: bool) {
-        self.leader.store(leader, Ordering::Release)
+        true
     }
 }
 
@@ -117,19 +112,6 @@ impl ServiceCtx {
             telemetry,
             shared,
         }
-    }
-
-    /// A context not attached to any supervisor, for driving a service directly in tests.
-    pub fn detached(name: &str, shared: Arc<Shared>) -> Self {
-        Self::new(
-            name,
-            1,
-            Arc::new(Mutex::new(Telemetry {
-                generation: 1,
-                ..Telemetry::default()
-            })),
-            shared,
-        )
     }
 
     pub fn name(&self) -> &str {

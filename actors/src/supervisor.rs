@@ -77,24 +77,23 @@ impl std::fmt::Debug for ChildSpec {
 impl ChildSpec {
     /// An optional, permanent child with a 5 s stop timeout and a 60 s hang deadline.
     pub fn new(name: impl Into<String>, factory: Arc<dyn ChildFactory>) -> Self {
-        ChildSpec {
-            name: name.into(),
-            factory: Some(factory),
-            skip_reason: None,
-            restart: RestartPolicy::Permanent,
-            stop_timeout: Duration::from_secs(5),
-            critical: false,
-            singleton: false,
-            hang_deadline: Duration::from_secs(60),
-        }
+        Self::with(name.into(), Some(factory), None)
     }
 
     /// A child that configuration leaves off, shown as `skipped` with the reason.
     pub fn skipped(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::with(name.into(), None, Some(reason.into()))
+    }
+
+    fn with(
+        name: String,
+        factory: Option<Arc<dyn ChildFactory>>,
+        skip_reason: Option<String>,
+    ) -> Self {
         ChildSpec {
-            name: name.into(),
-            factory: None,
-            skip_reason: Some(reason.into()),
+            name,
+            factory,
+            skip_reason,
             restart: RestartPolicy::Permanent,
             stop_timeout: Duration::from_secs(5),
             critical: false,
@@ -196,8 +195,6 @@ struct Child {
     restart_timer: Option<SpawnHandle>,
     restart_at: Option<DateTime<Utc>>,
     stop_waiters: Vec<oneshot::Sender<()>>,
-    /// A manual restart waits for the stop, then launches.
-    relaunch_after_stop: bool,
 }
 
 impl Child {
@@ -223,7 +220,6 @@ impl Child {
             restart_timer: None,
             restart_at: None,
             stop_waiters: Vec::new(),
-            relaunch_after_stop: false,
         }
     }
 
@@ -271,6 +267,23 @@ impl Child {
             skip_reason: self.spec.skip_reason.clone(),
             ticks: t.ticks,
             errors: t.errors,
+        }
+    }
+
+    /// The instance is gone: `stopped`, and whoever waits on the stop is told.
+    fn finish_stop(&mut self) {
+        self.set_state(ServiceState::Stopped);
+        for waiter in self.stop_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Cancels a pending restart; `true` if there was one.
+    fn cancel_restart(&mut self, ctx: &mut Context<Supervisor>) -> bool {
+        self.restart_at = None;
+        match self.restart_timer.take() {
+            Some(handle) => ctx.cancel_future(handle),
+            None => false,
         }
     }
 
@@ -324,6 +337,21 @@ impl Supervisor {
             .ok_or_else(|| SupervisorError::NotFound(name.to_string()))
     }
 
+    /// The index of a child that start / restart may act on: it exists, is not skipped, and the
+    /// supervisor is not shutting down.
+    fn controllable(&self, name: &str) -> Result<usize, SupervisorError> {
+        let idx = self.index(name)?;
+        if self.shutting_down {
+            return Err(SupervisorError::ShuttingDown);
+        }
+        let spec = &self.children[idx].spec;
+        if spec.factory.is_none() {
+            let reason = spec.skip_reason.clone().unwrap_or_default();
+            return Err(SupervisorError::Skipped(name.to_string(), reason));
+        }
+        Ok(idx)
+    }
+
     fn registry(&self) -> Registry {
         Registry {
             services: self.children.iter().map(Child::status).collect(),
@@ -341,10 +369,7 @@ impl Supervisor {
         let Some(factory) = child.spec.factory.clone() else {
             return Box::pin(actix::fut::ready(()));
         };
-        if let Some(handle) = child.restart_timer.take() {
-            ctx.cancel_future(handle);
-        }
-        child.restart_at = None;
+        child.cancel_restart(ctx);
         child.generation = generation;
         child.ping_inflight = false;
         child.set_state(ServiceState::Starting);
@@ -537,11 +562,8 @@ impl Supervisor {
                 }));
             }
             ServiceState::BackingOff => {
-                if let Some(handle) = child.restart_timer.take() {
-                    ctx.cancel_future(handle);
-                }
-                child.restart_at = None;
-                child.set_state(ServiceState::Stopped);
+                child.cancel_restart(ctx);
+                child.finish_stop();
                 return Box::pin(actix::fut::ready(Stopped {
                     status: child.status(),
                     cut_off: false,
@@ -567,10 +589,7 @@ impl Supervisor {
                     tracing::warn!(service = %child.spec.name, timeout_ms = timeout.as_millis() as u64, "service did not stop within its stop timeout; cut off");
                     child.cut_off();
                     child.record_error(&format!("cut off: did not stop within {timeout:?}"));
-                    child.set_state(ServiceState::Stopped);
-                    for waiter in child.stop_waiters.drain(..) {
-                        let _ = waiter.send(());
-                    }
+                    child.finish_stop();
                     cut_off = true;
                 }
                 Stopped {
@@ -623,14 +642,7 @@ impl Handler<ChildExited> for Supervisor {
         child.ping_inflight = false;
         let failure = child.telemetry().failure.take();
         if child.state == ServiceState::Stopping {
-            child.set_state(ServiceState::Stopped);
-            for waiter in child.stop_waiters.drain(..) {
-                let _ = waiter.send(());
-            }
-            if std::mem::take(&mut child.relaunch_after_stop) && !self.shutting_down {
-                let fut = self.launch(msg.idx, ctx);
-                ctx.spawn(fut);
-            }
+            child.finish_stop();
             return;
         }
         let (reason, is_failure) = match msg.exit {
@@ -678,24 +690,12 @@ impl Handler<StartChild> for Supervisor {
     type Result = ResponseActFuture<Self, Result<ServiceStatus, SupervisorError>>;
 
     fn handle(&mut self, msg: StartChild, ctx: &mut Self::Context) -> Self::Result {
-        let idx = match self.index(&msg.name) {
+        let idx = match self.controllable(&msg.name) {
             Ok(idx) => idx,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
-        if self.shutting_down {
-            return Box::pin(actix::fut::ready(Err(SupervisorError::ShuttingDown)));
-        }
         let child = &mut self.children[idx];
         match child.state {
-            ServiceState::Skipped => {
-                let reason = child.spec.skip_reason.clone().unwrap_or_default();
-                Box::pin(actix::fut::ready(Err(SupervisorError::Skipped(
-                    msg.name, reason,
-                ))))
-            }
-            ServiceState::Running | ServiceState::Starting | ServiceState::Stopping => {
-                Box::pin(actix::fut::ready(Ok(child.status())))
-            }
             ServiceState::Stopped | ServiceState::Failed | ServiceState::BackingOff => {
                 if child.state == ServiceState::Failed {
                     child.intensity.clear();
@@ -706,6 +706,7 @@ impl Handler<StartChild> for Supervisor {
                         .map(move |(), act, _| Ok(act.children[idx].status())),
                 )
             }
+            _ => Box::pin(actix::fut::ready(Ok(child.status()))),
         }
     }
 }
@@ -747,20 +748,11 @@ impl Handler<RestartChild> for Supervisor {
     type Result = ResponseActFuture<Self, Result<ServiceStatus, SupervisorError>>;
 
     fn handle(&mut self, msg: RestartChild, ctx: &mut Self::Context) -> Self::Result {
-        let idx = match self.index(&msg.name) {
+        let idx = match self.controllable(&msg.name) {
             Ok(idx) => idx,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
-        if self.shutting_down {
-            return Box::pin(actix::fut::ready(Err(SupervisorError::ShuttingDown)));
-        }
         let child = &mut self.children[idx];
-        if child.state == ServiceState::Skipped {
-            let reason = child.spec.skip_reason.clone().unwrap_or_default();
-            return Box::pin(actix::fut::ready(Err(SupervisorError::Skipped(
-                msg.name, reason,
-            ))));
-        }
         child.restarts += 1;
         child.intensity.clear();
         child.attempt = 0;
@@ -782,10 +774,8 @@ impl Handler<BeginShutdown> for Supervisor {
     fn handle(&mut self, _: BeginShutdown, ctx: &mut Self::Context) -> Self::Result {
         self.shutting_down = true;
         for child in &mut self.children {
-            if let Some(handle) = child.restart_timer.take() {
-                ctx.cancel_future(handle);
-                child.restart_at = None;
-                child.set_state(ServiceState::Stopped);
+            if child.cancel_restart(ctx) {
+                child.finish_stop();
             }
         }
         MessageResult(
@@ -811,12 +801,37 @@ impl Handler<AbortAll> for Supervisor {
         for child in &mut self.children {
             if child.link.is_some() || child.state == ServiceState::Stopping {
                 child.cut_off();
-                child.set_state(ServiceState::Stopped);
-                for waiter in child.stop_waiters.drain(..) {
-                    let _ = waiter.send(());
-                }
+                child.finish_stop();
             }
         }
+    }
+}
+
+/// Why a bounded request to the supervisor got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unanswered {
+    #[error("the supervisor did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the supervisor is not running")]
+    Stopped,
+}
+
+/// Sends `msg` to the supervisor and waits at most `timeout` for the answer: a dead or busy
+/// supervisor is an [`Unanswered`], never a hang.
+pub async fn ask<M>(
+    supervisor: &Addr<Supervisor>,
+    msg: M,
+    timeout: Duration,
+) -> Result<M::Result, Unanswered>
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+    Supervisor: Handler<M>,
+{
+    match tokio::time::timeout(timeout, supervisor.send(msg)).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(_)) => Err(Unanswered::Stopped),
+        Err(_) => Err(Unanswered::Timeout(timeout)),
     }
 }
 

@@ -88,3 +88,20 @@ impl From<tipoff_actors::StoreError> for ApiError {
         }
     }
 }
+
+impl From<tipoff_actors::supervisor::Unanswered> for ApiError {
+    fn from(e: tipoff_actors::supervisor::Unanswered) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<tipoff_actors::supervisor::SupervisorError> for ApiError {
+    fn from(e: tipoff_actors::supervisor::SupervisorError) -> Self {
+        use tipoff_actors::supervisor::SupervisorError;
+        match e {
+            SupervisorError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            SupervisorError::Skipped(..) => ApiError::Conflict(e.to_string()),
+            SupervisorError::ShuttingDown => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}

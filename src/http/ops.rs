@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::json;
 use tipoff_actors::status::ServiceStatus;
 use tipoff_actors::store::PoolStats;
-use tipoff_actors::supervisor::{GetStatus, RestartChild, StartChild, StopChild, SupervisorError};
+use tipoff_actors::supervisor::{ask, GetStatus, RestartChild, StartChild, StopChild};
 
 use super::{auth::Admin, error::ApiError, AppState};
 
@@ -52,18 +52,9 @@ struct DebugStatus {
     services: Vec<ServiceStatus>,
 }
 
-fn unavailable(what: &str, timeout: Duration) -> ApiError {
-    ApiError::Unavailable(format!(
-        "the supervisor did not answer {what} within {timeout:?}"
-    ))
-}
-
 /// The status registry and process facts.
 pub async fn debug_status(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let registry = tokio::time::timeout(state.actor_timeout, state.supervisor.send(GetStatus))
-        .await
-        .map_err(|_| unavailable("the status request", state.actor_timeout))?
-        .map_err(|_| ApiError::Unavailable("the supervisor is not running".into()))?;
+    let registry = ask(&state.supervisor, GetStatus, state.actor_timeout).await?;
     Ok(HttpResponse::Ok().json(DebugStatus {
         instance_id: state.lifecycle.instance_id.clone(),
         version: env!("CARGO_PKG_VERSION"),
@@ -89,28 +80,20 @@ pub async fn control_service(
     let (name, action) = path.into_inner();
     let timeout = state.actor_timeout + CONTROL_GRACE;
     let sup = &state.supervisor;
-    let result = match action.as_str() {
-        "start" => tokio::time::timeout(timeout, sup.send(StartChild { name: name.clone() })).await,
-        "restart" => {
-            tokio::time::timeout(timeout, sup.send(RestartChild { name: name.clone() })).await
+    let status = match action.as_str() {
+        "start" => ask(sup, StartChild { name: name.clone() }, timeout).await??,
+        "restart" => ask(sup, RestartChild { name: name.clone() }, timeout).await??,
+        "stop" => {
+            ask(sup, StopChild { name: name.clone() }, timeout)
+                .await??
+                .status
         }
-        "stop" => tokio::time::timeout(timeout, sup.send(StopChild { name: name.clone() }))
-            .await
-            .map(|r| r.map(|r| r.map(|stopped| stopped.status))),
         other => {
             return Err(ApiError::NotFound(format!(
                 "unknown action `{other}`: use start, stop or restart"
             )))
         }
     };
-    let status = result
-        .map_err(|_| unavailable(&format!("`{action} {name}`"), timeout))?
-        .map_err(|_| ApiError::Unavailable("the supervisor is not running".into()))?
-        .map_err(|e| match e {
-            SupervisorError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            SupervisorError::Skipped(..) => ApiError::Conflict(e.to_string()),
-            SupervisorError::ShuttingDown => ApiError::Unavailable(e.to_string()),
-        })?;
     tracing::info!(service = %name, %action, state = status.state.as_str(), "service control");
     Ok(HttpResponse::Ok().json(status))
 }

@@ -101,22 +101,22 @@ impl TestApp {
             .expect("request")
     }
 
-    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+    /// A request with the admin bearer token.
+    pub async fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
         self.client
-            .get(format!("{}{path}", self.address))
+            .request(method, format!("{}{path}", self.address))
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .expect("request")
     }
 
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.admin(reqwest::Method::GET, path).await
+    }
+
     pub async fn admin_post(&self, path: &str) -> reqwest::Response {
-        self.client
-            .post(format!("{}{path}", self.address))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .expect("request")
+        self.admin(reqwest::Method::POST, path).await
     }
 
     /// Polls `path` until it answers `status`, failing after `within`.

@@ -162,53 +162,34 @@ impl Store {
     /// Inserts the league catalog when the table is empty; returns how many rows were added.
     #[tracing::instrument(skip_all)]
     pub async fn seed_if_empty(&self) -> Result<u64, StoreError> {
-        let count: i64 = match self {
-            Store::Sqlite(pool, _) => {
-                sqlx::query_scalar("SELECT COUNT(*) FROM leagues")
-                    .fetch_one(pool)
-                    .await?
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM leagues").fetch_one(&mut *tx).await?;
+            if count > 0 {
+                return Ok(0);
             }
-            Store::Postgres(pool) => {
-                sqlx::query_scalar("SELECT COUNT(*) FROM leagues")
-                    .fetch_one(pool)
-                    .await?
+            let mut added = 0;
+            for (key, name, sport, path) in LEAGUE_CATALOG {
+                added += sqlx::query(
+                    "INSERT INTO leagues (key, name, sport, espn_path) VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(key)
+                .bind(name)
+                .bind(sport)
+                .bind(path)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             }
-        };
-        if count > 0 {
-            return Ok(0);
-        }
-        let mut added = 0;
-        for (key, name, sport, path) in LEAGUE_CATALOG {
-            let sql = "INSERT INTO leagues (key, name, sport, espn_path) VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING";
-            added += match self {
-                Store::Sqlite(pool, _) => sqlx::query(sql)
-                    .bind(key)
-                    .bind(name)
-                    .bind(sport)
-                    .bind(path)
-                    .execute(pool)
-                    .await?
-                    .rows_affected(),
-                Store::Postgres(pool) => sqlx::query(sql)
-                    .bind(key)
-                    .bind(name)
-                    .bind(sport)
-                    .bind(path)
-                    .execute(pool)
-                    .await?
-                    .rows_affected(),
-            };
-        }
-        Ok(added)
+            tx.commit().await?;
+            Ok(added)
+        })
     }
 
     /// The league catalog, ordered by key.
     pub async fn leagues(&self) -> Result<Vec<League>, StoreError> {
         let sql = "SELECT key, name, sport, espn_path FROM leagues ORDER BY key";
-        Ok(match self {
-            Store::Sqlite(pool, _) => sqlx::query_as(sql).fetch_all(pool).await?,
-            Store::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await?,
-        })
+        on_pool!(self, pool => Ok(sqlx::query_as(sql).fetch_all(pool).await?))
     }
 
     /// Names of the tables the migrations created (for tests and diagnostics).
@@ -229,37 +210,20 @@ impl Store {
 
     /// A round trip to the database.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(pool, _) => {
-                sqlx::query("SELECT 1").execute(pool).await?;
-            }
-            Store::Postgres(pool) => {
-                sqlx::query("SELECT 1").execute(pool).await?;
-            }
-        }
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop)?);
         Ok(())
     }
 
     pub fn pool_stats(&self) -> PoolStats {
-        match self {
-            Store::Sqlite(pool, _) => PoolStats {
-                size: pool.size(),
-                idle: pool.num_idle() as u32,
-                max: pool.options().get_max_connections(),
-            },
-            Store::Postgres(pool) => PoolStats {
-                size: pool.size(),
-                idle: pool.num_idle() as u32,
-                max: pool.options().get_max_connections(),
-            },
-        }
+        on_pool!(self, pool => PoolStats {
+            size: pool.size(),
+            idle: pool.num_idle() as u32,
+            max: pool.options().get_max_connections(),
+        })
     }
 
     /// Closes the pool, waiting for checked-out connections to be returned.
     pub async fn close(&self) {
-        match self {
-            Store::Sqlite(pool, _) => pool.close().await,
-            Store::Postgres(pool) => pool.close().await,
-        }
+        on_pool!(self, pool => pool.close().await)
     }
 }
