@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr};
 use actix_web::{web, HttpServer};
 use tipoff_actors::supervisor::{self, Fatal, GetStatus};
-use tipoff_actors::{Registry, Shared, Store, StoreOptions, Supervisor};
+use tipoff_actors::{ChildSpec, Registry, Shared, Store, StoreOptions, Supervisor};
 use tokio::sync::mpsc;
 
 use crate::config::{redact_url, Config};
@@ -72,6 +72,16 @@ impl Application {
         config: Config,
         notifier: Arc<Notifier>,
     ) -> Result<Application, StartupError> {
+        Self::build_with(config, notifier, Vec::new()).await
+    }
+
+    /// [`build`](Self::build) with `extra` children started after the configured ones (tests
+    /// use it to put purpose-built services under the same supervisor).
+    pub async fn build_with(
+        config: Config,
+        notifier: Arc<Notifier>,
+        extra: Vec<ChildSpec>,
+    ) -> Result<Application, StartupError> {
         let boot = Instant::now();
         let url = config.database_url.expose().to_string();
         tracing::info!(
@@ -96,7 +106,8 @@ impl Application {
         );
 
         let shared = Arc::new(Shared::default());
-        let specs = services::child_specs(&config, &store);
+        let mut specs = services::child_specs(&config, &store);
+        specs.extend(extra);
         for spec in &specs {
             match &spec.skip_reason {
                 None => {

@@ -333,6 +333,23 @@ impl Daemon {
         }
     }
 
+    /// Every notify datagram received within `window`.
+    pub fn notifications_for(&self, window: Duration) -> Vec<String> {
+        let deadline = Instant::now() + window;
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return got;
+            }
+            self.notify.set_read_timeout(Some(left)).unwrap();
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }

@@ -194,3 +194,38 @@ fn watchdog_keepalives_are_sent_while_healthy() {
     d.signal(libc::SIGINT);
     assert_eq!(d.wait_exit(Duration::from_secs(10)).0, Some(0));
 }
+
+#[test]
+fn watchdog_keepalives_stop_while_the_database_is_unreachable_and_resume_after() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(url) = rt.block_on(postgres_db(
+        "watchdog_keepalives_stop_while_the_database_is_unreachable_and_resume_after",
+    )) else {
+        return;
+    };
+    let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let upstream = format!("{}:{}", opts.get_host(), opts.get_port());
+    let mut proxy = rt.block_on(Proxy::start(&upstream));
+    let proxied = url.replacen(&upstream, &format!("127.0.0.1:{}", proxy.port), 1);
+    let mut d = Daemon::spawn(&[
+        ("TIPOFF_DATABASE_URL", proxied.as_str()),
+        ("TIPOFF_DB_PING_INTERVAL", "100ms"),
+        ("TIPOFF_DB_STARTUP_TIMEOUT", "1s"),
+        ("WATCHDOG_USEC", "400000"),
+    ]);
+    d.wait_notify("READY=1", Duration::from_secs(15));
+    d.wait_notify("WATCHDOG=1", Duration::from_secs(3));
+
+    proxy.cut();
+    d.wait_notify("database: unavailable", Duration::from_secs(5));
+    let silent = d.notifications_for(Duration::from_secs(1));
+    assert!(
+        !silent.iter().any(|m| m.contains("WATCHDOG=1")),
+        "no keep-alive while the database is down (5 periods): {silent:?}"
+    );
+
+    rt.block_on(proxy.restore());
+    d.wait_notify("WATCHDOG=1", Duration::from_secs(5));
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).0, Some(0));
+}

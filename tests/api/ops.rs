@@ -226,3 +226,68 @@ async fn a_supervisor_that_does_not_answer_gives_503_not_a_hang() {
     );
     arbiter.stop();
 }
+
+/// A service that fails as soon as it starts.
+struct Doomed(tipoff_actors::ServiceCtx);
+
+impl Actor for Doomed {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.0.fail(&"doomed: cannot work");
+        ctx.stop();
+    }
+}
+
+impl Handler<tipoff_actors::Control> for Doomed {
+    type Result = ();
+
+    fn handle(&mut self, _: tipoff_actors::Control, _: &mut Self::Context) {}
+}
+
+#[actix_rt::test]
+async fn a_critical_service_past_its_restart_limit_stops_the_daemon_with_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(&Db::Sqlite, dir.path());
+    let env = test_env(
+        &url,
+        &[
+            ("TIPOFF_RESTART_BACKOFF_BASE", "10ms"),
+            ("TIPOFF_RESTART_MAX", "2"),
+        ],
+    );
+    let config = tipoff::config::Config::load(None, &env).unwrap();
+    let doomed =
+        tipoff_actors::ChildSpec::new("doomed", tipoff_actors::factory(|svc| Ok(Doomed(svc))))
+            .critical();
+    let app = tipoff::startup::Application::build_with(
+        config,
+        Arc::new(tipoff::systemd::Notifier::from_socket(None)),
+        vec![doomed],
+    )
+    .await
+    .unwrap();
+    let store = app.store();
+    let started = std::time::Instant::now();
+    // No shutdown is ever requested: only the fatal failure can end the run.
+    let exit = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.run_until_stopped(std::future::pending()),
+    )
+    .await
+    .expect("the daemon stops by itself");
+    assert_eq!(exit.code(), 1);
+    let tipoff::startup::Exit::Fatal(reason) = exit else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("doomed") && reason.contains("giving up"),
+        "{reason}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The orderly shutdown that followed closed the pool.
+    assert!(
+        store.ping().await.is_err(),
+        "the pool is closed after the fatal exit"
+    );
+}
