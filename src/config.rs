@@ -125,6 +125,20 @@ const KEYS: &[Key] = &[
     key("hang_timeout", "60s"),
     key("supervisor_check_interval", "1s"),
     key("actor_timeout", "5s"),
+    key("espn_timeout", "10s"),
+    key("espn_connect_timeout", "5s"),
+    key("espn_attempts", "3"),
+    key("espn_retry_max_wait", "10s"),
+    key("espn_concurrency", "4"),
+    key("schedule_interval", "6h"),
+    key("schedule_lookahead_days", "7"),
+    key("score_live_interval", "60s"),
+    key("score_idle_interval", "15m"),
+    key("score_live_lead", "15m"),
+    key("import_check_interval", "2s"),
+    key("import_slice", "5s"),
+    key("poller_backoff_base", "30s"),
+    key("poller_backoff_cap", "15m"),
 ];
 
 fn env_name(key: &str) -> String {
@@ -164,6 +178,25 @@ pub struct Config {
     pub supervisor_check_interval: Duration,
     /// Bound on every HTTP handler → actor request.
     pub actor_timeout: Duration,
+    /// ESPN request timeout (whole request) and connect timeout.
+    pub espn_timeout: Duration,
+    pub espn_connect_timeout: Duration,
+    /// Attempts per scoreboard, and the longest wait between them (`Retry-After` is capped by it).
+    pub espn_attempts: u32,
+    pub espn_retry_max_wait: Duration,
+    /// Scoreboards a poller fetches at once.
+    pub espn_concurrency: usize,
+    pub schedule_interval: Duration,
+    pub schedule_lookahead_days: u32,
+    pub score_live_interval: Duration,
+    pub score_idle_interval: Duration,
+    /// A game starting within this keeps the score loop at the live interval.
+    pub score_live_lead: Duration,
+    pub import_check_interval: Duration,
+    /// Longest an import pass keeps starting new fetches before yielding to the other loops.
+    pub import_slice: Duration,
+    pub poller_backoff_base: Duration,
+    pub poller_backoff_cap: Duration,
     /// Each setting's raw value and source, for `check-config`.
     entries: Vec<(&'static Key, String, Source)>,
 }
@@ -411,6 +444,16 @@ impl Config {
             );
         }
         let nonzero = |name: &str| get(name).nonzero_duration();
+        let lookahead_days = get("schedule_lookahead_days").number(0u32)?;
+        if lookahead_days > 60 {
+            return Err(get("schedule_lookahead_days").err("must be at most 60"));
+        }
+        let poller_backoff_cap = nonzero("poller_backoff_cap")?;
+        if poller_backoff_cap < nonzero("poller_backoff_base")? {
+            return Err(
+                get("poller_backoff_cap").err("must not be smaller than poller_backoff_base")
+            );
+        }
 
         let config = Config {
             env: environment,
@@ -439,6 +482,20 @@ impl Config {
             hang_timeout: nonzero("hang_timeout")?,
             supervisor_check_interval: nonzero("supervisor_check_interval")?,
             actor_timeout: nonzero("actor_timeout")?,
+            espn_timeout: nonzero("espn_timeout")?,
+            espn_connect_timeout: nonzero("espn_connect_timeout")?,
+            espn_attempts: get("espn_attempts").number(1u32)?,
+            espn_retry_max_wait: get("espn_retry_max_wait").duration()?,
+            espn_concurrency: get("espn_concurrency").number(1usize)?,
+            schedule_interval: nonzero("schedule_interval")?,
+            schedule_lookahead_days: lookahead_days,
+            score_live_interval: nonzero("score_live_interval")?,
+            score_idle_interval: nonzero("score_idle_interval")?,
+            score_live_lead: get("score_live_lead").duration()?,
+            import_check_interval: nonzero("import_check_interval")?,
+            import_slice: nonzero("import_slice")?,
+            poller_backoff_base: nonzero("poller_backoff_base")?,
+            poller_backoff_cap,
             entries: raws
                 .into_iter()
                 .map(|r| {
@@ -625,6 +682,29 @@ mod tests {
         );
         assert!(out.contains("admin_token = \"[redacted]\""), "{out}");
         assert!(!format!("{c:?}").contains("hunter2hunter2"));
+    }
+
+    #[test]
+    fn poller_settings_have_the_documented_defaults_and_are_validated() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.schedule_interval, Duration::from_secs(6 * 3600));
+        assert_eq!(c.schedule_lookahead_days, 7);
+        assert_eq!(c.score_live_interval, Duration::from_secs(60));
+        assert_eq!(c.score_idle_interval, Duration::from_secs(15 * 60));
+        assert_eq!(c.score_live_lead, Duration::from_secs(15 * 60));
+        let err = Config::load(None, &env(&[("TIPOFF_ESPN_CONCURRENCY", "0")])).unwrap_err();
+        assert!(err.setting.starts_with("TIPOFF_ESPN_CONCURRENCY"), "{err}");
+        let err =
+            Config::load(None, &env(&[("TIPOFF_SCHEDULE_LOOKAHEAD_DAYS", "400")])).unwrap_err();
+        assert!(
+            err.setting.starts_with("TIPOFF_SCHEDULE_LOOKAHEAD_DAYS"),
+            "{err}"
+        );
+        let err = Config::load(None, &env(&[("TIPOFF_SCORE_LIVE_INTERVAL", "0s")])).unwrap_err();
+        assert!(
+            err.setting.starts_with("TIPOFF_SCORE_LIVE_INTERVAL"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,25 +3,110 @@
 //!
 //! ```text
 //! root supervisor
-//! └── db        critical, permanent: database health pings; /ready and dependent services follow it
+//! ├── db               critical, permanent: database health pings; /ready and dependent services follow it
+//! └── poller:<league>  one per league in TIPOFF_LEAGUES (skipped when empty), permanent, singleton:
+//!                      schedule loop, adaptive score loop, import jobs; one shared ESPN client
 //! ```
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use tipoff_actors::db::DbService;
+use tipoff_actors::espn::EspnClient;
+use tipoff_actors::poller::{Poller, PollerSettings};
 use tipoff_actors::restart::RestartSettings;
+use tipoff_actors::store::LEAGUE_CATALOG;
 use tipoff_actors::{factory, ChildSpec, Store, SupervisorSettings};
 
 use crate::config::Config;
 
 /// The children of the root supervisor, in start order.
-pub fn child_specs(config: &Config, store: &Store) -> Vec<ChildSpec> {
-    let store = store.clone();
+pub fn child_specs(config: &Config, store: &Store) -> Result<Vec<ChildSpec>, String> {
+    let mut specs = Vec::new();
+    let db_store = store.clone();
     let ping = config.db_ping_interval;
-    vec![ChildSpec::new(
-        "db",
-        factory(move |svc| Ok(DbService::new(store.clone(), svc, ping))),
-    )
-    .critical()
-    .hang_deadline(config.hang_timeout)]
+    specs.push(
+        ChildSpec::new(
+            "db",
+            factory(move |svc| Ok(DbService::new(db_store.clone(), svc, ping))),
+        )
+        .critical()
+        .hang_deadline(config.hang_timeout),
+    );
+
+    if config.leagues.is_empty() {
+        specs.push(ChildSpec::skipped(
+            "poller",
+            "no leagues enabled (TIPOFF_LEAGUES is empty)",
+        ));
+    } else {
+        let espn = EspnClient::new(
+            &config.espn_base_url,
+            config.espn_connect_timeout,
+            config.espn_timeout,
+        )
+        .map_err(|e| format!("cannot build the ESPN client: {e}"))?;
+        let settings = poller_settings(config);
+        for league in &config.leagues {
+            let (key, espn_path) = LEAGUE_CATALOG
+                .iter()
+                .find(|(key, ..)| key == league)
+                .map(|(key, _, _, path)| (*key, *path))
+                .ok_or_else(|| format!("league `{league}` is not in the catalog"))?;
+            let (store, espn, settings) = (store.clone(), espn.clone(), settings.clone());
+            specs.push(
+                ChildSpec::new(
+                    format!("poller:{key}"),
+                    factory(move |svc| {
+                        Ok(Poller::new(
+                            key,
+                            espn_path,
+                            store.clone(),
+                            espn.clone(),
+                            settings.clone(),
+                            svc,
+                        ))
+                    }),
+                )
+                .singleton()
+                .stop_timeout(Duration::from_secs(10))
+                .hang_deadline(poller_hang_deadline(config)),
+            );
+        }
+    }
+    Ok(specs)
+}
+
+/// Poller pacing from configuration.
+pub fn poller_settings(config: &Config) -> PollerSettings {
+    PollerSettings {
+        schedule_interval: config.schedule_interval,
+        lookahead_days: config.schedule_lookahead_days,
+        live_interval: config.score_live_interval,
+        idle_interval: config.score_idle_interval,
+        live_lead: config.score_live_lead,
+        concurrency: config.espn_concurrency,
+        fetch_attempts: config.espn_attempts,
+        retry_max_wait: config.espn_retry_max_wait,
+        import_check_interval: config.import_check_interval,
+        import_slice: config.import_slice,
+        backoff_base: config.poller_backoff_base,
+        backoff_cap: config.poller_backoff_cap,
+        clock: Arc::new(chrono::Utc::now),
+    }
+}
+
+/// A poller's pass may legitimately take as long as its slowest rounds of fetches (every
+/// attempt timing out, with the waits between): the hang deadline is at least that, so only a
+/// real hang trips it.
+fn poller_hang_deadline(config: &Config) -> Duration {
+    let attempts = config.espn_attempts;
+    let one_board = config.espn_timeout * attempts + config.espn_retry_max_wait * (attempts - 1);
+    let boards = config.schedule_lookahead_days as usize + 2;
+    let rounds = boards.div_ceil(config.espn_concurrency) as u32;
+    config
+        .hang_timeout
+        .max(one_board * rounds + config.import_slice + Duration::from_secs(30))
 }
 
 /// Restart and liveness settings from configuration.

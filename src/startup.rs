@@ -106,7 +106,7 @@ impl Application {
         );
 
         let shared = Arc::new(Shared::default());
-        let mut specs = services::child_specs(&config, &store);
+        let mut specs = services::child_specs(&config, &store).map_err(StartupError::Supervisor)?;
         specs.extend(extra);
         for spec in &specs {
             match &spec.skip_reason {

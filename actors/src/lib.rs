@@ -11,7 +11,9 @@
 //! - [`status`]: the registry's types, as served by `/debug/status`.
 //! - [`db`]: the `db` child: database health pings.
 //! - [`espn`]: ESPN scoreboard client and parser (for the league pollers).
-//! - [`store`]: the storage seam over SQLite and PostgreSQL, with their migrations.
+//! - [`poller`]: the `poller:<league>` children: schedule loop, adaptive score loop, import jobs.
+//! - [`store`]: the storage seam over SQLite and PostgreSQL, with their migrations: leagues,
+//!   games and markets (`games.rs`), import jobs (`imports.rs`).
 //!
 //! Data flow: the daemon builds a [`Store`](store::Store) and the child specs, starts the
 //! [`Supervisor`](supervisor::Supervisor), and hands both to its HTTP handlers. Handlers read
@@ -19,6 +21,7 @@
 
 pub mod db;
 pub mod espn;
+pub mod poller;
 pub mod restart;
 pub mod service;
 pub mod status;

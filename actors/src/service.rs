@@ -4,7 +4,7 @@
 //!   on every (re)start, and handed a [`ServiceCtx`].
 //! - It handles [`Control`]: `Ping` is the liveness probe (answered through its mailbox, so a
 //!   blocked mailbox or thread counts as a hang); `Stop` asks it to finish its current tick and
-//!   stop. Because actix drops in-flight spawned futures when an actor stops, a service that is
+//!   stop; `Wake` says work may be waiting. Because actix drops in-flight spawned futures when an actor stops, a service that is
 //!   mid-tick remembers the request and stops when the tick ends.
 //! - It reports through the [`ServiceCtx`]: tick begin/end (a tick running past the hang
 //!   deadline is a hang), absorbed errors, the next run and its reason, and [`ServiceCtx::fail`]
@@ -30,6 +30,9 @@ pub enum Control {
     Ping,
     /// Finish the current tick, then stop.
     Stop,
+    /// Work may be waiting (e.g. an import was queued): look now rather than at the next timer.
+    /// Services with nothing to look for ignore it.
+    Wake,
 }
 
 /// Health facts shared by the whole tree.

@@ -13,7 +13,7 @@
 //!   own timer) leads to a restart per the child's [`RestartPolicy`], after an exponential
 //!   backoff with full jitter. Past the intensity limit an optional child is left `failed`; a
 //!   critical one is reported on the fatal channel and the daemon exits non-zero.
-//! - **Control**: [`StartChild`], [`StopChild`], [`RestartChild`] by name; [`GetStatus`] reads
+//! - **Control**: [`StartChild`], [`StopChild`], [`RestartChild`], [`WakeChild`] by name; [`GetStatus`] reads
 //!   the registry.
 //! - **Stop**: [`shutdown`] stops children in reverse start order, each within its stop timeout
 //!   (then cut off and named in the log), under one overall deadline.
@@ -760,6 +760,26 @@ impl Handler<RestartChild> for Supervisor {
             act.launch(idx, ctx)
                 .map(move |(), act: &mut Self, _| Ok(act.children[idx].status()))
         }))
+    }
+}
+
+/// Tell a running child that work may be waiting ([`Control::Wake`]); answers whether a live
+/// instance got the nudge. Children that poll for work anyway treat it as a shortcut.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<bool, SupervisorError>")]
+pub struct WakeChild {
+    pub name: String,
+}
+
+impl Handler<WakeChild> for Supervisor {
+    type Result = Result<bool, SupervisorError>;
+
+    fn handle(&mut self, msg: WakeChild, _: &mut Self::Context) -> Self::Result {
+        let idx = self.controllable(&msg.name)?;
+        Ok(match &self.children[idx].link {
+            Some(link) => link.control.try_send(Control::Wake).is_ok(),
+            None => false,
+        })
     }
 }
 

@@ -3,11 +3,13 @@
 //! bounded by `actor_timeout` (a dead or busy actor is a 503, never a hang).
 //!
 //! - `read.rs`: `/api/v1/leagues`, `/api/v1/games`, `/api/v1/markets` (store reads).
+//! - `imports.rs`: `/admin/imports` (manual import jobs, run by the league pollers).
 //! - `ops.rs`: `/health`, `/ready`, `/debug/status`, `/admin/services/{name}/{action}`.
 //! - `error.rs`: the JSON error format; `auth.rs`: the admin bearer token.
 
 pub mod auth;
 pub mod error;
+mod imports;
 mod ops;
 mod read;
 
@@ -103,6 +105,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/api/v1/games/{id}", web::get().to(read::game_by_id))
     .route("/api/v1/markets", web::get().to(read::markets))
     .route("/api/v1/markets/{id}", web::get().to(read::market_by_id))
+    .route("/admin/imports", web::post().to(imports::create))
+    .route("/admin/imports", web::get().to(imports::list))
+    .route("/admin/imports/{id}", web::get().to(imports::get))
+    .route(
+        "/admin/imports/{id}/cancel",
+        web::post().to(imports::cancel),
+    )
     .route(
         "/admin/services/{name}/{action}",
         web::post().to(ops::control_service),

@@ -25,8 +25,9 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-fn limit(q: &ListQuery) -> Result<i64, ApiError> {
-    match &q.limit {
+/// `limit=` of a list: 1 to 200, default 50.
+pub(super) fn limit(text: Option<&str>) -> Result<i64, ApiError> {
+    match text {
         None => Ok(DEFAULT_LIMIT),
         Some(text) => match text.parse::<i64>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
@@ -37,11 +38,11 @@ fn limit(q: &ListQuery) -> Result<i64, ApiError> {
     }
 }
 
-fn encode_cursor(text: &str) -> String {
+pub(super) fn encode_cursor(text: &str) -> String {
     text.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
+pub(super) fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
     let bad = || {
         ApiError::BadRequest("invalid cursor: pass the `next` value of the previous page".into())
     };
@@ -56,7 +57,7 @@ fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
 }
 
 /// Trims a `limit + 1` fetch to `limit` rows and the cursor of the next page, if any.
-fn page<T>(
+pub(super) fn page<T>(
     mut rows: Vec<T>,
     limit: i64,
     cursor_of: impl Fn(&T) -> String,
@@ -70,7 +71,10 @@ fn page<T>(
     }
 }
 
-fn not_found(what: &str, id: i64) -> impl Fn(tipoff_actors::StoreError) -> ApiError + '_ {
+pub(super) fn not_found(
+    what: &str,
+    id: i64,
+) -> impl Fn(tipoff_actors::StoreError) -> ApiError + '_ {
     move |e| match e {
         tipoff_actors::StoreError::NotFound => ApiError::NotFound(format!("no {what} {id}")),
         other => other.into(),
@@ -162,7 +166,7 @@ pub async fn games(
     state: web::Data<AppState>,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = limit(&q)?;
+    let limit = limit(q.limit.as_deref())?;
     let game_state = match &q.state {
         None => None,
         Some(s) => Some(GameState::parse(s).ok_or_else(|| {
@@ -222,7 +226,7 @@ pub async fn markets(
     state: web::Data<AppState>,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = limit(&q)?;
+    let limit = limit(q.limit.as_deref())?;
     if let Some(s) = &q.state {
         if !MARKET_STATES.contains(&s.as_str()) {
             return Err(ApiError::BadRequest(format!(

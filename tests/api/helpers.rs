@@ -12,6 +12,8 @@ use tipoff::startup::{Application, Exit};
 use tipoff::systemd::Notifier;
 use tokio::sync::oneshot;
 
+pub use crate::espn_mock::espn_fixture;
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// Which database a test runs on.
@@ -117,6 +119,24 @@ impl TestApp {
 
     pub async fn admin_post(&self, path: &str) -> reqwest::Response {
         self.admin(reqwest::Method::POST, path).await
+    }
+
+    /// An admin POST with a JSON body.
+    pub async fn admin_post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// GET `path` as JSON, asserting a 200.
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        let res = self.admin_get(path).await;
+        assert_eq!(res.status(), 200, "GET {path}");
+        res.json().await.expect("JSON body")
     }
 
     /// Polls `path` until it answers `status`, failing after `within`.
@@ -383,14 +403,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A real ESPN fixture from `../shared/fixtures/espn` (or `$TIPOFF_FIXTURES_DIR/espn`).
-pub fn espn_fixture(name: &str) -> Vec<u8> {
-    let dir = std::env::var("TIPOFF_FIXTURES_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures").to_string());
-    std::fs::read(format!("{dir}/espn/{name}"))
-        .unwrap_or_else(|e| panic!("fixture {name} in {dir}: {e}"))
 }
 
 /// A fresh, migrated and seeded store on `db`.

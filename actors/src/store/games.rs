@@ -88,17 +88,30 @@ pub struct MarketFilter {
     pub limit: i64,
 }
 
+/// A stored game's changeable fields, to tell whether an upsert changes anything.
 #[derive(sqlx::FromRow, PartialEq)]
-struct Existing {
-    id: i64,
-    name: String,
-    short_name: String,
-    starts_at: DateTime<Utc>,
-    state: String,
-    status_detail: String,
-    neutral_site: bool,
-    home_score: Option<i64>,
-    away_score: Option<i64>,
+pub(super) struct Existing {
+    pub(super) id: i64,
+    pub(super) name: String,
+    pub(super) short_name: String,
+    pub(super) starts_at: DateTime<Utc>,
+    pub(super) state: String,
+    pub(super) status_detail: String,
+    pub(super) neutral_site: bool,
+    pub(super) home_score: Option<i64>,
+    pub(super) away_score: Option<i64>,
+    pub(super) board_date: Option<NaiveDate>,
+}
+
+/// Live and imminent games of one league (see [`Store::league_activity`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Games live or delayed.
+    pub live: usize,
+    /// Scheduled games inside the "starting soon" window.
+    pub starting_soon: usize,
+    /// Scoreboard dates holding those games, ascending.
+    pub boards: Vec<NaiveDate>,
 }
 
 /// The winning side of a final game: ESPN's `winner` flag, else the higher score; `None` for
@@ -154,119 +167,181 @@ macro_rules! void_market {
     };
 }
 
+/// One game's upsert inside the open transaction `$tx`: insert or update the game by (league,
+/// ESPN event id), create its market when new, and move the market along. Evaluates to an
+/// [`Upserted`]; `?` propagates to the enclosing function. Expands inside each backend's branch.
+macro_rules! upsert_in_tx {
+    ($tx:ident, $league:expr, $board:expr, $game:expr, $now:expr) => {{
+        let (league, board, game, now): (&str, Option<NaiveDate>, &ScoreboardGame, DateTime<Utc>) =
+            ($league, $board, $game, $now);
+        let state = game.state.as_str();
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO games (league, external_id, name, short_name, starts_at, state, status_detail, neutral_site, \
+             home_abbr, home_name, home_score, away_abbr, away_name, away_score, updated_at, board_date) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             ON CONFLICT (league, external_id) DO NOTHING RETURNING id",
+        )
+        .bind(league).bind(&game.external_id).bind(&game.name).bind(&game.short_name).bind(game.starts_at)
+        .bind(state).bind(&game.status_detail).bind(game.neutral_site)
+        .bind(&game.home.abbreviation).bind(&game.home.name).bind(game.home.score)
+        .bind(&game.away.abbreviation).bind(&game.away.name).bind(game.away.score).bind(now).bind(board)
+        .fetch_optional(&mut *$tx).await?;
+        let (game_id, created, updated) = match inserted {
+            Some(id) => (id, true, false),
+            None => {
+                let old: Existing = sqlx::query_as(
+                    "SELECT id, name, short_name, starts_at, state, status_detail, neutral_site, home_score, away_score, board_date \
+                     FROM games WHERE league = $1 AND external_id = $2",
+                )
+                .bind(league).bind(&game.external_id)
+                .fetch_one(&mut *$tx).await?;
+                let new = Existing {
+                    id: old.id,
+                    name: game.name.clone(),
+                    short_name: game.short_name.clone(),
+                    starts_at: game.starts_at,
+                    state: state.to_string(),
+                    status_detail: game.status_detail.clone(),
+                    neutral_site: game.neutral_site,
+                    home_score: game.home.score,
+                    away_score: game.away.score,
+                    board_date: board.or(old.board_date),
+                };
+                let changed = new != old;
+                if changed {
+                    sqlx::query(
+                        "UPDATE games SET name = $1, short_name = $2, starts_at = $3, state = $4, status_detail = $5, \
+                         neutral_site = $6, home_score = $7, away_score = $8, updated_at = $9, board_date = $10 WHERE id = $11",
+                    )
+                    .bind(&new.name).bind(&new.short_name).bind(new.starts_at).bind(&new.state).bind(&new.status_detail)
+                    .bind(new.neutral_site).bind(new.home_score).bind(new.away_score).bind(now).bind(new.board_date).bind(old.id)
+                    .execute(&mut *$tx).await?;
+                }
+                (old.id, false, changed)
+            }
+        };
+        sqlx::query("INSERT INTO markets (game_id, question, created_at) VALUES ($1, $2, $3) ON CONFLICT (game_id) DO NOTHING")
+            .bind(game_id).bind(question(game)).bind(now)
+            .execute(&mut *$tx).await?;
+        let (market_id, market_state, market_winner): (i64, String, Option<String>) =
+            sqlx::query_as("SELECT id, state, winning_outcome FROM markets WHERE game_id = $1")
+                .bind(game_id)
+                .fetch_one(&mut *$tx).await?;
+        let finished = matches!(market_state.as_str(), "settled" | "void");
+        let transition = match game.state {
+            GameState::Final => match winner(game) {
+                Some(side) => {
+                    let n = sqlx::query(
+                        "UPDATE markets SET state = 'settled', winning_outcome = $1, settled_at = $2 \
+                         WHERE id = $3 AND state IN ('open', 'locked')",
+                    )
+                    .bind(side).bind(now).bind(market_id)
+                    .execute(&mut *$tx).await?.rows_affected();
+                    if n == 1 {
+                        MarketTransition::Settled(side)
+                    } else if market_winner.as_deref() != Some(side) {
+                        MarketTransition::IgnoredAfterSettlement
+                    } else {
+                        MarketTransition::Unchanged
+                    }
+                }
+                None => void_market!($tx, market_id, now, finished, market_state),
+            },
+            GameState::Postponed | GameState::Canceled | GameState::Suspended => {
+                void_market!($tx, market_id, now, finished, market_state)
+            }
+            GameState::Live | GameState::Delayed | GameState::Scheduled => {
+                if finished {
+                    MarketTransition::IgnoredAfterSettlement
+                } else if game.state != GameState::Scheduled || game.starts_at <= now {
+                    let n = sqlx::query("UPDATE markets SET state = 'locked' WHERE id = $1 AND state = 'open'")
+                        .bind(market_id)
+                        .execute(&mut *$tx).await?.rows_affected();
+                    if n == 1 { MarketTransition::Locked } else { MarketTransition::Unchanged }
+                } else {
+                    MarketTransition::Unchanged
+                }
+            }
+        };
+        if transition == MarketTransition::IgnoredAfterSettlement && (created || updated) {
+            tracing::warn!(league, external_id = %game.external_id, market_id, game_state = state, market_state = %market_state, "game changed after its market was closed; not re-settled");
+        }
+        let transition = if transition == MarketTransition::IgnoredAfterSettlement && !updated {
+            MarketTransition::Unchanged
+        } else {
+            transition
+        };
+        Upserted { game_id, market_id, created, updated, transition }
+    }};
+}
+
 impl Store {
     /// Inserts or updates a game by (league, ESPN event id), creates its market when new, and
     /// moves the market along: locked once the game has started, settled when final, voided
-    /// when postponed, canceled or suspended. One transaction; settlement is a compare-and-set,
-    /// so a market is settled at most once however often this runs.
-    #[tracing::instrument(skip_all, fields(league = %league, external_id = %game.external_id))]
+    /// when postponed, canceled or suspended. Settlement is a compare-and-set, so a market is
+    /// settled at most once however often this runs.
     pub async fn upsert_game(
         &self,
         league: &str,
         game: &ScoreboardGame,
         now: DateTime<Utc>,
     ) -> Result<Upserted, StoreError> {
-        let state = game.state.as_str();
+        let mut done = self
+            .upsert_games(league, None, std::slice::from_ref(game), now)
+            .await?;
+        Ok(done.remove(0))
+    }
+
+    /// [`upsert_game`](Self::upsert_game) for a whole scoreboard, in one transaction.
+    /// `board` is the ESPN scoreboard date the games were read from.
+    #[tracing::instrument(skip_all, fields(league = %league, games = games.len()))]
+    pub async fn upsert_games(
+        &self,
+        league: &str,
+        board: Option<NaiveDate>,
+        games: &[ScoreboardGame],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Upserted>, StoreError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO games (league, external_id, name, short_name, starts_at, state, status_detail, neutral_site, \
-                 home_abbr, home_name, home_score, away_abbr, away_name, away_score, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                 ON CONFLICT (league, external_id) DO NOTHING RETURNING id",
-            )
-            .bind(league).bind(&game.external_id).bind(&game.name).bind(&game.short_name).bind(game.starts_at)
-            .bind(state).bind(&game.status_detail).bind(game.neutral_site)
-            .bind(&game.home.abbreviation).bind(&game.home.name).bind(game.home.score)
-            .bind(&game.away.abbreviation).bind(&game.away.name).bind(game.away.score).bind(now)
-            .fetch_optional(&mut *tx).await?;
-            let (game_id, created, updated) = match inserted {
-                Some(id) => (id, true, false),
-                None => {
-                    let old: Existing = sqlx::query_as(
-                        "SELECT id, name, short_name, starts_at, state, status_detail, neutral_site, home_score, away_score \
-                         FROM games WHERE league = $1 AND external_id = $2",
-                    )
-                    .bind(league).bind(&game.external_id)
-                    .fetch_one(&mut *tx).await?;
-                    let new = Existing {
-                        id: old.id,
-                        name: game.name.clone(),
-                        short_name: game.short_name.clone(),
-                        starts_at: game.starts_at,
-                        state: state.to_string(),
-                        status_detail: game.status_detail.clone(),
-                        neutral_site: game.neutral_site,
-                        home_score: game.home.score,
-                        away_score: game.away.score,
-                    };
-                    let changed = new != old;
-                    if changed {
-                        sqlx::query(
-                            "UPDATE games SET name = $1, short_name = $2, starts_at = $3, state = $4, status_detail = $5, \
-                             neutral_site = $6, home_score = $7, away_score = $8, updated_at = $9 WHERE id = $10",
-                        )
-                        .bind(&new.name).bind(&new.short_name).bind(new.starts_at).bind(&new.state).bind(&new.status_detail)
-                        .bind(new.neutral_site).bind(new.home_score).bind(new.away_score).bind(now).bind(old.id)
-                        .execute(&mut *tx).await?;
-                    }
-                    (old.id, false, changed)
-                }
-            };
-            sqlx::query("INSERT INTO markets (game_id, question, created_at) VALUES ($1, $2, $3) ON CONFLICT (game_id) DO NOTHING")
-                .bind(game_id).bind(question(game)).bind(now)
-                .execute(&mut *tx).await?;
-            let (market_id, market_state, market_winner): (i64, String, Option<String>) =
-                sqlx::query_as("SELECT id, state, winning_outcome FROM markets WHERE game_id = $1")
-                    .bind(game_id)
-                    .fetch_one(&mut *tx).await?;
-            let finished = matches!(market_state.as_str(), "settled" | "void");
-            let transition = match game.state {
-                GameState::Final => match winner(game) {
-                    Some(side) => {
-                        let n = sqlx::query(
-                            "UPDATE markets SET state = 'settled', winning_outcome = $1, settled_at = $2 \
-                             WHERE id = $3 AND state IN ('open', 'locked')",
-                        )
-                        .bind(side).bind(now).bind(market_id)
-                        .execute(&mut *tx).await?.rows_affected();
-                        if n == 1 {
-                            MarketTransition::Settled(side)
-                        } else if market_winner.as_deref() != Some(side) {
-                            MarketTransition::IgnoredAfterSettlement
-                        } else {
-                            MarketTransition::Unchanged
-                        }
-                    }
-                    None => void_market!(tx, market_id, now, finished, market_state),
-                },
-                GameState::Postponed | GameState::Canceled | GameState::Suspended => {
-                    void_market!(tx, market_id, now, finished, market_state)
-                }
-                GameState::Live | GameState::Delayed | GameState::Scheduled => {
-                    if finished {
-                        MarketTransition::IgnoredAfterSettlement
-                    } else if game.state != GameState::Scheduled || game.starts_at <= now {
-                        let n = sqlx::query("UPDATE markets SET state = 'locked' WHERE id = $1 AND state = 'open'")
-                            .bind(market_id)
-                            .execute(&mut *tx).await?.rows_affected();
-                        if n == 1 { MarketTransition::Locked } else { MarketTransition::Unchanged }
-                    } else {
-                        MarketTransition::Unchanged
-                    }
-                }
-            };
-            tx.commit().await?;
-            if transition == MarketTransition::IgnoredAfterSettlement && (created || updated) {
-                tracing::warn!(market_id, game_state = state, market_state = %market_state, "game changed after its market was closed; not re-settled");
+            let mut done = Vec::with_capacity(games.len());
+            for game in games {
+                done.push(upsert_in_tx!(tx, league, board, game, now));
             }
-            let transition = if transition == MarketTransition::IgnoredAfterSettlement && !updated {
-                MarketTransition::Unchanged
-            } else {
-                transition
-            };
-            Ok(Upserted { game_id, market_id, created, updated, transition })
+            tx.commit().await?;
+            Ok(done)
         })
+    }
+
+    /// The state of a league's games that sets the score loop's pace: games live (or delayed)
+    /// now, games due to start between `soon_from` and `soon_to` that ESPN has not started yet,
+    /// and the scoreboard dates holding any of them.
+    pub async fn league_activity(
+        &self,
+        league: &str,
+        soon_from: DateTime<Utc>,
+        soon_to: DateTime<Utc>,
+    ) -> Result<Activity, StoreError> {
+        let sql = "SELECT state, board_date FROM games WHERE league = $1 AND \
+                   (state IN ('live', 'delayed') OR (state = 'scheduled' AND starts_at >= $2 AND starts_at <= $3))";
+        let rows: Vec<(String, Option<NaiveDate>)> = on_pool!(self, pool => {
+            sqlx::query_as(sql).bind(league).bind(soon_from).bind(soon_to).fetch_all(pool).await?
+        });
+        let mut activity = Activity::default();
+        for (state, board) in rows {
+            if state == "scheduled" {
+                activity.starting_soon += 1;
+            } else {
+                activity.live += 1;
+            }
+            if let Some(board) = board {
+                if !activity.boards.contains(&board) {
+                    activity.boards.push(board);
+                }
+            }
+        }
+        activity.boards.sort();
+        Ok(activity)
     }
 
     pub async fn game(&self, id: i64) -> Result<GameRow, StoreError> {

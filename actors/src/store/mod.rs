@@ -12,11 +12,16 @@ macro_rules! on_pool {
     };
 }
 
+#[macro_use]
 mod games;
+mod imports;
 mod postgres;
 mod sqlite;
 
-pub use games::{GameFilter, GameRow, MarketFilter, MarketRow, MarketTransition, Upserted};
+pub use games::{
+    Activity, GameFilter, GameRow, MarketFilter, MarketRow, MarketTransition, Upserted,
+};
+pub use imports::{FailedDate, ImportFilter, ImportJob, ACTIVE_IMPORT_STATES, IMPORT_STATES};
 
 use std::sync::Arc;
 use std::time::Duration;

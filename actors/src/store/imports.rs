@@ -1,0 +1,297 @@
+//! Manual import jobs: persistent, one row per job and one per date of its range.
+//!
+//! A job goes `queued` → `running` → `succeeded` | `failed` | `canceled`. Its league's poller
+//! claims it ([`Store::claim_import`]), fetches pending dates and records each with
+//! [`Store::record_import_date`]: the date's games, the date's row and the job's counters
+//! commit in one transaction, so progress is exact after a crash and a resumed job fetches only
+//! dates still pending. Creating a job that overlaps a queued or running job of the same league
+//! returns that job instead; the check and the insert are atomic on both backends.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+use super::games::{question, winner, Existing};
+use super::{Backend, MarketTransition, Store, StoreError, Upserted};
+use crate::espn::{GameState, ScoreboardGame};
+
+/// Job states that still have work to do.
+pub const ACTIVE_IMPORT_STATES: &[&str] = &["queued", "running"];
+/// Every job state.
+pub const IMPORT_STATES: &[&str] = &["queued", "running", "succeeded", "failed", "canceled"];
+
+/// An import job as stored and served.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
+pub struct ImportJob {
+    pub id: i64,
+    pub league: String,
+    #[sqlx(rename = "date_from")]
+    pub from: NaiveDate,
+    #[sqlx(rename = "date_to")]
+    pub to: NaiveDate,
+    pub state: String,
+    pub dates_total: i64,
+    /// Dates imported successfully.
+    pub dates_done: i64,
+    /// Dates that could not be fetched or parsed (after the client's retries).
+    pub dates_failed: i64,
+    /// Games written (created or refreshed) by this job.
+    pub games_upserted: i64,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One date a job could not import, and why.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
+pub struct FailedDate {
+    pub date: NaiveDate,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ImportFilter {
+    pub league: Option<String>,
+    pub state: Option<String>,
+    /// Keyset cursor: ids strictly smaller (newest first).
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+const JOB_COLUMNS: &str = "id, league, date_from, date_to, state, dates_total, dates_done, dates_failed, games_upserted, error, created_at, started_at, updated_at, finished_at";
+
+impl Store {
+    /// Creates a job for `league` over `from..=to`, unless a queued or running job of the
+    /// league overlaps the range: then that job is returned. The bool says whether it is new.
+    #[tracing::instrument(skip_all, fields(league = %league, %from, %to))]
+    pub async fn create_import(
+        &self,
+        league: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> Result<(ImportJob, bool), StoreError> {
+        let total = (to - from).num_days() + 1;
+        let backend = self.backend();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if backend == Backend::Postgres {
+                // Serialises creators per league; SQLite's single writer does the same, as the
+                // guarded insert below is the transaction's first statement.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(format!("tipoff.import.{league}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let created: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO import_jobs (league, date_from, date_to, state, dates_total, created_at, updated_at) \
+                 SELECT $1, $2, $3, 'queued', $4, $5, $5 WHERE NOT EXISTS (SELECT 1 FROM import_jobs \
+                 WHERE league = $1 AND state IN ('queued', 'running') AND date_from <= $3 AND date_to >= $2) \
+                 RETURNING id",
+            )
+            .bind(league).bind(from).bind(to).bind(total).bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (id, is_new) = match created {
+                Some(id) => {
+                    let mut date = from;
+                    while date <= to {
+                        sqlx::query("INSERT INTO import_job_dates (job_id, date) VALUES ($1, $2)")
+                            .bind(id).bind(date)
+                            .execute(&mut *tx)
+                            .await?;
+                        date = date.succ_opt().expect("date in range");
+                    }
+                    (id, true)
+                }
+                None => {
+                    let id: i64 = sqlx::query_scalar(
+                        "SELECT id FROM import_jobs WHERE league = $1 AND state IN ('queued', 'running') \
+                         AND date_from <= $3 AND date_to >= $2 ORDER BY id LIMIT 1",
+                    )
+                    .bind(league).bind(from).bind(to)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    (id, false)
+                }
+            };
+            let sql = format!("SELECT {JOB_COLUMNS} FROM import_jobs WHERE id = $1");
+            let job: ImportJob = sqlx::query_as(&sql).bind(id).fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            Ok((job, is_new))
+        })
+    }
+
+    pub async fn import_job(&self, id: i64) -> Result<ImportJob, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM import_jobs WHERE id = $1");
+        on_pool!(self, pool => Ok(sqlx::query_as(&sql).bind(id).fetch_one(pool).await?))
+    }
+
+    /// Jobs newest first.
+    pub async fn import_jobs(&self, f: &ImportFilter) -> Result<Vec<ImportJob>, StoreError> {
+        on_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM import_jobs WHERE 1 = 1"));
+            if let Some(league) = &f.league {
+                q.push(" AND league = ").push_bind(league.clone());
+            }
+            if let Some(state) = &f.state {
+                q.push(" AND state = ").push_bind(state.clone());
+            }
+            if let Some(before) = f.before {
+                q.push(" AND id < ").push_bind(before);
+            }
+            q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit);
+            Ok(q.build_query_as().fetch_all(pool).await?)
+        })
+    }
+
+    /// The dates of a job that failed, in date order.
+    pub async fn import_failed_dates(&self, id: i64) -> Result<Vec<FailedDate>, StoreError> {
+        let sql = "SELECT date, error FROM import_job_dates WHERE job_id = $1 AND state = 'failed' ORDER BY date";
+        on_pool!(self, pool => Ok(sqlx::query_as(sql).bind(id).fetch_all(pool).await?))
+    }
+
+    /// The league's next job to work on: one left `running` (by a crash or a stop) first, so it
+    /// resumes, else the oldest queued one, which becomes `running`.
+    pub async fn claim_import(
+        &self,
+        league: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ImportJob>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM import_jobs WHERE league = $1 AND state IN ('running', 'queued') \
+             ORDER BY CASE state WHEN 'running' THEN 0 ELSE 1 END, id LIMIT 1"
+        );
+        on_pool!(self, pool => {
+            let job: Option<ImportJob> = sqlx::query_as(&sql).bind(league).fetch_optional(pool).await?;
+            let Some(mut job) = job else { return Ok(None) };
+            if job.state == "queued" {
+                let n = sqlx::query(
+                    "UPDATE import_jobs SET state = 'running', started_at = $1, updated_at = $1 WHERE id = $2 AND state = 'queued'",
+                )
+                .bind(now).bind(job.id)
+                .execute(pool).await?.rows_affected();
+                if n == 0 {
+                    return Ok(None);
+                }
+                job.state = "running".into();
+                job.started_at = Some(now);
+            }
+            Ok(Some(job))
+        })
+    }
+
+    /// Up to `limit` dates of a job still to import, in date order.
+    pub async fn pending_import_dates(
+        &self,
+        job_id: i64,
+        limit: i64,
+    ) -> Result<Vec<NaiveDate>, StoreError> {
+        let sql = "SELECT date FROM import_job_dates WHERE job_id = $1 AND state = 'pending' ORDER BY date LIMIT $2";
+        on_pool!(self, pool => Ok(sqlx::query_scalar(sql).bind(job_id).bind(limit).fetch_all(pool).await?))
+    }
+
+    /// Records one date of a job: its games (upserted with their markets) or why it failed,
+    /// the date's row and the job's counters, in one transaction. A date already recorded is
+    /// not counted twice.
+    #[tracing::instrument(skip_all, fields(job_id, %date))]
+    pub async fn record_import_date(
+        &self,
+        job_id: i64,
+        league: &str,
+        date: NaiveDate,
+        outcome: Result<&[ScoreboardGame], &str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Upserted>, StoreError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut done = Vec::new();
+            if let Ok(games) = outcome {
+                for game in games {
+                    done.push(upsert_in_tx!(tx, league, Some(date), game, now));
+                }
+            }
+            let (state, error) = match outcome {
+                Ok(_) => ("done", None),
+                Err(e) => ("failed", Some(e)),
+            };
+            let games = done.len() as i64;
+            let n = sqlx::query(
+                "UPDATE import_job_dates SET state = $1, games = $2, error = $3 WHERE job_id = $4 AND date = $5 AND state = 'pending'",
+            )
+            .bind(state).bind(games).bind(error).bind(job_id).bind(date)
+            .execute(&mut *tx).await?.rows_affected();
+            if n == 1 {
+                let ok = i64::from(outcome.is_ok());
+                sqlx::query(
+                    "UPDATE import_jobs SET dates_done = dates_done + $1, dates_failed = dates_failed + $2, \
+                     games_upserted = games_upserted + $3, updated_at = $4 WHERE id = $5",
+                )
+                .bind(ok).bind(1 - ok).bind(games).bind(now).bind(job_id)
+                .execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(done)
+        })
+    }
+
+    /// Ends a running job whose dates are all recorded: `succeeded`, or `failed` naming the
+    /// dates that failed. `None` while dates are pending or when the job is no longer running.
+    pub async fn finish_import(
+        &self,
+        job_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ImportJob>, StoreError> {
+        let pending: i64 = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM import_job_dates WHERE job_id = $1 AND state = 'pending'",
+        ).bind(job_id).fetch_one(pool).await?);
+        if pending > 0 {
+            return Ok(None);
+        }
+        let failed = self.import_failed_dates(job_id).await?;
+        let error = (!failed.is_empty()).then(|| {
+            let shown: Vec<String> = failed
+                .iter()
+                .take(5)
+                .map(|f| format!("{} ({})", f.date, f.error.as_deref().unwrap_or("unknown")))
+                .collect();
+            let more = failed.len().saturating_sub(5);
+            let tail = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            format!(
+                "{} date(s) failed: {}{tail}",
+                failed.len(),
+                shown.join(", ")
+            )
+        });
+        let state = if failed.is_empty() {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        let n = on_pool!(self, pool => sqlx::query(
+            "UPDATE import_jobs SET state = $1, error = $2, finished_at = $3, updated_at = $3 WHERE id = $4 AND state = 'running'",
+        ).bind(state).bind(error).bind(now).bind(job_id).execute(pool).await?.rows_affected());
+        if n == 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.import_job(job_id).await?))
+    }
+
+    /// Cancels a queued or running job; the bool says whether this call canceled it (a job
+    /// already finished is returned unchanged).
+    pub async fn cancel_import(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(ImportJob, bool), StoreError> {
+        let n = on_pool!(self, pool => sqlx::query(
+            "UPDATE import_jobs SET state = 'canceled', finished_at = $1, updated_at = $1 WHERE id = $2 AND state IN ('queued', 'running')",
+        ).bind(now).bind(id).execute(pool).await?.rows_affected());
+        Ok((self.import_job(id).await?, n == 1))
+    }
+}

@@ -1,0 +1,190 @@
+//! Manual imports (admin): `POST /admin/imports {league, from, to}` creates a persistent job
+//! (202) or, when a queued or running job of the league overlaps the range, returns that job
+//! (200); `GET /admin/imports` lists jobs newest first; `GET /admin/imports/{id}` shows one with
+//! the dates that failed; `POST /admin/imports/{id}/cancel` cancels a queued or running job.
+//!
+//! The job is stored before the answer; the league's poller is then woken (it also looks for
+//! queued jobs on its own timer, so a lost nudge only delays the start by that interval).
+
+use actix_web::{web, HttpResponse};
+use chrono::{NaiveDate, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use tipoff_actors::store::{ImportFilter, ImportJob, IMPORT_STATES, LEAGUE_CATALOG};
+use tipoff_actors::supervisor::{ask, WakeChild};
+
+use super::auth::Admin;
+use super::read::{decode_cursor, limit, not_found, page};
+use super::{error::ApiError, AppState};
+
+/// The longest range one import may cover, in days.
+pub const MAX_IMPORT_DAYS: i64 = 366;
+
+#[derive(Debug, Deserialize)]
+pub struct NewImport {
+    league: String,
+    from: String,
+    to: String,
+}
+
+fn date(field: &str, text: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").map_err(|_| {
+        ApiError::BadRequest(format!(
+            "`{field}` must be a date like 2024-01-29, not `{text}`"
+        ))
+    })
+}
+
+/// `POST /admin/imports`
+pub async fn create(
+    _: Admin,
+    state: web::Data<AppState>,
+    body: web::Json<NewImport>,
+) -> Result<HttpResponse, ApiError> {
+    let league = body.league.trim().to_ascii_lowercase();
+    if !LEAGUE_CATALOG.iter().any(|(key, ..)| *key == league) {
+        let known: Vec<&str> = LEAGUE_CATALOG.iter().map(|(k, ..)| *k).collect();
+        return Err(ApiError::BadRequest(format!(
+            "unknown league `{}` (known: {})",
+            body.league,
+            known.join(", ")
+        )));
+    }
+    if !state.leagues_enabled.contains(&league) {
+        let enabled = if state.leagues_enabled.is_empty() {
+            "none".to_string()
+        } else {
+            state.leagues_enabled.join(", ")
+        };
+        return Err(ApiError::BadRequest(format!(
+            "league `{league}` is not enabled, so no poller would run the import: add it to TIPOFF_LEAGUES (enabled: {enabled})"
+        )));
+    }
+    let from = date("from", &body.from)?;
+    let to = date("to", &body.to)?;
+    if from > to {
+        return Err(ApiError::BadRequest(format!(
+            "`from` ({from}) is after `to` ({to})"
+        )));
+    }
+    let days = (to - from).num_days() + 1;
+    if days > MAX_IMPORT_DAYS {
+        return Err(ApiError::BadRequest(format!(
+            "the range {from} … {to} covers {days} days; one import covers at most {MAX_IMPORT_DAYS}"
+        )));
+    }
+    let (job, created) = state
+        .store
+        .create_import(&league, from, to, Utc::now())
+        .await?;
+    let poller = format!("poller:{league}");
+    match ask(
+        &state.supervisor,
+        WakeChild { name: poller },
+        state.actor_timeout,
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "poller not woken"),
+        Err(e) => tracing::warn!(error = %e, "poller not woken; it will find the job on its timer"),
+    }
+    tracing::info!(job_id = job.id, %league, %from, %to, created, "import requested");
+    let mut res = if created {
+        HttpResponse::Accepted()
+    } else {
+        HttpResponse::Ok()
+    };
+    Ok(res.json(job))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    league: Option<String>,
+    state: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /admin/imports?league=&state=&limit=&cursor=`: newest first.
+pub async fn list(
+    _: Admin,
+    state: web::Data<AppState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = limit(q.limit.as_deref())?;
+    if let Some(s) = &q.state {
+        if !IMPORT_STATES.contains(&s.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown state `{s}`: use {}",
+                IMPORT_STATES.join(", ")
+            )));
+        }
+    }
+    let before = match &q.cursor {
+        None => None,
+        Some(c) => Some(decode_cursor(c)?.parse::<i64>().map_err(|_| {
+            ApiError::BadRequest(
+                "invalid cursor: pass the `next` value of the previous page".into(),
+            )
+        })?),
+    };
+    let filter = ImportFilter {
+        league: q.league.clone(),
+        state: q.state.clone(),
+        before,
+        limit: limit + 1,
+    };
+    let (items, next) = page(state.store.import_jobs(&filter).await?, limit, |j| {
+        j.id.to_string()
+    });
+    Ok(HttpResponse::Ok().json(json!({"items": items, "next": next})))
+}
+
+async fn with_failed_dates(
+    state: &AppState,
+    job: ImportJob,
+) -> Result<serde_json::Value, ApiError> {
+    let failed = state.store.import_failed_dates(job.id).await?;
+    let mut body = serde_json::to_value(job).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body["failed_dates"] =
+        serde_json::to_value(failed).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(body)
+}
+
+/// `GET /admin/imports/{id}`: the job and the dates that failed.
+pub async fn get(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let job = state
+        .store
+        .import_job(id)
+        .await
+        .map_err(not_found("import", id))?;
+    Ok(HttpResponse::Ok().json(with_failed_dates(&state, job).await?))
+}
+
+/// `POST /admin/imports/{id}/cancel`: 200 with the canceled job; 409 when it already ended.
+pub async fn cancel(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let (job, canceled) = state
+        .store
+        .cancel_import(id, Utc::now())
+        .await
+        .map_err(not_found("import", id))?;
+    if !canceled {
+        return Err(ApiError::Conflict(format!(
+            "import {id} has already ended ({}); only queued or running imports can be canceled",
+            job.state
+        )));
+    }
+    tracing::info!(job_id = id, "import canceled");
+    Ok(HttpResponse::Ok().json(with_failed_dates(&state, job).await?))
+}

@@ -1,0 +1,172 @@
+//! The poller actor driven one pass at a time ([`RunOnce`]) with an injected clock: the score
+//! loop's pace follows the games (live, starting soon, idle) and backs off while ESPN fails.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::Actor;
+use chrono::{DateTime, Utc};
+use tipoff_actors::espn::EspnClient;
+use tipoff_actors::poller::{Poller, PollerSettings, RunOnce, Work};
+use tipoff_actors::service::{ServiceCtx, Shared, Telemetry};
+
+use crate::espn_mock::{with_status, MockEspn, Reply};
+use crate::helpers::*;
+use crate::imports::{day, NBA};
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+#[actix_rt::test]
+async fn the_score_loop_runs_at_the_live_pace_while_games_are_live_or_imminent_and_idles_otherwise()
+{
+    let espn = MockEspn::start();
+    let board = day("2026-02-24");
+    let real = espn_fixture("nba-scoreboard-20260224.json");
+    espn.serve(NBA, board, real.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(&Db::Sqlite, dir.path()).await;
+    let now = Arc::new(Mutex::new(at("2026-02-24T23:00:00Z")));
+    let clock = now.clone();
+    let settings = PollerSettings {
+        clock: Arc::new(move || *clock.lock().unwrap()),
+        fetch_attempts: 1,
+        backoff_base: Duration::from_secs(120),
+        ..PollerSettings::default()
+    };
+    let telemetry = Arc::new(Mutex::new(Telemetry {
+        generation: 1,
+        ..Telemetry::default()
+    }));
+    let svc = ServiceCtx::new(
+        "poller:nba",
+        1,
+        telemetry.clone(),
+        Arc::new(Shared::default()),
+    );
+    let client = EspnClient::new(
+        &espn.base_url,
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let poller = Poller::new("nba", NBA, store, client, settings, svc)
+        .manual()
+        .start();
+    let run = |work| {
+        let poller = poller.clone();
+        async move {
+            poller
+                .send(RunOnce(work))
+                .await
+                .expect("poller answers")
+                .expect("pass runs")
+        }
+    };
+    let reported = || {
+        let t = telemetry.lock().unwrap();
+        (t.interval, t.interval_reason.clone().unwrap_or_default())
+    };
+
+    // The schedule pass reads yesterday … today + 7 (ESPN's day is 2026-02-24 at 23:00 UTC).
+    let out = run(Work::Schedule).await;
+    assert_eq!(out.dates_fetched, 9);
+    assert_eq!(out.created, 11);
+
+    // PHI @ IND is live: the live pace.
+    let out = run(Work::Scores).await;
+    let pace = out.pace.unwrap();
+    assert_eq!(pace.interval, Duration::from_secs(60));
+    assert_eq!(pace.reason, "live games (1): 1m");
+    assert_eq!(
+        reported(),
+        (
+            Some(Duration::from_secs(60)),
+            "live games (1): 1m".to_string()
+        )
+    );
+
+    // Two days later the game is final (CONSTRUCTED board). Its board is not today's or
+    // yesterday's any more, but it is refetched because the game was live; then the pace idles.
+    *now.lock().unwrap() = at("2026-02-26T10:00:00Z");
+    let hits = espn.hits(NBA, board);
+    espn.serve(
+        NBA,
+        board,
+        with_status(
+            &real,
+            "401810686",
+            "STATUS_FINAL",
+            "post",
+            true,
+            Some((118, 110)),
+        ),
+    );
+    let out = run(Work::Scores).await;
+    assert_eq!(
+        espn.hits(NBA, board),
+        hits + 1,
+        "the live game's board was read"
+    );
+    assert_eq!(out.settled, 1);
+    let pace = out.pace.unwrap();
+    assert_eq!(pace.interval, Duration::from_secs(15 * 60));
+    assert_eq!(pace.reason, "no live games: 15m");
+    assert_eq!(reported().0, Some(Duration::from_secs(15 * 60)));
+
+    // Ten minutes before four games tip off at 00:30 UTC: the live pace again.
+    *now.lock().unwrap() = at("2026-02-25T00:20:00Z");
+    let pace = run(Work::Scores).await.pace.unwrap();
+    assert_eq!(pace.interval, Duration::from_secs(60));
+    assert_eq!(pace.reason, "games starting within 15m (4): 1m");
+
+    // ESPN fails: the pass absorbs it and the loop backs off (base 2 m, doubling).
+    espn.script(NBA, day("2026-02-23"), vec![Reply::status(500)]);
+    espn.script(NBA, board, vec![Reply::status(500)]);
+    let out = run(Work::Scores).await;
+    assert_eq!(out.failures.len(), 2);
+    assert_eq!(
+        reported(),
+        (
+            Some(Duration::from_secs(120)),
+            "ESPN failing (1 in a row): 2m".to_string()
+        )
+    );
+    run(Work::Scores).await;
+    assert_eq!(
+        reported(),
+        (
+            Some(Duration::from_secs(240)),
+            "ESPN failing (2 in a row): 4m".to_string()
+        )
+    );
+    let last_error = telemetry
+        .lock()
+        .unwrap()
+        .last_error
+        .clone()
+        .expect("error recorded");
+    assert!(
+        last_error.message.contains("2 of 2 scoreboards failed"),
+        "{}",
+        last_error.message
+    );
+
+    // ESPN is back: the normal pace returns.
+    espn.serve(NBA, board, real);
+    espn.serve(
+        NBA,
+        day("2026-02-23"),
+        espn_fixture("nba-scoreboard-20260218-empty.json"),
+    );
+    let pace = run(Work::Scores).await.pace.unwrap();
+    assert_eq!(pace.interval, Duration::from_secs(60));
+    assert_eq!(
+        reported().1,
+        "live games (1): 1m",
+        "the live game is live again on the real board"
+    );
+}
