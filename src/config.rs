@@ -139,6 +139,7 @@ const KEYS: &[Key] = &[
     key("import_slice", "5s"),
     key("poller_backoff_base", "30s"),
     key("poller_backoff_cap", "15m"),
+    key("read_cache_ttl", "1s"),
 ];
 
 fn env_name(key: &str) -> String {
@@ -197,6 +198,9 @@ pub struct Config {
     pub import_slice: Duration,
     pub poller_backoff_base: Duration,
     pub poller_backoff_cap: Duration,
+    /// Longest a cached public list answer is served (it is dropped at once on a local write;
+    /// the TTL bounds how long another replica's writes go unseen). Zero turns the cache off.
+    pub read_cache_ttl: Duration,
     /// Each setting's raw value and source, for `check-config`.
     entries: Vec<(&'static Key, String, Source)>,
 }
@@ -496,6 +500,7 @@ impl Config {
             import_slice: nonzero("import_slice")?,
             poller_backoff_base: nonzero("poller_backoff_base")?,
             poller_backoff_cap,
+            read_cache_ttl: get("read_cache_ttl").duration()?,
             entries: raws
                 .into_iter()
                 .map(|r| {
@@ -705,6 +710,18 @@ mod tests {
             err.setting.starts_with("TIPOFF_SCORE_LIVE_INTERVAL"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_env_example_lists_every_setting() {
+        let example = include_str!("../deploy/tipoff.env.example");
+        for key in KEYS {
+            let name = env_name(key.name);
+            assert!(
+                example.contains(&format!("{name}=")),
+                "deploy/tipoff.env.example lacks {name}"
+            );
+        }
     }
 
     #[test]

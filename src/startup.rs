@@ -141,6 +141,7 @@ impl Application {
             actor_timeout: config.actor_timeout,
             environment: config.env.as_str(),
             leagues_enabled: config.leagues.clone(),
+            read_cache: http::cache::ReadCache::new(config.read_cache_ttl),
         });
         let app_state = state.clone();
         let drain = config.shutdown_timeout.as_secs().clamp(1, 10);

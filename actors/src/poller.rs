@@ -165,7 +165,7 @@ impl Outcome {
         self.failures.push((date, e.to_string()));
     }
 
-    /// `2 of 9 scoreboards failed: 2024-01-03: ESPN answered HTTP 500; …`
+    /// `2 of 9 scoreboards failed; first 2024-01-03: ESPN answered HTTP 500`
     fn failure_summary(&self) -> Option<String> {
         let (first_date, first) = self.failures.first()?;
         Some(format!(

@@ -4,8 +4,9 @@
 //!   on every (re)start, and handed a [`ServiceCtx`].
 //! - It handles [`Control`]: `Ping` is the liveness probe (answered through its mailbox, so a
 //!   blocked mailbox or thread counts as a hang); `Stop` asks it to finish its current tick and
-//!   stop; `Wake` says work may be waiting. Because actix drops in-flight spawned futures when an actor stops, a service that is
-//!   mid-tick remembers the request and stops when the tick ends.
+//!   stop; `Wake` says work may be waiting. Because actix drops in-flight spawned futures when
+//!   an actor stops, a service that is mid-tick remembers the request and stops when the tick
+//!   ends.
 //! - It reports through the [`ServiceCtx`]: tick begin/end (a tick running past the hang
 //!   deadline is a hang), absorbed errors, the next run and its reason, and [`ServiceCtx::fail`]
 //!   for an error it cannot absorb (the supervisor restarts it).

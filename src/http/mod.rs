@@ -8,6 +8,7 @@
 //! - `error.rs`: the JSON error format; `auth.rs`: the admin bearer token.
 
 pub mod auth;
+pub mod cache;
 pub mod error;
 mod imports;
 mod ops;
@@ -80,6 +81,8 @@ pub struct AppState {
     pub environment: &'static str,
     /// Leagues whose pollers configuration enables.
     pub leagues_enabled: Vec<String>,
+    /// Serialized public list answers, current until the next write.
+    pub read_cache: cache::ReadCache,
 }
 
 /// Registers every route.

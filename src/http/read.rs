@@ -1,14 +1,16 @@
 //! The public read API: leagues, games and markets, straight from the store (reads never
 //! queue behind the actors). Lists are `{"items": [...], "next": <cursor or null>}` in a stable
 //! order (games by start time then id, markets by id) with opaque keyset cursors. Pools are
-//! integers in base units, sent as strings.
+//! integers in base units, sent as strings. List answers are kept in the read cache
+//! (`cache.rs`) until the next write, or at most `TIPOFF_READ_CACHE_TTL`.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tipoff_actors::espn::GameState;
 use tipoff_actors::store::{GameFilter, GameRow, MarketFilter, MarketRow};
+use tipoff_actors::Store;
 
 use super::{error::ApiError, AppState};
 
@@ -129,6 +131,25 @@ fn game(g: &GameRow) -> Game<'_> {
     }
 }
 
+fn json_body(body: web::Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
+}
+
+/// Serializes a list answer, keeps it in the read cache and answers it.
+fn cached(
+    state: &AppState,
+    key: String,
+    generation: u64,
+    value: &serde_json::Value,
+) -> Result<HttpResponse, ApiError> {
+    let body =
+        web::Bytes::from(serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?);
+    state.read_cache.put(key, generation, body.clone());
+    Ok(json_body(body))
+}
+
 fn market(m: &MarketRow) -> serde_json::Value {
     json!({
         "id": m.id,
@@ -164,8 +185,14 @@ pub async fn leagues(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 /// `GET /api/v1/games?league=&date=YYYY-MM-DD&state=&limit=&cursor=`
 pub async fn games(
     state: web::Data<AppState>,
+    req: HttpRequest,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let key = format!("games?{}", req.query_string());
+    if let Some(body) = state.read_cache.get(&key) {
+        return Ok(json_body(body));
+    }
+    let generation = Store::write_generation();
     let limit = limit(q.limit.as_deref())?;
     let game_state = match &q.state {
         None => None,
@@ -208,7 +235,12 @@ pub async fn games(
         format!("{}:{}", g.starts_at.timestamp_micros(), g.id)
     });
     let items: Vec<Game<'_>> = rows.iter().map(game).collect();
-    Ok(HttpResponse::Ok().json(json!({"items": items, "next": next})))
+    cached(
+        &state,
+        key,
+        generation,
+        &json!({"items": items, "next": next}),
+    )
 }
 
 /// `GET /api/v1/games/{id}`
@@ -224,8 +256,14 @@ pub async fn game_by_id(
 /// `GET /api/v1/markets?state=&league=&limit=&cursor=`
 pub async fn markets(
     state: web::Data<AppState>,
+    req: HttpRequest,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let key = format!("markets?{}", req.query_string());
+    if let Some(body) = state.read_cache.get(&key) {
+        return Ok(json_body(body));
+    }
+    let generation = Store::write_generation();
     let limit = limit(q.limit.as_deref())?;
     if let Some(s) = &q.state {
         if !MARKET_STATES.contains(&s.as_str()) {
@@ -252,7 +290,12 @@ pub async fn markets(
         m.id.to_string()
     });
     let items: Vec<serde_json::Value> = rows.iter().map(market).collect();
-    Ok(HttpResponse::Ok().json(json!({"items": items, "next": next})))
+    cached(
+        &state,
+        key,
+        generation,
+        &json!({"items": items, "next": next}),
+    )
 }
 
 /// `GET /api/v1/markets/{id}`

@@ -309,6 +309,7 @@ impl Store {
                 done.push(upsert_in_tx!(tx, league, board, game, now));
             }
             tx.commit().await?;
+            Store::wrote();
             Ok(done)
         })
     }

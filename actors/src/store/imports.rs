@@ -232,6 +232,7 @@ impl Store {
                 .execute(&mut *tx).await?;
             }
             tx.commit().await?;
+            Store::wrote();
             Ok(done)
         })
     }

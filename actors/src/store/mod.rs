@@ -126,6 +126,11 @@ pub const LEAGUE_CATALOG: &[(&str, &str, &str, &str)] = &[
     ("nhl", "NHL", "hockey", "hockey/nhl"),
 ];
 
+/// Bumped after every committed write of games or markets by any store of this process; read
+/// caches compare it to know an answer is still current. Process-wide on purpose: a bump from
+/// another store (tests run several) only costs a cache miss, never a stale answer.
+static WRITE_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A database pool of either backend. Cheap to clone.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -146,6 +151,16 @@ impl Store {
                 cause: "the URL must start with sqlite: or postgres://".into(),
             }),
         }
+    }
+
+    /// The current write generation (see [`WRITE_GENERATION`]); read it *before* a query whose
+    /// answer is cached, so a write racing with the query invalidates the answer.
+    pub fn write_generation() -> u64 {
+        WRITE_GENERATION.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn wrote() {
+        WRITE_GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub fn backend(&self) -> Backend {
