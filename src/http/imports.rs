@@ -14,7 +14,7 @@ use tipoff_actors::store::{ImportFilter, ImportJob, IMPORT_STATES, LEAGUE_CATALO
 use tipoff_actors::supervisor::{ask, WakeChild};
 
 use super::auth::Admin;
-use super::read::{decode_cursor, limit, not_found, page};
+use super::read::{id_cursor, limit, not_found, page};
 use super::{error::ApiError, AppState};
 
 /// The longest range one import may cover, in days.
@@ -121,14 +121,7 @@ pub async fn list(
             )));
         }
     }
-    let before = match &q.cursor {
-        None => None,
-        Some(c) => Some(decode_cursor(c)?.parse::<i64>().map_err(|_| {
-            ApiError::BadRequest(
-                "invalid cursor: pass the `next` value of the previous page".into(),
-            )
-        })?),
-    };
+    let before = id_cursor(q.cursor.as_deref())?;
     let filter = ImportFilter {
         league: q.league.clone(),
         state: q.state.clone(),

@@ -58,6 +58,19 @@ pub(super) fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
     String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())
 }
 
+/// The row id a `cursor=` of an id-ordered list carries.
+pub(super) fn id_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
+    cursor
+        .map(|c| {
+            decode_cursor(c)?.parse::<i64>().map_err(|_| {
+                ApiError::BadRequest(
+                    "invalid cursor: pass the `next` value of the previous page".into(),
+                )
+            })
+        })
+        .transpose()
+}
+
 /// Trims a `limit + 1` fetch to `limit` rows and the cursor of the next page, if any.
 pub(super) fn page<T>(
     mut rows: Vec<T>,
@@ -272,14 +285,7 @@ pub async fn markets(
             )));
         }
     }
-    let after = match &q.cursor {
-        None => None,
-        Some(c) => Some(decode_cursor(c)?.parse::<i64>().map_err(|_| {
-            ApiError::BadRequest(
-                "invalid cursor: pass the `next` value of the previous page".into(),
-            )
-        })?),
-    };
+    let after = id_cursor(q.cursor.as_deref())?;
     let filter = MarketFilter {
         league: q.league.clone(),
         state: q.state.clone(),
