@@ -183,7 +183,8 @@ fn main() {
             let file = dir.path().join(format!("bench-{ttl}.db"));
             let url = format!("sqlite://{}", file.display());
             let (port, stop, task) = import_season(label, &url, &espn.base_url, first, ttl).await;
-            wrk(label, port);
+            // On a blocking thread: the main runtime must keep driving the sockets it opened.
+            let _ = tokio::task::spawn_blocking(move || wrk(label, port)).await;
             let _ = stop.send(());
             let _ = task.await;
         }
@@ -193,7 +194,8 @@ fn main() {
                 continue;
             };
             let (port, stop, task) = import_season(label, &url, &espn.base_url, first, ttl).await;
-            wrk(label, port);
+            // On a blocking thread: the main runtime must keep driving the sockets it opened.
+            let _ = tokio::task::spawn_blocking(move || wrk(label, port)).await;
             let _ = stop.send(());
             let _ = task.await;
         }
