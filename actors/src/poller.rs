@@ -577,8 +577,7 @@ impl Poller {
 
 /// base × 2^(failures − 1), capped.
 fn backoff(s: &PollerSettings, failures: u32) -> Duration {
-    let factor = 1u32 << failures.saturating_sub(1).min(16);
-    s.backoff_base.saturating_mul(factor).min(s.backoff_cap)
+    crate::restart::exponential(s.backoff_base, s.backoff_cap, failures.saturating_sub(1))
 }
 
 impl Actor for Poller {

@@ -6,6 +6,13 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+/// `min(cap, base * 2^attempt)` (`attempt` 0-based), without overflow: the one exponential
+/// backoff of the tree (restarts here, upstream retries in the services).
+pub fn exponential(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+    base.checked_mul(factor).unwrap_or(cap).min(cap)
+}
+
 /// Supervisor-wide restart settings (SPEC §3 defaults: base 1 s, cap 5 min, 5 restarts in 60 s).
 #[derive(Debug, Clone)]
 pub struct RestartSettings {
@@ -36,11 +43,7 @@ impl RestartSettings {
     /// The largest delay allowed for the `attempt`-th consecutive restart (0-based):
     /// `min(cap, base * 2^attempt)`.
     pub fn ceiling(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
-        self.backoff_base
-            .checked_mul(factor)
-            .unwrap_or(self.backoff_cap)
-            .min(self.backoff_cap)
+        exponential(self.backoff_base, self.backoff_cap, attempt)
     }
 
     /// The delay before the `attempt`-th consecutive restart.
