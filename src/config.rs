@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tipoff_actors::store::{Backend, LEAGUE_CATALOG};
+use tipoff_actors::store::{catalog_league, Backend};
 
 /// Exit code for a bad configuration (sysexits `EX_CONFIG`); systemd does not restart on it.
 pub const EXIT_CONFIG: u8 = 78;
@@ -417,13 +417,7 @@ impl Config {
         let mut leagues = Vec::new();
         for league in leagues_raw.list() {
             let league = league.to_ascii_lowercase();
-            if !LEAGUE_CATALOG.iter().any(|(key, ..)| *key == league) {
-                let known: Vec<&str> = LEAGUE_CATALOG.iter().map(|(k, ..)| *k).collect();
-                return Err(leagues_raw.err(format!(
-                    "unknown league `{league}` (known: {})",
-                    known.join(", ")
-                )));
-            }
+            catalog_league(&league).map_err(|m| leagues_raw.err(m))?;
             if !leagues.contains(&league) {
                 leagues.push(league);
             }

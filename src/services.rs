@@ -15,7 +15,7 @@ use tipoff_actors::db::DbService;
 use tipoff_actors::espn::EspnClient;
 use tipoff_actors::poller::{Poller, PollerSettings};
 use tipoff_actors::restart::RestartSettings;
-use tipoff_actors::store::LEAGUE_CATALOG;
+use tipoff_actors::store::catalog_league;
 use tipoff_actors::{factory, ChildSpec, Store, SupervisorSettings};
 
 use crate::config::Config;
@@ -48,11 +48,7 @@ pub fn child_specs(config: &Config, store: &Store) -> Result<Vec<ChildSpec>, Str
         .map_err(|e| format!("cannot build the ESPN client: {e}"))?;
         let settings = poller_settings(config);
         for league in &config.leagues {
-            let (key, espn_path) = LEAGUE_CATALOG
-                .iter()
-                .find(|(key, ..)| key == league)
-                .map(|(key, _, _, path)| (*key, *path))
-                .ok_or_else(|| format!("league `{league}` is not in the catalog"))?;
+            let &(key, _, _, espn_path) = catalog_league(league)?;
             let (store, espn, settings) = (store.clone(), espn.clone(), settings.clone());
             specs.push(
                 ChildSpec::new(

@@ -10,7 +10,7 @@ use actix_web::{web, HttpResponse};
 use chrono::{NaiveDate, Utc};
 use serde::Deserialize;
 use serde_json::json;
-use tipoff_actors::store::{ImportFilter, ImportJob, IMPORT_STATES, LEAGUE_CATALOG};
+use tipoff_actors::store::{catalog_league, ImportFilter, ImportJob, IMPORT_STATES};
 use tipoff_actors::supervisor::{ask, WakeChild};
 
 use super::auth::Admin;
@@ -42,14 +42,7 @@ pub async fn create(
     body: web::Json<NewImport>,
 ) -> Result<HttpResponse, ApiError> {
     let league = body.league.trim().to_ascii_lowercase();
-    if !LEAGUE_CATALOG.iter().any(|(key, ..)| *key == league) {
-        let known: Vec<&str> = LEAGUE_CATALOG.iter().map(|(k, ..)| *k).collect();
-        return Err(ApiError::BadRequest(format!(
-            "unknown league `{}` (known: {})",
-            body.league,
-            known.join(", ")
-        )));
-    }
+    catalog_league(&league).map_err(ApiError::BadRequest)?;
     if !state.leagues_enabled.contains(&league) {
         let enabled = if state.leagues_enabled.is_empty() {
             "none".to_string()

@@ -126,6 +126,20 @@ pub const LEAGUE_CATALOG: &[(&str, &str, &str, &str)] = &[
     ("nhl", "NHL", "hockey", "hockey/nhl"),
 ];
 
+/// The catalog entry `(key, name, sport, espn_path)` for a lower-case `key`, or a message
+/// naming the known keys.
+pub fn catalog_league(
+    key: &str,
+) -> Result<&'static (&'static str, &'static str, &'static str, &'static str), String> {
+    LEAGUE_CATALOG
+        .iter()
+        .find(|(k, ..)| *k == key)
+        .ok_or_else(|| {
+            let known: Vec<&str> = LEAGUE_CATALOG.iter().map(|(k, ..)| *k).collect();
+            format!("unknown league `{key}` (known: {})", known.join(", "))
+        })
+}
+
 /// Bumped after every committed write of games or markets by any store of this process; read
 /// caches compare it to know an answer is still current. Process-wide on purpose: a bump from
 /// another store (tests run several) only costs a cache miss, never a stale answer.
