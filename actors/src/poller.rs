@@ -311,7 +311,7 @@ impl Inner {
         let Some(job) = self.store.claim_import(&self.league, self.now()).await? else {
             return Ok(out);
         };
-        let pending = self.store.pending_import_dates(job.id, 1000).await?;
+        let pending = self.store.pending_import_dates(job.id).await?;
         if job.dates_done + job.dates_failed > 0 && !pending.is_empty() {
             tracing::info!(league = %self.league, job_id = job.id, pending = pending.len(), "resuming import");
         }

@@ -95,14 +95,14 @@ impl Store {
             .await?;
             let (id, is_new) = match created {
                 Some(id) => {
-                    let mut date = from;
-                    while date <= to {
-                        sqlx::query("INSERT INTO import_job_dates (job_id, date) VALUES ($1, $2)")
-                            .bind(id).bind(date)
-                            .execute(&mut *tx)
-                            .await?;
-                        date = date.succ_opt().expect("date in range");
-                    }
+                    // One statement for every date (at most 366 rows, 732 parameters).
+                    sqlx::QueryBuilder::new("INSERT INTO import_job_dates (job_id, date) ")
+                        .push_values(from.iter_days().take(total as usize), |mut row, date| {
+                            row.push_bind(id).push_bind(date);
+                        })
+                        .build()
+                        .execute(&mut *tx)
+                        .await?;
                     (id, true)
                 }
                 None => {
@@ -182,20 +182,16 @@ impl Store {
         })
     }
 
-    /// Up to `limit` dates of a job still to import, in date order.
-    pub async fn pending_import_dates(
-        &self,
-        job_id: i64,
-        limit: i64,
-    ) -> Result<Vec<NaiveDate>, StoreError> {
-        let sql = "SELECT date FROM import_job_dates WHERE job_id = $1 AND state = 'pending' ORDER BY date LIMIT $2";
-        on_pool!(self, pool => Ok(sqlx::query_scalar(sql).bind(job_id).bind(limit).fetch_all(pool).await?))
+    /// The dates of a job still to import, in date order (at most 366).
+    pub async fn pending_import_dates(&self, job_id: i64) -> Result<Vec<NaiveDate>, StoreError> {
+        let sql = "SELECT date FROM import_job_dates WHERE job_id = $1 AND state = 'pending' ORDER BY date";
+        on_pool!(self, pool => Ok(sqlx::query_scalar(sql).bind(job_id).fetch_all(pool).await?))
     }
 
     /// Records one date of a job: its games (upserted with their markets) or why it failed,
     /// the date's row and the job's counters, in one transaction. A date already recorded is
     /// not counted twice.
-    #[tracing::instrument(skip_all, fields(job_id, %date))]
+    #[tracing::instrument(skip_all, fields(job_id = job_id, %date))]
     pub async fn record_import_date(
         &self,
         job_id: i64,
