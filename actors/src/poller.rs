@@ -116,6 +116,16 @@ pub enum Work {
     Imports,
 }
 
+impl Work {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Work::Schedule => "schedule",
+            Work::Scores => "scores",
+            Work::Imports => "imports",
+        }
+    }
+}
+
 /// The score loop's chosen pace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pace {
@@ -142,13 +152,31 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn absorb(&mut self, done: &[Upserted]) {
+    /// Counts what an upsert did, logging each settlement and void.
+    fn absorb(&mut self, league: &str, done: &[Upserted]) {
         self.games += done.len();
         for up in done {
             self.created += usize::from(up.created);
             match up.transition {
-                MarketTransition::Settled(_) => self.settled += 1,
-                MarketTransition::Voided => self.voided += 1,
+                MarketTransition::Settled(side) => {
+                    self.settled += 1;
+                    tracing::info!(
+                        league,
+                        game_id = up.game_id,
+                        market_id = up.market_id,
+                        winner = side,
+                        "market settled"
+                    );
+                }
+                MarketTransition::Voided => {
+                    self.voided += 1;
+                    tracing::info!(
+                        league,
+                        game_id = up.game_id,
+                        market_id = up.market_id,
+                        "market voided"
+                    );
+                }
                 _ => {}
             }
         }
@@ -236,8 +264,7 @@ impl Inner {
                         .store
                         .upsert_games(&self.league, Some(date), &games, self.now())
                         .await?;
-                    log_transitions(&self.league, &done);
-                    out.absorb(&done);
+                    out.absorb(&self.league, &done);
                 }
                 Err(e) => out.fail(date, &e),
             }
@@ -336,8 +363,7 @@ impl Inner {
                     self.now(),
                 )
                 .await?;
-            log_transitions(&self.league, &done);
-            out.absorb(&done);
+            out.absorb(&self.league, &done);
         }
         out.job = Some(match self.store.finish_import(job.id, self.now()).await? {
             Some(finished) => {
@@ -355,31 +381,6 @@ impl Inner {
             None => self.store.import_job(job.id).await?,
         });
         Ok(out)
-    }
-}
-
-fn log_transitions(league: &str, done: &[Upserted]) {
-    for up in done {
-        match &up.transition {
-            MarketTransition::Settled(side) => {
-                tracing::info!(
-                    league,
-                    game_id = up.game_id,
-                    market_id = up.market_id,
-                    winner = side,
-                    "market settled"
-                )
-            }
-            MarketTransition::Voided => {
-                tracing::info!(
-                    league,
-                    game_id = up.game_id,
-                    market_id = up.market_id,
-                    "market voided"
-                )
-            }
-            _ => {}
-        }
     }
 }
 
@@ -492,9 +493,7 @@ impl Poller {
         };
         match &error {
             None => self.svc.tick_ok(),
-            Some(e) => self
-                .svc
-                .tick_err(&format!("{work:?} pass: {e}").to_lowercase()),
+            Some(e) => self.svc.tick_err(&format!("{} pass: {e}", work.as_str())),
         }
         let retry_after = res.as_ref().ok().and_then(|o| o.retry_after);
         let s = self.inner.settings.clone();
