@@ -12,21 +12,27 @@
 //! - [`db`]: the `db` child: database health pings.
 //! - [`espn`]: ESPN scoreboard client and parser (for the league pollers).
 //! - [`poller`]: the `poller:<league>` children: schedule loop, adaptive score loop, import jobs.
+//! - [`solana`] and [`watcher`]: the `watcher:<token>` children: Solana deposits credited once.
+//! - [`cleanup`]: the `cleanup` child: stale withdrawals expire, old history is pruned.
 //! - [`store`]: the storage seam over SQLite and PostgreSQL, with their migrations: leagues,
-//!   games and markets (`games.rs`), import jobs (`imports.rs`).
+//!   games and markets (`games.rs`), import jobs (`imports.rs`), users, ledger, stakes,
+//!   deposits and withdrawals (`money.rs`).
 //!
 //! Data flow: the daemon builds a [`Store`](store::Store) and the child specs, starts the
 //! [`Supervisor`](supervisor::Supervisor), and hands both to its HTTP handlers. Handlers read
 //! through the store directly and send commands to the supervisor as messages.
 
+pub mod cleanup;
 pub mod db;
 pub mod espn;
 pub mod poller;
 pub mod restart;
 pub mod service;
+pub mod solana;
 pub mod status;
 pub mod store;
 pub mod supervisor;
+pub mod watcher;
 
 pub use restart::RestartSettings;
 pub use service::{factory, ChildFactory, Control, ServiceCtx, Shared};

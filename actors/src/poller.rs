@@ -68,6 +68,8 @@ pub struct PollerSettings {
     /// Upstream failure backoff: base × 2^(failures − 1), capped.
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// Settlement fee, in basis points of the losing side's pool.
+    pub fee_bps: u32,
     pub clock: Clock,
 }
 
@@ -86,6 +88,7 @@ impl Default for PollerSettings {
             import_slice: Duration::from_secs(5),
             backoff_base: Duration::from_secs(30),
             backoff_cap: Duration::from_secs(15 * 60),
+            fee_bps: crate::store::DEFAULT_FEE_BPS,
             clock: Arc::new(Utc::now),
         }
     }
@@ -262,7 +265,13 @@ impl Inner {
                 Ok(games) => {
                     let done = self
                         .store
-                        .upsert_games(&self.league, Some(date), &games, self.now())
+                        .upsert_games(
+                            &self.league,
+                            Some(date),
+                            &games,
+                            self.now(),
+                            self.settings.fee_bps,
+                        )
                         .await?;
                     out.absorb(&self.league, &done);
                 }
@@ -361,6 +370,7 @@ impl Inner {
                     date,
                     outcome.as_ref().map_err(String::as_str).copied(),
                     self.now(),
+                    self.settings.fee_bps,
                 )
                 .await?;
             out.absorb(&self.league, &done);

@@ -1,7 +1,7 @@
 //! The public read API: leagues, games and markets, straight from the store (reads never
 //! queue behind the actors). Lists are `{"items": [...], "next": <cursor or null>}` in a stable
 //! order (games by start time then id, markets by id) with opaque keyset cursors. Pools are
-//! integers in base units, sent as strings. List answers are kept in the read cache
+//! per token, integers in base units sent as strings. List answers are kept in the read cache
 //! (`cache.rs`) until the next write, or at most `TIPOFF_READ_CACHE_TTL`.
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -163,7 +163,31 @@ fn cached(
     Ok(json_body(body))
 }
 
-fn market(m: &MarketRow) -> serde_json::Value {
+/// Markets in API form, with each outcome's pool per token (`{"towai": "1500"}`, base units
+/// as strings; empty before the first stake).
+async fn markets_json(
+    store: &Store,
+    rows: &[MarketRow],
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let ids: Vec<i64> = rows.iter().map(|m| m.id).collect();
+    let mut pools: std::collections::HashMap<(i64, String), serde_json::Map<String, serde_json::Value>> =
+        std::collections::HashMap::new();
+    for (market_id, outcome, token, amount) in store.market_pools(&ids).await? {
+        pools
+            .entry((market_id, outcome))
+            .or_default()
+            .insert(token, json!(amount.to_string()));
+    }
+    let mut pool = |id: i64, outcome: &str| {
+        serde_json::Value::Object(pools.remove(&(id, outcome.to_string())).unwrap_or_default())
+    };
+    Ok(rows
+        .iter()
+        .map(|m| market(m, pool(m.id, "home"), pool(m.id, "away")))
+        .collect())
+}
+
+fn market(m: &MarketRow, home: serde_json::Value, away: serde_json::Value) -> serde_json::Value {
     json!({
         "id": m.id,
         "game_id": m.game_id,
@@ -171,8 +195,8 @@ fn market(m: &MarketRow) -> serde_json::Value {
         "question": m.question,
         "state": m.state,
         "outcomes": [
-            {"key": "home", "label": m.home_abbr, "pool": m.home_pool.to_string()},
-            {"key": "away", "label": m.away_abbr, "pool": m.away_pool.to_string()},
+            {"key": "home", "label": m.home_abbr, "pool": home},
+            {"key": "away", "label": m.away_abbr, "pool": away},
         ],
         "winning_outcome": m.winning_outcome,
         "created_at": m.created_at,
@@ -295,7 +319,7 @@ pub async fn markets(
     let (rows, next) = page(state.store.markets(&filter).await?, limit, |m| {
         m.id.to_string()
     });
-    let items: Vec<serde_json::Value> = rows.iter().map(market).collect();
+    let items = markets_json(&state.store, &rows).await?;
     cached(
         &state,
         key,
@@ -315,5 +339,8 @@ pub async fn market_by_id(
         .market(id)
         .await
         .map_err(not_found("market", id))?;
-    Ok(HttpResponse::Ok().json(market(&row)))
+    let item = markets_json(&state.store, std::slice::from_ref(&row))
+        .await?
+        .remove(0);
+    Ok(HttpResponse::Ok().json(item))
 }

@@ -4,6 +4,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
+use super::money::DEFAULT_FEE_BPS;
 use super::{Store, StoreError};
 use crate::espn::{GameState, ScoreboardGame};
 
@@ -61,8 +62,6 @@ pub struct MarketRow {
     pub state: String,
     pub home_abbr: String,
     pub away_abbr: String,
-    pub home_pool: i64,
-    pub away_pool: i64,
     pub winning_outcome: Option<String>,
     pub created_at: DateTime<Utc>,
     pub settled_at: Option<DateTime<Utc>>,
@@ -140,11 +139,11 @@ pub fn question(game: &ScoreboardGame) -> String {
 }
 
 const GAME_COLUMNS: &str = "g.id, g.league, g.external_id, g.name, g.short_name, g.starts_at, g.state, g.status_detail, g.neutral_site, g.home_abbr, g.home_name, g.home_score, g.away_abbr, g.away_name, g.away_score, m.id AS market_id";
-const MARKET_COLUMNS: &str = "m.id, m.game_id, g.league, m.question, m.state, g.home_abbr, g.away_abbr, m.home_pool, m.away_pool, m.winning_outcome, m.created_at, m.settled_at";
+const MARKET_COLUMNS: &str = "m.id, m.game_id, g.league, m.question, m.state, g.home_abbr, g.away_abbr, m.winning_outcome, m.created_at, m.settled_at";
 
 /// Voids the market unless it is already closed (expands inside each backend's branch).
 macro_rules! void_market {
-    ($tx:ident, $market_id:expr, $now:expr, $finished:expr, $market_state:expr) => {
+    ($tx:ident, $market_id:expr, $now:expr, $finished:expr, $market_state:expr, $fee:expr) => {
         if $finished {
             if $market_state == "void" {
                 MarketTransition::Unchanged
@@ -159,6 +158,7 @@ macro_rules! void_market {
                 .await?
                 .rows_affected();
             if n == 1 {
+                settle_in_tx!($tx, $market_id, None, $fee, $now);
                 MarketTransition::Voided
             } else {
                 MarketTransition::Unchanged
@@ -168,12 +168,13 @@ macro_rules! void_market {
 }
 
 /// One game's upsert inside the open transaction `$tx`: insert or update the game by (league,
-/// ESPN event id), create its market when new, and move the market along. Evaluates to an
+/// ESPN event id), create its market when new, and move the market along; a market settled or
+/// voided now is paid out in the same transaction (fee `$fee` basis points). Evaluates to an
 /// [`Upserted`]; `?` propagates to the enclosing function. Expands inside each backend's branch.
 macro_rules! upsert_in_tx {
-    ($tx:ident, $league:expr, $board:expr, $game:expr, $now:expr) => {{
-        let (league, board, game, now): (&str, Option<NaiveDate>, &ScoreboardGame, DateTime<Utc>) =
-            ($league, $board, $game, $now);
+    ($tx:ident, $league:expr, $board:expr, $game:expr, $now:expr, $fee:expr) => {{
+        let (league, board, game, now, fee): (&str, Option<NaiveDate>, &ScoreboardGame, DateTime<Utc>, u32) =
+            ($league, $board, $game, $now, $fee);
         let state = game.state.as_str();
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO games (league, external_id, name, short_name, starts_at, state, status_detail, neutral_site, \
@@ -238,6 +239,7 @@ macro_rules! upsert_in_tx {
                     .bind(side).bind(now).bind(market_id)
                     .execute(&mut *$tx).await?.rows_affected();
                     if n == 1 {
+                        settle_in_tx!($tx, market_id, Some(side), fee, now);
                         MarketTransition::Settled(side)
                     } else if market_winner.as_deref() != Some(side) {
                         MarketTransition::IgnoredAfterSettlement
@@ -245,10 +247,10 @@ macro_rules! upsert_in_tx {
                         MarketTransition::Unchanged
                     }
                 }
-                None => void_market!($tx, market_id, now, finished, market_state),
+                None => void_market!($tx, market_id, now, finished, market_state, fee),
             },
             GameState::Postponed | GameState::Canceled | GameState::Suspended => {
-                void_market!($tx, market_id, now, finished, market_state)
+                void_market!($tx, market_id, now, finished, market_state, fee)
             }
             GameState::Live | GameState::Delayed | GameState::Scheduled => {
                 if finished {
@@ -287,13 +289,13 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Upserted, StoreError> {
         let mut done = self
-            .upsert_games(league, None, std::slice::from_ref(game), now)
+            .upsert_games(league, None, std::slice::from_ref(game), now, DEFAULT_FEE_BPS)
             .await?;
         Ok(done.remove(0))
     }
 
-    /// [`upsert_game`](Self::upsert_game) for a whole scoreboard, in one transaction.
-    /// `board` is the ESPN scoreboard date the games were read from.
+    /// [`upsert_game`](Self::upsert_game) for a whole scoreboard, in one transaction, with the
+    /// settlement fee `fee_bps`. `board` is the ESPN scoreboard date the games were read from.
     #[tracing::instrument(skip_all, fields(league = %league, games = games.len()))]
     pub async fn upsert_games(
         &self,
@@ -301,12 +303,14 @@ impl Store {
         board: Option<NaiveDate>,
         games: &[ScoreboardGame],
         now: DateTime<Utc>,
+        fee_bps: u32,
     ) -> Result<Vec<Upserted>, StoreError> {
+        let _writer = self.writer().await;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut done = Vec::with_capacity(games.len());
             for game in games {
-                done.push(upsert_in_tx!(tx, league, board, game, now));
+                done.push(upsert_in_tx!(tx, league, board, game, now, fee_bps));
             }
             tx.commit().await?;
             Store::wrote();

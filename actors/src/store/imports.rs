@@ -199,13 +199,15 @@ impl Store {
         date: NaiveDate,
         outcome: Result<&[ScoreboardGame], &str>,
         now: DateTime<Utc>,
+        fee_bps: u32,
     ) -> Result<Vec<Upserted>, StoreError> {
+        let _writer = self.writer().await;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut done = Vec::new();
             if let Ok(games) = outcome {
                 for game in games {
-                    done.push(upsert_in_tx!(tx, league, Some(date), game, now));
+                    done.push(upsert_in_tx!(tx, league, Some(date), game, now, fee_bps));
                 }
             }
             let (state, error) = match outcome {
@@ -290,5 +292,15 @@ impl Store {
             "UPDATE import_jobs SET state = 'canceled', finished_at = $1, updated_at = $1 WHERE id = $2 AND state IN ('queued', 'running')",
         ).bind(now).bind(id).execute(pool).await?.rows_affected());
         Ok((self.import_job(id).await?, n == 1))
+    }
+}
+
+impl Store {
+    /// Deletes import jobs that ended before `cutoff` (their dates go with them); returns how
+    /// many jobs were removed.
+    pub async fn prune_import_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let sql = "DELETE FROM import_jobs WHERE state IN ('succeeded', 'failed', 'canceled') AND finished_at < $1";
+        let _writer = self.writer().await;
+        on_pool!(self, pool => Ok(sqlx::query(sql).bind(cutoff).execute(pool).await?.rows_affected()))
     }
 }

@@ -13,6 +13,8 @@ macro_rules! on_pool {
 }
 
 #[macro_use]
+pub(crate) mod money;
+#[macro_use]
 mod games;
 mod imports;
 mod postgres;
@@ -20,6 +22,11 @@ mod sqlite;
 
 pub use games::{
     Activity, GameFilter, GameRow, MarketFilter, MarketRow, MarketTransition, Upserted,
+};
+pub use money::{
+    parimutuel, user_account, Audit, Balance, Credited, Cursor, Deposit, IncomingDeposit,
+    LedgerEntry, Stake, TokenTotals, User, Withdrawal, WithdrawalOutcome, DEFAULT_FEE_BPS,
+    WITHDRAWAL_STATES,
 };
 pub use imports::{FailedDate, ImportFilter, ImportJob, ACTIVE_IMPORT_STATES, IMPORT_STATES};
 
@@ -86,6 +93,13 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("not found")]
     NotFound,
+    /// The request conflicts with the current state (a closed market, a short balance, a
+    /// withdrawal no longer pending); the message says which.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request names something that does not exist or cannot be used.
+    #[error("{0}")]
+    Invalid(String),
     #[error("database error: {0}")]
     Query(sqlx::Error),
 }
@@ -145,11 +159,22 @@ pub fn catalog_league(
 /// another store (tests run several) only costs a cache miss, never a stale answer.
 static WRITE_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// What every clone of a SQLite store shares: the process lock on the database file, and the
+/// one writer. SQLite allows one write transaction at a time; money transactions take this
+/// async lock first, so they queue in order instead of spinning on `SQLITE_BUSY`.
+#[derive(Debug, Default)]
+pub struct SqliteShared {
+    /// Held, never read: the `flock` lasts as long as the file stays open.
+    #[allow(dead_code)]
+    pub(crate) lock_file: Option<std::fs::File>,
+    pub(crate) writer: tokio::sync::Mutex<()>,
+}
+
 /// A database pool of either backend. Cheap to clone.
 #[derive(Debug, Clone)]
 pub enum Store {
     /// The lock file is held for as long as any clone lives.
-    Sqlite(SqlitePool, Option<Arc<std::fs::File>>),
+    Sqlite(SqlitePool, Arc<SqliteShared>),
     Postgres(PgPool),
 }
 
@@ -175,6 +200,15 @@ impl Store {
 
     fn wrote() {
         WRITE_GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// On SQLite, the one-writer lock (held until the guard drops); `None` on PostgreSQL, whose
+    /// row locks do the ordering.
+    pub(crate) async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self {
+            Store::Sqlite(_, shared) => Some(shared.writer.lock().await),
+            Store::Postgres(_) => None,
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -34,7 +34,7 @@ pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Store, 
             std::fs::create_dir_all(dir)
                 .map_err(|e| connect_err(format!("cannot create {}: {e}", dir.display())))?;
         }
-        Some(Arc::new(lock_file(&filename)?))
+        Some(lock_file(&filename)?)
     };
     let pool = SqlitePoolOptions::new()
         .max_connections(options.max_connections.max(1))
@@ -44,7 +44,13 @@ pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Store, 
         .await
         .map_err(|_| connect_err(format!("timed out after {:?}", options.connect_timeout)))?
         .map_err(|e| connect_err(e.to_string()))?;
-    Ok(Store::Sqlite(pool, lock))
+    Ok(Store::Sqlite(
+        pool,
+        Arc::new(super::SqliteShared {
+            lock_file: lock,
+            writer: tokio::sync::Mutex::new(()),
+        }),
+    ))
 }
 
 fn lock_file(db: &std::path::Path) -> Result<std::fs::File, StoreError> {

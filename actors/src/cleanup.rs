@@ -1,0 +1,160 @@
+//! The `cleanup` service: on its own timer, expires stale withdrawals and prunes old history.
+//!
+//! - A withdrawal still `pending` after the TTL becomes `expired` and its hold returns to the
+//!   user, each in one compare-and-set transaction ([`Store::finish_withdrawal`]): when two
+//!   passes race (two replicas, or a pass and an admin), only one of them changes it.
+//! - Import jobs that ended more than the retention ago are deleted with their dates.
+//!
+//! Messages: [`Control`] (ping / stop / wake: run now).
+//! Timers: one pass every interval. Stops: at once, or when the pass in flight ends.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+
+use crate::db::humantime;
+use crate::service::{Control, ServiceCtx};
+use crate::store::{Store, StoreError, WithdrawalOutcome};
+
+#[derive(Debug, Clone)]
+pub struct CleanupSettings {
+    pub interval: Duration,
+    /// A pending withdrawal older than this expires.
+    pub withdrawal_ttl: Duration,
+    /// Finished history older than this is deleted.
+    pub retention: Duration,
+}
+
+impl Default for CleanupSettings {
+    fn default() -> Self {
+        CleanupSettings {
+            interval: Duration::from_secs(60),
+            withdrawal_ttl: Duration::from_secs(30 * 60),
+            retention: Duration::from_secs(30 * 86400),
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub withdrawals_expired: usize,
+    /// Stale withdrawals another actor ended first.
+    pub withdrawals_lost_race: usize,
+    pub import_jobs_pruned: u64,
+}
+
+/// One cleanup pass.
+pub async fn sweep(store: &Store, settings: &CleanupSettings) -> Result<Swept, StoreError> {
+    let now = Utc::now();
+    let mut swept = Swept::default();
+    let cutoff = now - chrono::Duration::from_std(settings.withdrawal_ttl).unwrap_or_default();
+    loop {
+        let stale = store.stale_withdrawals(cutoff, 100).await?;
+        let batch = stale.len();
+        for id in stale {
+            match store
+                .finish_withdrawal(id, WithdrawalOutcome::Expired, Utc::now())
+                .await
+            {
+                Ok(w) => {
+                    swept.withdrawals_expired += 1;
+                    tracing::info!(withdrawal = id, user = w.user_id, token = %w.token, amount = w.amount, "withdrawal expired; hold refunded");
+                }
+                Err(StoreError::Conflict(_) | StoreError::NotFound) => {
+                    swept.withdrawals_lost_race += 1
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if batch < 100 {
+            break;
+        }
+    }
+    let keep = chrono::Duration::from_std(settings.retention).unwrap_or_default();
+    swept.import_jobs_pruned = store.prune_import_jobs(now - keep).await?;
+    Ok(swept)
+}
+
+pub struct Cleanup {
+    store: Store,
+    settings: CleanupSettings,
+    svc: ServiceCtx,
+    busy: bool,
+    stop_requested: bool,
+}
+
+impl Cleanup {
+    pub fn new(store: Store, settings: CleanupSettings, svc: ServiceCtx) -> Self {
+        Cleanup {
+            store,
+            settings,
+            svc,
+            busy: false,
+            stop_requested: false,
+        }
+    }
+
+    fn pass(&mut self, ctx: &mut Context<Self>) {
+        if self.busy || self.stop_requested || !self.svc.db_healthy() {
+            return;
+        }
+        self.busy = true;
+        self.svc.tick_begin();
+        let (store, settings) = (self.store.clone(), self.settings.clone());
+        ctx.spawn(
+            async move { sweep(&store, &settings).await }
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    act.busy = false;
+                    match res {
+                        Ok(swept) => {
+                            act.svc.tick_ok();
+                            if swept != Swept::default() {
+                                tracing::info!(
+                                    expired = swept.withdrawals_expired,
+                                    lost_race = swept.withdrawals_lost_race,
+                                    import_jobs_pruned = swept.import_jobs_pruned,
+                                    "cleanup pass"
+                                );
+                            }
+                        }
+                        Err(e) => act.svc.tick_err(&e),
+                    }
+                    let every = act.settings.interval;
+                    act.svc.schedule(every, format!("sweep: {}", humantime(every)));
+                    if act.stop_requested {
+                        ctx.stop();
+                    }
+                }),
+        );
+    }
+}
+
+impl Actor for Cleanup {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.pass(ctx);
+        ctx.run_interval(self.settings.interval, |act, ctx| act.pass(ctx));
+    }
+}
+
+impl Handler<Control> for Cleanup {
+    type Result = ();
+
+    fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
+        match msg {
+            Control::Ping => {}
+            Control::Wake => self.pass(ctx),
+            Control::Stop => {
+                if self.busy {
+                    self.stop_requested = true;
+                } else {
+                    ctx.stop();
+                }
+            }
+        }
+    }
+}
