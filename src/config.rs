@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tipoff_actors::solana::{is_pubkey, Token};
 use tipoff_actors::store::{catalog_league, Backend};
 
 /// Exit code for a bad configuration (sysexits `EX_CONFIG`); systemd does not restart on it.
@@ -140,6 +141,20 @@ const KEYS: &[Key] = &[
     key("poller_backoff_base", "30s"),
     key("poller_backoff_cap", "15m"),
     key("read_cache_ttl", "1s"),
+    key("tokens", ""),
+    key("settlement_fee_bps", "200"),
+    key("registration", ""),
+    key("solana_poll_interval", "10s"),
+    key("solana_page_limit", "1000"),
+    key("solana_concurrency", "8"),
+    key("solana_timeout", "10s"),
+    key("solana_connect_timeout", "5s"),
+    key("solana_start_stagger", "5s"),
+    key("solana_backoff_base", "5s"),
+    key("solana_backoff_cap", "5m"),
+    key("withdrawal_ttl", "30m"),
+    key("cleanup_interval", "60s"),
+    key("history_retention", "30d"),
 ];
 
 fn env_name(key: &str) -> String {
@@ -201,6 +216,26 @@ pub struct Config {
     /// Longest a cached public list answer is served (it is dropped at once on a local write;
     /// the TTL bounds how long another replica's writes go unseen). Zero turns the cache off.
     pub read_cache_ttl: Duration,
+    /// SPL tokens: stakes, balances and one deposit watcher each.
+    pub tokens: Vec<Token>,
+    /// Settlement fee in basis points of the losing side's pool (0 to 10000).
+    pub settlement_fee_bps: u32,
+    /// Whether `POST /api/v1/users` registers (default: on in development, off in production).
+    pub registration: bool,
+    pub solana_poll_interval: Duration,
+    pub solana_page_limit: usize,
+    pub solana_concurrency: usize,
+    pub solana_timeout: Duration,
+    pub solana_connect_timeout: Duration,
+    /// Delay between the starts of successive watchers on the one RPC.
+    pub solana_start_stagger: Duration,
+    pub solana_backoff_base: Duration,
+    pub solana_backoff_cap: Duration,
+    /// A withdrawal still pending after this expires (its hold is refunded).
+    pub withdrawal_ttl: Duration,
+    pub cleanup_interval: Duration,
+    /// Finished history (import jobs) older than this is pruned.
+    pub history_retention: Duration,
     /// Each setting's raw value and source, for `check-config`.
     entries: Vec<(&'static Key, String, Source)>,
 }
@@ -453,6 +488,28 @@ impl Config {
             );
         }
 
+        let settlement_fee_bps = get("settlement_fee_bps").number(0u32)?;
+        if settlement_fee_bps > 10_000 {
+            return Err(get("settlement_fee_bps").err("must be at most 10000 (100 %)"));
+        }
+        let registration_raw = get("registration");
+        let registration = match registration_raw.value.trim() {
+            "" => environment == Environment::Development,
+            "true" | "on" | "1" => true,
+            "false" | "off" | "0" => false,
+            other => return Err(registration_raw.err(format!("`{other}` is not one of true, false"))),
+        };
+        let solana_page_limit = get("solana_page_limit").number(1usize)?;
+        if solana_page_limit > 1000 {
+            return Err(get("solana_page_limit").err("must be at most 1000 (the RPC's maximum)"));
+        }
+        let solana_backoff_cap = nonzero("solana_backoff_cap")?;
+        if solana_backoff_cap < nonzero("solana_backoff_base")? {
+            return Err(
+                get("solana_backoff_cap").err("must not be smaller than solana_backoff_base")
+            );
+        }
+
         let config = Config {
             env: environment,
             listen,
@@ -495,6 +552,20 @@ impl Config {
             poller_backoff_base: nonzero("poller_backoff_base")?,
             poller_backoff_cap,
             read_cache_ttl: get("read_cache_ttl").duration()?,
+            tokens: parse_tokens(get("tokens"))?,
+            settlement_fee_bps,
+            registration,
+            solana_poll_interval: nonzero("solana_poll_interval")?,
+            solana_page_limit,
+            solana_concurrency: get("solana_concurrency").number(1usize)?,
+            solana_timeout: nonzero("solana_timeout")?,
+            solana_connect_timeout: nonzero("solana_connect_timeout")?,
+            solana_start_stagger: get("solana_start_stagger").duration()?,
+            solana_backoff_base: nonzero("solana_backoff_base")?,
+            solana_backoff_cap,
+            withdrawal_ttl: nonzero("withdrawal_ttl")?,
+            cleanup_interval: nonzero("cleanup_interval")?,
+            history_retention: nonzero("history_retention")?,
             entries: raws
                 .into_iter()
                 .map(|r| {
@@ -547,6 +618,58 @@ impl Config {
         }
         out
     }
+}
+
+/// `name:mint:decimals:treasury` entries, comma separated.
+fn parse_tokens(raw: &Raw<'_>) -> Result<Vec<Token>, ConfigError> {
+    let mut tokens: Vec<Token> = Vec::new();
+    for entry in raw.list() {
+        let parts: Vec<&str> = entry.split(':').map(str::trim).collect();
+        let [name, mint, decimals, treasury] = parts[..] else {
+            return Err(raw.err(format!(
+                "`{entry}` is not name:mint:decimals:treasury_token_account"
+            )));
+        };
+        let name = name.to_ascii_lowercase();
+        if name.is_empty()
+            || name.len() > 32
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(raw.err(format!(
+                "token name `{name}` must be 1 to 32 letters, digits, - or _"
+            )));
+        }
+        if tokens.iter().any(|t| t.name == name) {
+            return Err(raw.err(format!("token `{name}` is listed twice")));
+        }
+        if !is_pubkey(mint) {
+            return Err(raw.err(format!(
+                "token `{name}`: mint `{mint}` is not a base58 public key"
+            )));
+        }
+        if !is_pubkey(treasury) {
+            return Err(raw.err(format!(
+                "token `{name}`: treasury `{treasury}` is not a base58 public key"
+            )));
+        }
+        let decimals: u8 = match decimals.parse() {
+            Ok(d) if d <= 18 => d,
+            _ => {
+                return Err(raw.err(format!(
+                    "token `{name}`: decimals `{decimals}` is not a whole number from 0 to 18"
+                )))
+            }
+        };
+        tokens.push(Token {
+            name,
+            mint: mint.to_string(),
+            decimals,
+            treasury: treasury.to_string(),
+        });
+    }
+    Ok(tokens)
 }
 
 fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {

@@ -4,18 +4,25 @@
 //! ```text
 //! root supervisor
 //! ├── db               critical, permanent: database health pings; /ready and dependent services follow it
-//! └── poller:<league>  one per league in TIPOFF_LEAGUES (skipped when empty), permanent, singleton:
-//!                      schedule loop, adaptive score loop, import jobs; one shared ESPN client
+//! ├── poller:<league>  one per league in TIPOFF_LEAGUES (skipped when empty), permanent, singleton:
+//! │                    schedule loop, adaptive score loop, import jobs (markets settle here,
+//! │                    with their payouts); one shared ESPN client
+//! ├── watcher:<token>  one per token in TIPOFF_TOKENS (skipped without TIPOFF_SOLANA_RPC_URL),
+//! │                    permanent, singleton, started staggered: deposits credited exactly once
+//! └── cleanup          permanent, singleton: stale withdrawals expire, old history is pruned
 //! ```
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tipoff_actors::cleanup::{Cleanup, CleanupSettings};
 use tipoff_actors::db::DbService;
 use tipoff_actors::espn::EspnClient;
 use tipoff_actors::poller::{Poller, PollerSettings};
 use tipoff_actors::restart::RestartSettings;
+use tipoff_actors::solana::RpcClient;
 use tipoff_actors::store::catalog_league;
+use tipoff_actors::watcher::{Watcher, WatcherSettings};
 use tipoff_actors::{factory, ChildSpec, Store, SupervisorSettings};
 
 use crate::config::Config;
@@ -70,7 +77,75 @@ pub fn child_specs(config: &Config, store: &Store) -> Result<Vec<ChildSpec>, Str
             );
         }
     }
+
+    match (&config.solana_rpc_url, config.tokens.is_empty()) {
+        (None, _) => specs.push(ChildSpec::skipped(
+            "watcher",
+            "TIPOFF_SOLANA_RPC_URL is not set",
+        )),
+        (Some(_), true) => specs.push(ChildSpec::skipped(
+            "watcher",
+            "no tokens configured (TIPOFF_TOKENS is empty)",
+        )),
+        (Some(url), false) => {
+            let rpc = Arc::new(
+                RpcClient::new(url, config.solana_connect_timeout, config.solana_timeout)
+                    .map_err(|e| format!("cannot build the Solana RPC client: {e}"))?,
+            );
+            for (i, token) in config.tokens.iter().enumerate() {
+                let settings = WatcherSettings {
+                    interval: config.solana_poll_interval,
+                    page_limit: config.solana_page_limit,
+                    concurrency: config.solana_concurrency,
+                    max_window: 1000,
+                    start_delay: config.solana_start_stagger * i as u32,
+                    backoff_base: config.solana_backoff_base,
+                    backoff_cap: config.solana_backoff_cap,
+                };
+                let (store, rpc, token) = (store.clone(), rpc.clone(), token.clone());
+                specs.push(
+                    ChildSpec::new(
+                        format!("watcher:{}", token.name),
+                        factory(move |svc| {
+                            Ok(Watcher::new(
+                                token.clone(),
+                                store.clone(),
+                                rpc.clone(),
+                                settings.clone(),
+                                svc,
+                            ))
+                        }),
+                    )
+                    .singleton()
+                    .stop_timeout(Duration::from_secs(10))
+                    .hang_deadline(watcher_hang_deadline(config)),
+                );
+            }
+        }
+    }
+
+    let cleanup = CleanupSettings {
+        interval: config.cleanup_interval,
+        withdrawal_ttl: config.withdrawal_ttl,
+        retention: config.history_retention,
+    };
+    let cleanup_store = store.clone();
+    specs.push(
+        ChildSpec::new(
+            "cleanup",
+            factory(move |svc| Ok(Cleanup::new(cleanup_store.clone(), cleanup.clone(), svc))),
+        )
+        .singleton()
+        .hang_deadline(config.hang_timeout),
+    );
     Ok(specs)
+}
+
+/// A watcher's pass makes up to 1,000 `getTransaction` calls, `solana_concurrency` at a time,
+/// each bounded by the RPC timeout: the hang deadline allows every round to time out.
+fn watcher_hang_deadline(config: &Config) -> Duration {
+    let rounds = 1000usize.div_ceil(config.solana_concurrency) as u32 + 10;
+    config.hang_timeout.max(config.solana_timeout * rounds)
 }
 
 /// Poller pacing from configuration.
@@ -88,6 +163,7 @@ pub fn poller_settings(config: &Config) -> PollerSettings {
         import_slice: config.import_slice,
         backoff_base: config.poller_backoff_base,
         backoff_cap: config.poller_backoff_cap,
+        fee_bps: config.settlement_fee_bps,
         clock: Arc::new(chrono::Utc::now),
     }
 }

@@ -142,6 +142,8 @@ impl Application {
             environment: config.env.as_str(),
             leagues_enabled: config.leagues.clone(),
             read_cache: http::cache::ReadCache::new(config.read_cache_ttl),
+            tokens: config.tokens.clone(),
+            registration: config.registration,
         });
         let app_state = state.clone();
         let drain = config.shutdown_timeout.as_secs().clamp(1, 10);

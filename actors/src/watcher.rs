@@ -3,7 +3,8 @@
 //!
 //! A pass reads the window of new signatures: `getSignaturesForAddress(treasury, until =
 //! cursor)` newest first, paging back with `before` until a page comes back short. It then
-//! reads each successful transaction oldest first (`getTransaction`, a few at a time, in
+//! reads each successful transaction oldest first (at most `max_window` signatures per pass;
+//! a longer backlog is worked through oldest first, window by window) (`getTransaction`, a few at a time, in
 //! order), computes the treasury's gain for the mint (see [`crate::solana`]) and hands the
 //! whole window to [`Store::credit_deposits`], which credits each new (token, signature) once
 //! and moves the cursor in the same transaction. Signatures the list marks failed are never
@@ -38,6 +39,9 @@ pub struct WatcherSettings {
     pub page_limit: usize,
     /// `getTransaction` calls in flight at once.
     pub concurrency: usize,
+    /// Most signatures one pass processes: a longer backlog is taken oldest first, this many
+    /// at a time, the cursor moving after each such window, and the next pass follows at once.
+    pub max_window: usize,
     /// Delay before the first pass (staggering the watchers of one RPC).
     pub start_delay: Duration,
     pub backoff_base: Duration,
@@ -50,6 +54,7 @@ impl Default for WatcherSettings {
             interval: Duration::from_secs(10),
             page_limit: 1000,
             concurrency: 8,
+            max_window: 1000,
             start_delay: Duration::ZERO,
             backoff_base: Duration::from_secs(5),
             backoff_cap: Duration::from_secs(300),
@@ -76,6 +81,8 @@ pub struct Pass {
     pub signatures: usize,
     pub pages: usize,
     pub failed_skipped: usize,
+    /// The backlog was longer than one window: more is waiting.
+    pub more: bool,
     pub credited: Credited,
 }
 
@@ -154,8 +161,12 @@ impl Watcher {
                             unattributed = pass.credited.unattributed, duplicates = pass.credited.duplicates,
                             amount = pass.credited.amount, "window processed");
                     }
-                    let every = act.settings.interval;
-                    act.later(ctx, every, format!("poll: {}", humantime(every)));
+                    if pass.more {
+                        act.later(ctx, Duration::ZERO, "catching up: backlog left".into());
+                    } else {
+                        let every = act.settings.interval;
+                        act.later(ctx, every, format!("poll: {}", humantime(every)));
+                    }
                 }
                 Err(e) => {
                     act.failures += 1;
@@ -210,15 +221,19 @@ pub async fn run_pass(
             break;
         }
     }
+    window.reverse();
+    if window.len() > settings.max_window.max(1) {
+        window.truncate(settings.max_window.max(1));
+        pass.more = true;
+    }
     pass.signatures = window.len();
-    let Some(newest) = window.first() else {
+    let Some(newest) = window.last() else {
         return Ok(pass);
     };
     let newest = Cursor {
         signature: newest.signature.clone(),
         slot: newest.slot as i64,
     };
-    window.reverse();
     let live: Vec<SignatureInfo> = window.into_iter().filter(|s| s.err.is_none()).collect();
     pass.failed_skipped = pass.signatures - live.len();
     let fetched: Vec<(SignatureInfo, serde_json::Value)> = futures_util::stream::iter(live)

@@ -4,6 +4,8 @@
 //!
 //! - `read.rs`: `/api/v1/leagues`, `/api/v1/games`, `/api/v1/markets` (store reads).
 //! - `imports.rs`: `/admin/imports` (manual import jobs, run by the league pollers).
+//! - `money.rs`: users and API keys, `/api/v1/me/*` (balances, ledger, stakes, withdrawals),
+//!   stakes on markets, and the admin side of deposits, withdrawals and the ledger audit.
 //! - `ops.rs`: `/health`, `/ready`, `/debug/status`, `/admin/services/{name}/{action}`.
 //! - `error.rs`: the JSON error format; `auth.rs`: the admin bearer token.
 
@@ -11,6 +13,7 @@ pub mod auth;
 pub mod cache;
 pub mod error;
 mod imports;
+mod money;
 mod ops;
 mod read;
 
@@ -83,6 +86,10 @@ pub struct AppState {
     pub leagues_enabled: Vec<String>,
     /// Serialized public list answers, current until the next write.
     pub read_cache: cache::ReadCache,
+    /// Configured tokens (stakes, balances, withdrawals).
+    pub tokens: Vec<tipoff_actors::solana::Token>,
+    /// Whether `POST /api/v1/users` registers.
+    pub registration: bool,
 }
 
 /// Registers every route.
@@ -108,6 +115,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/api/v1/games/{id}", web::get().to(read::game_by_id))
     .route("/api/v1/markets", web::get().to(read::markets))
     .route("/api/v1/markets/{id}", web::get().to(read::market_by_id))
+    .route("/api/v1/markets/{id}/stakes", web::post().to(money::stake))
+    .route("/api/v1/users", web::post().to(money::register))
+    .route("/api/v1/me", web::get().to(money::me))
+    .route("/api/v1/me/ledger", web::get().to(money::ledger))
+    .route("/api/v1/me/stakes", web::get().to(money::stakes))
+    .route("/api/v1/me/withdrawals", web::post().to(money::withdraw))
+    .route("/api/v1/me/withdrawals", web::get().to(money::withdrawals))
+    .route("/admin/users", web::post().to(money::admin_create_user))
+    .route("/admin/deposits", web::get().to(money::deposits))
+    .route(
+        "/admin/deposits/{id}/assign",
+        web::post().to(money::assign_deposit),
+    )
+    .route(
+        "/admin/withdrawals/{id}/{action}",
+        web::post().to(money::finish_withdrawal),
+    )
+    .route("/admin/ledger/audit", web::get().to(money::audit))
     .route("/admin/imports", web::post().to(imports::create))
     .route("/admin/imports", web::get().to(imports::list))
     .route("/admin/imports/{id}", web::get().to(imports::get))

@@ -1,0 +1,450 @@
+//! The money API.
+//!
+//! - Users: `POST /api/v1/users` (registration, when enabled) and `POST /admin/users` answer
+//!   201 with the user, its deposit code and its API key, shown this once: only its SHA-256
+//!   digest is stored. `GET /api/v1/me` shows the balances, `GET /api/v1/me/ledger` the entries.
+//! - Stakes: `POST /api/v1/markets/{id}/stakes {outcome, amount, token}` while the market is
+//!   open and its game has not started; `GET /api/v1/me/stakes`.
+//! - Withdrawals: `POST /api/v1/me/withdrawals {token, amount, destination}` places a hold;
+//!   `GET /api/v1/me/withdrawals`; admin `POST /admin/withdrawals/{id}/complete {signature}`
+//!   and `/fail {reason}`.
+//! - Deposits (admin): `GET /admin/deposits?unattributed=true`,
+//!   `POST /admin/deposits/{id}/assign {user_id}`; `GET /admin/ledger/audit` checks every
+//!   money invariant.
+//!
+//! Amounts are integers in base units: accepted as a JSON integer or a string of digits, sent
+//! back as strings (JavaScript numbers lose precision above 2^53).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::{dev::Payload, web, FromRequest, HttpRequest, HttpResponse};
+use chrono::Utc;
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tipoff_actors::solana::{is_pubkey, is_signature, Token};
+use tipoff_actors::store::{
+    user_account, Deposit, LedgerEntry, Stake, User, Withdrawal, WithdrawalOutcome,
+};
+use tipoff_actors::StoreError;
+
+use super::auth::Admin;
+use super::read::{id_cursor, limit, not_found, page};
+use super::{error::ApiError, AppState};
+
+/// Deposit codes: 8 characters without look-alikes (no 0/O, 1/I/L).
+const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+
+fn digest_hex(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A signed-in user (`Authorization: Bearer <api key>`).
+pub struct Caller(pub User);
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let key = req
+            .headers()
+            .get("authorization")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(|k| k.trim().to_string());
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+            let key = key.ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "missing API key: send Authorization: Bearer <api key>".into(),
+                )
+            })?;
+            match state.store.user_by_key_hash(&digest_hex(&key)).await {
+                Ok(user) => Ok(Caller(user)),
+                Err(StoreError::NotFound) => Err(ApiError::Unauthorized("invalid API key".into())),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+}
+
+/// A positive whole number of base units that fits the ledger (at most 2^63 − 1), from a JSON
+/// integer or a string of digits.
+pub fn amount(field: &str, value: &Value) -> Result<i64, ApiError> {
+    let bad = |why: &str| {
+        ApiError::BadRequest(format!(
+            "`{field}` {why}: send a positive whole number of base units (a JSON integer or a string of digits), not {value}"
+        ))
+    };
+    let text = match value {
+        Value::String(s) => s.trim().to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => return Err(bad("is not a number")),
+    };
+    if text.starts_with('-') {
+        return Err(bad("is negative"));
+    }
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad("is not a whole number"));
+    }
+    match text.parse::<i64>() {
+        Ok(0) => Err(bad("is zero")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(bad("is too large (at most 9223372036854775807)")),
+    }
+}
+
+fn token<'a>(state: &'a AppState, name: &str) -> Result<&'a Token, ApiError> {
+    let name = name.trim().to_ascii_lowercase();
+    state.tokens.iter().find(|t| t.name == name).ok_or_else(|| {
+        let known: Vec<&str> = state.tokens.iter().map(|t| t.name.as_str()).collect();
+        ApiError::BadRequest(if known.is_empty() {
+            format!("unknown token `{name}`: no tokens are configured (TIPOFF_TOKENS)")
+        } else {
+            format!("unknown token `{name}` (configured: {})", known.join(", "))
+        })
+    })
+}
+
+fn store_conflict(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(m) => ApiError::Conflict(m),
+        StoreError::Invalid(m) => ApiError::BadRequest(m),
+        other => other.into(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct NewUser {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn create_user(state: &AppState, body: Option<web::Json<NewUser>>) -> Result<HttpResponse, ApiError> {
+    let name = body.and_then(|b| b.into_inner().name).unwrap_or_default();
+    let name = name.trim();
+    if name.chars().count() > 100 {
+        return Err(ApiError::BadRequest("`name` is longer than 100 characters".into()));
+    }
+    for _ in 0..3 {
+        let (key, code) = {
+            let mut rng = rand::thread_rng();
+            let key: String = (0..32).map(|_| format!("{:02x}", rng.gen::<u8>())).collect();
+            let code: String = (0..8)
+                .map(|_| CODE_ALPHABET[rng.gen_range(0..CODE_ALPHABET.len())] as char)
+                .collect();
+            (format!("tpk_{key}"), code)
+        };
+        match state.store.create_user(name, &digest_hex(&key), &code, Utc::now()).await {
+            Ok(user) => {
+                tracing::info!(user = user.id, "user registered");
+                return Ok(HttpResponse::Created().json(json!({
+                    "id": user.id,
+                    "name": user.name,
+                    "deposit_code": user.deposit_code,
+                    "api_key": key,
+                    "created_at": user.created_at,
+                    "note": "the API key is shown only now; it is stored as a digest",
+                })));
+            }
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Unavailable("could not allocate a unique deposit code; try again".into()))
+}
+
+/// `POST /api/v1/users {name?}`
+pub async fn register(
+    state: web::Data<AppState>,
+    body: Option<web::Json<NewUser>>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.registration {
+        return Err(ApiError::Forbidden(
+            "registration is disabled (TIPOFF_REGISTRATION=false); an admin can create users with POST /admin/users".into(),
+        ));
+    }
+    create_user(&state, body).await
+}
+
+/// `POST /admin/users {name?}`
+pub async fn admin_create_user(
+    _: Admin,
+    state: web::Data<AppState>,
+    body: Option<web::Json<NewUser>>,
+) -> Result<HttpResponse, ApiError> {
+    create_user(&state, body).await
+}
+
+/// `GET /api/v1/me`: the user, its deposit code and a balance for every configured token.
+pub async fn me(Caller(user): Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let stored = state.store.balances(&user_account(user.id)).await?;
+    let mut balances: Vec<Value> = state
+        .tokens
+        .iter()
+        .map(|t| {
+            let amount = stored.iter().find(|b| b.token == t.name).map_or(0, |b| b.amount);
+            json!({"token": t.name, "amount": amount.to_string(), "decimals": t.decimals})
+        })
+        .collect();
+    for b in stored.iter().filter(|b| !state.tokens.iter().any(|t| t.name == b.token)) {
+        balances.push(json!({"token": b.token, "amount": b.amount.to_string(), "decimals": null}));
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "id": user.id,
+        "name": user.name,
+        "deposit_code": user.deposit_code,
+        "created_at": user.created_at,
+        "balances": balances,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+    unattributed: Option<String>,
+}
+
+fn entry(e: &LedgerEntry) -> Value {
+    json!({"id": e.id, "transfer_id": e.transfer_id, "token": e.token, "amount": e.amount.to_string(),
+           "kind": e.kind, "reference": e.reference, "created_at": e.created_at})
+}
+
+fn stake_json(s: &Stake) -> Value {
+    json!({"id": s.id, "market_id": s.market_id, "outcome": s.outcome, "token": s.token,
+           "amount": s.amount.to_string(), "payout": s.payout.map(|p| p.to_string()),
+           "created_at": s.created_at, "settled_at": s.settled_at})
+}
+
+fn withdrawal_json(w: &Withdrawal) -> Value {
+    json!({"id": w.id, "user_id": w.user_id, "token": w.token, "amount": w.amount.to_string(),
+           "destination": w.destination, "state": w.state, "signature": w.signature, "reason": w.reason,
+           "created_at": w.created_at, "updated_at": w.updated_at})
+}
+
+fn deposit_json(d: &Deposit) -> Value {
+    json!({"id": d.id, "token": d.token, "signature": d.signature, "slot": d.slot,
+           "amount": d.amount.to_string(), "user_id": d.user_id, "memo": d.memo, "state": d.state,
+           "created_at": d.created_at, "assigned_at": d.assigned_at})
+}
+
+/// Answers a newest-first, id-keyed page.
+fn id_page<T>(rows: Vec<T>, limit: i64, id: impl Fn(&T) -> i64, json: impl Fn(&T) -> Value) -> HttpResponse {
+    let (rows, next) = page(rows, limit, |r| id(r).to_string());
+    let items: Vec<Value> = rows.iter().map(json).collect();
+    HttpResponse::Ok().json(json!({"items": items, "next": next}))
+}
+
+/// `GET /api/v1/me/ledger?limit=&cursor=` (newest first)
+pub async fn ledger(
+    Caller(user): Caller,
+    state: web::Data<AppState>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = limit(q.limit.as_deref())?;
+    let before = id_cursor(q.cursor.as_deref())?;
+    let rows = state.store.ledger(&user_account(user.id), before, limit + 1).await?;
+    Ok(id_page(rows, limit, |e| e.id, entry))
+}
+
+/// `GET /api/v1/me/stakes?limit=&cursor=` (newest first)
+pub async fn stakes(
+    Caller(user): Caller,
+    state: web::Data<AppState>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = limit(q.limit.as_deref())?;
+    let before = id_cursor(q.cursor.as_deref())?;
+    let rows = state.store.stakes_of(user.id, before, limit + 1).await?;
+    Ok(id_page(rows, limit, |s| s.id, stake_json))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewStake {
+    outcome: String,
+    amount: Value,
+    token: String,
+}
+
+/// `POST /api/v1/markets/{id}/stakes {outcome: home|away, amount, token}`
+pub async fn stake(
+    Caller(user): Caller,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    body: web::Json<NewStake>,
+) -> Result<HttpResponse, ApiError> {
+    let market_id = id.into_inner();
+    let outcome = body.outcome.trim().to_ascii_lowercase();
+    if outcome != "home" && outcome != "away" {
+        return Err(ApiError::BadRequest(format!(
+            "unknown outcome `{}`: use home or away",
+            body.outcome
+        )));
+    }
+    let token = token(&state, &body.token)?;
+    let amount = amount("amount", &body.amount)?;
+    let stake = state
+        .store
+        .place_stake(user.id, market_id, &outcome, &token.name, amount, Utc::now())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound(format!("no market {market_id}")),
+            other => store_conflict(other),
+        })?;
+    Ok(HttpResponse::Created().json(stake_json(&stake)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewWithdrawal {
+    token: String,
+    amount: Value,
+    destination: String,
+}
+
+/// `POST /api/v1/me/withdrawals {token, amount, destination}`
+pub async fn withdraw(
+    Caller(user): Caller,
+    state: web::Data<AppState>,
+    body: web::Json<NewWithdrawal>,
+) -> Result<HttpResponse, ApiError> {
+    let token = token(&state, &body.token)?;
+    let amount = amount("amount", &body.amount)?;
+    let destination = body.destination.trim();
+    if !is_pubkey(destination) {
+        return Err(ApiError::BadRequest(format!(
+            "`destination` must be a base58 Solana public key (32 bytes), not `{destination}`"
+        )));
+    }
+    let w = state
+        .store
+        .request_withdrawal(user.id, &token.name, amount, destination, Utc::now())
+        .await
+        .map_err(store_conflict)?;
+    tracing::info!(withdrawal = w.id, user = user.id, token = %w.token, amount = w.amount, "withdrawal requested");
+    Ok(HttpResponse::Created().json(withdrawal_json(&w)))
+}
+
+/// `GET /api/v1/me/withdrawals?limit=&cursor=` (newest first)
+pub async fn withdrawals(
+    Caller(user): Caller,
+    state: web::Data<AppState>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = limit(q.limit.as_deref())?;
+    let before = id_cursor(q.cursor.as_deref())?;
+    let rows = state.store.withdrawals_of(user.id, before, limit + 1).await?;
+    Ok(id_page(rows, limit, |w| w.id, withdrawal_json))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FinishWithdrawal {
+    signature: Option<String>,
+    reason: Option<String>,
+}
+
+/// `POST /admin/withdrawals/{id}/complete {signature}` and `/fail {reason?}`
+pub async fn finish_withdrawal(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<(i64, String)>,
+    body: Option<web::Json<FinishWithdrawal>>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, action) = path.into_inner();
+    let body = body.map(|b| b.into_inner()).unwrap_or_default();
+    let outcome = match action.as_str() {
+        "complete" => {
+            let signature = body.signature.as_deref().map(str::trim).unwrap_or_default();
+            if !is_signature(signature) {
+                return Err(ApiError::BadRequest(format!(
+                    "`signature` must be the base58 transaction signature (64 bytes) that paid the withdrawal, not `{signature}`"
+                )));
+            }
+            WithdrawalOutcome::Completed { signature }
+        }
+        "fail" => WithdrawalOutcome::Failed {
+            reason: body.reason.as_deref().map(str::trim).filter(|r| !r.is_empty()).unwrap_or("failed by an admin"),
+        },
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "unknown action `{other}`: use complete or fail"
+            )))
+        }
+    };
+    let w = state
+        .store
+        .finish_withdrawal(id, outcome, Utc::now())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound(format!("no withdrawal {id}")),
+            other => store_conflict(other),
+        })?;
+    tracing::info!(withdrawal = id, state = %w.state, "withdrawal finished by an admin");
+    Ok(HttpResponse::Ok().json(withdrawal_json(&w)))
+}
+
+/// `GET /admin/deposits?unattributed=true&limit=&cursor=` (newest first)
+pub async fn deposits(
+    _: Admin,
+    state: web::Data<AppState>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = limit(q.limit.as_deref())?;
+    let before = id_cursor(q.cursor.as_deref())?;
+    let unattributed = match q.unattributed.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "unattributed must be true or false, not `{other}`"
+            )))
+        }
+    };
+    let rows = state.store.deposits(unattributed, before, limit + 1).await?;
+    Ok(id_page(rows, limit, |d| d.id, deposit_json))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Assign {
+    user_id: i64,
+}
+
+/// `POST /admin/deposits/{id}/assign {user_id}`
+pub async fn assign_deposit(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    body: web::Json<Assign>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let d = state
+        .store
+        .assign_deposit(id, body.user_id, Utc::now())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => not_found("deposit", id)(e),
+            other => store_conflict(other),
+        })?;
+    tracing::info!(deposit = id, user = body.user_id, "deposit assigned by an admin");
+    Ok(HttpResponse::Ok().json(deposit_json(&d)))
+}
+
+/// `GET /admin/ledger/audit`: where each token's money is, and any broken invariant (200 when
+/// all hold, 500 with the list otherwise).
+pub async fn audit(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let audit = state.store.audit().await?;
+    let mut res = if audit.problems.is_empty() {
+        HttpResponse::Ok()
+    } else {
+        tracing::error!(problems = ?audit.problems, "ledger audit found broken invariants");
+        HttpResponse::InternalServerError()
+    };
+    Ok(res.json(json!({"ok": audit.problems.is_empty(), "tokens": audit.tokens, "problems": audit.problems})))
+}
