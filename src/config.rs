@@ -497,7 +497,9 @@ impl Config {
             "" => environment == Environment::Development,
             "true" | "on" | "1" => true,
             "false" | "off" | "0" => false,
-            other => return Err(registration_raw.err(format!("`{other}` is not one of true, false"))),
+            other => {
+                return Err(registration_raw.err(format!("`{other}` is not one of true, false")))
+            }
         };
         let solana_page_limit = get("solana_page_limit").number(1usize)?;
         if solana_page_limit > 1000 {

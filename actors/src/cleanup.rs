@@ -123,7 +123,8 @@ impl Cleanup {
                         Err(e) => act.svc.tick_err(&e),
                     }
                     let every = act.settings.interval;
-                    act.svc.schedule(every, format!("sweep: {}", humantime(every)));
+                    act.svc
+                        .schedule(every, format!("sweep: {}", humantime(every)));
                     if act.stop_requested {
                         ctx.stop();
                     }

@@ -213,15 +213,22 @@ pub fn treasury_delta(tx: &Value, treasury: &str, mint: &str) -> Result<Option<i
         .iter()
         .enumerate()
         .filter(|(_, k)| {
-            k.get("pubkey").and_then(Value::as_str).or_else(|| k.as_str()) == Some(treasury)
+            k.get("pubkey")
+                .and_then(Value::as_str)
+                .or_else(|| k.as_str())
+                == Some(treasury)
         })
         .map(|(i, _)| i as u64)
         .collect();
     // Accounts loaded from lookup tables follow the static keys (v0 transactions).
     if let Some(loaded) = meta.get("loadedAddresses") {
-        let extra = ["writable", "readonly"]
-            .iter()
-            .flat_map(|k| loaded.get(*k).and_then(Value::as_array).cloned().unwrap_or_default());
+        let extra = ["writable", "readonly"].iter().flat_map(|k| {
+            loaded
+                .get(*k)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        });
         for (i, k) in extra.enumerate() {
             if k.as_str() == Some(treasury) {
                 indexes.push((keys.len() + i) as u64);
@@ -230,7 +237,12 @@ pub fn treasury_delta(tx: &Value, treasury: &str, mint: &str) -> Result<Option<i
     }
     let balance = |field: &str| -> Result<i128, String> {
         let mut sum = 0i128;
-        for b in meta.get(field).and_then(Value::as_array).into_iter().flatten() {
+        for b in meta
+            .get(field)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let index = b.get("accountIndex").and_then(Value::as_u64);
             let this_mint = b.get("mint").and_then(Value::as_str);
             if this_mint == Some(mint) && index.is_some_and(|i| indexes.contains(&i)) {
@@ -246,7 +258,9 @@ pub fn treasury_delta(tx: &Value, treasury: &str, mint: &str) -> Result<Option<i
         }
         Ok(sum)
     };
-    Ok(Some(balance("postTokenBalances")? - balance("preTokenBalances")?))
+    Ok(Some(
+        balance("postTokenBalances")? - balance("preTokenBalances")?,
+    ))
 }
 
 /// Memo texts of a transaction's memo instructions (top-level and inner; `jsonParsed` gives
@@ -284,7 +298,9 @@ mod tests {
         assert!(!is_pubkey("0PjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"));
         assert!(!is_pubkey(""));
         assert!(is_signature("2S2rTZjaqzxYRw9mnqzwtyqitKtSsnE8GVqLn1KrD5R2YpXZnU4GdjppsgfSAbrzJfaqadfi8CtrqEBy588WVQ3E"));
-        assert!(!is_signature("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"));
+        assert!(!is_signature(
+            "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+        ));
     }
 
     #[test]

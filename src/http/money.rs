@@ -60,7 +60,8 @@ impl FromRequest for Caller {
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(|k| k.trim().to_string());
         Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+            let state =
+                state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
             let key = key.ok_or_else(|| {
                 ApiError::Unauthorized(
                     "missing API key: send Authorization: Bearer <api key>".into(),
@@ -127,22 +128,33 @@ pub struct NewUser {
     name: Option<String>,
 }
 
-async fn create_user(state: &AppState, body: Option<web::Json<NewUser>>) -> Result<HttpResponse, ApiError> {
+async fn create_user(
+    state: &AppState,
+    body: Option<web::Json<NewUser>>,
+) -> Result<HttpResponse, ApiError> {
     let name = body.and_then(|b| b.into_inner().name).unwrap_or_default();
     let name = name.trim();
     if name.chars().count() > 100 {
-        return Err(ApiError::BadRequest("`name` is longer than 100 characters".into()));
+        return Err(ApiError::BadRequest(
+            "`name` is longer than 100 characters".into(),
+        ));
     }
     for _ in 0..3 {
         let (key, code) = {
             let mut rng = rand::thread_rng();
-            let key: String = (0..32).map(|_| format!("{:02x}", rng.gen::<u8>())).collect();
+            let key: String = (0..32)
+                .map(|_| format!("{:02x}", rng.gen::<u8>()))
+                .collect();
             let code: String = (0..8)
                 .map(|_| CODE_ALPHABET[rng.gen_range(0..CODE_ALPHABET.len())] as char)
                 .collect();
             (format!("tpk_{key}"), code)
         };
-        match state.store.create_user(name, &digest_hex(&key), &code, Utc::now()).await {
+        match state
+            .store
+            .create_user(name, &digest_hex(&key), &code, Utc::now())
+            .await
+        {
             Ok(user) => {
                 tracing::info!(user = user.id, "user registered");
                 return Ok(HttpResponse::Created().json(json!({
@@ -158,7 +170,9 @@ async fn create_user(state: &AppState, body: Option<web::Json<NewUser>>) -> Resu
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::Unavailable("could not allocate a unique deposit code; try again".into()))
+    Err(ApiError::Unavailable(
+        "could not allocate a unique deposit code; try again".into(),
+    ))
 }
 
 /// `POST /api/v1/users {name?}`
@@ -184,17 +198,26 @@ pub async fn admin_create_user(
 }
 
 /// `GET /api/v1/me`: the user, its deposit code and a balance for every configured token.
-pub async fn me(Caller(user): Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn me(
+    Caller(user): Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let stored = state.store.balances(&user_account(user.id)).await?;
     let mut balances: Vec<Value> = state
         .tokens
         .iter()
         .map(|t| {
-            let amount = stored.iter().find(|b| b.token == t.name).map_or(0, |b| b.amount);
+            let amount = stored
+                .iter()
+                .find(|b| b.token == t.name)
+                .map_or(0, |b| b.amount);
             json!({"token": t.name, "amount": amount.to_string(), "decimals": t.decimals})
         })
         .collect();
-    for b in stored.iter().filter(|b| !state.tokens.iter().any(|t| t.name == b.token)) {
+    for b in stored
+        .iter()
+        .filter(|b| !state.tokens.iter().any(|t| t.name == b.token))
+    {
         balances.push(json!({"token": b.token, "amount": b.amount.to_string(), "decimals": null}));
     }
     Ok(HttpResponse::Ok().json(json!({
@@ -237,7 +260,12 @@ fn deposit_json(d: &Deposit) -> Value {
 }
 
 /// Answers a newest-first, id-keyed page.
-fn id_page<T>(rows: Vec<T>, limit: i64, id: impl Fn(&T) -> i64, json: impl Fn(&T) -> Value) -> HttpResponse {
+fn id_page<T>(
+    rows: Vec<T>,
+    limit: i64,
+    id: impl Fn(&T) -> i64,
+    json: impl Fn(&T) -> Value,
+) -> HttpResponse {
     let (rows, next) = page(rows, limit, |r| id(r).to_string());
     let items: Vec<Value> = rows.iter().map(json).collect();
     HttpResponse::Ok().json(json!({"items": items, "next": next}))
@@ -251,7 +279,10 @@ pub async fn ledger(
 ) -> Result<HttpResponse, ApiError> {
     let limit = limit(q.limit.as_deref())?;
     let before = id_cursor(q.cursor.as_deref())?;
-    let rows = state.store.ledger(&user_account(user.id), before, limit + 1).await?;
+    let rows = state
+        .store
+        .ledger(&user_account(user.id), before, limit + 1)
+        .await?;
     Ok(id_page(rows, limit, |e| e.id, entry))
 }
 
@@ -293,7 +324,14 @@ pub async fn stake(
     let amount = amount("amount", &body.amount)?;
     let stake = state
         .store
-        .place_stake(user.id, market_id, &outcome, &token.name, amount, Utc::now())
+        .place_stake(
+            user.id,
+            market_id,
+            &outcome,
+            &token.name,
+            amount,
+            Utc::now(),
+        )
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::NotFound(format!("no market {market_id}")),
@@ -340,7 +378,10 @@ pub async fn withdrawals(
 ) -> Result<HttpResponse, ApiError> {
     let limit = limit(q.limit.as_deref())?;
     let before = id_cursor(q.cursor.as_deref())?;
-    let rows = state.store.withdrawals_of(user.id, before, limit + 1).await?;
+    let rows = state
+        .store
+        .withdrawals_of(user.id, before, limit + 1)
+        .await?;
     Ok(id_page(rows, limit, |w| w.id, withdrawal_json))
 }
 
@@ -370,7 +411,12 @@ pub async fn finish_withdrawal(
             WithdrawalOutcome::Completed { signature }
         }
         "fail" => WithdrawalOutcome::Failed {
-            reason: body.reason.as_deref().map(str::trim).filter(|r| !r.is_empty()).unwrap_or("failed by an admin"),
+            reason: body
+                .reason
+                .as_deref()
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .unwrap_or("failed by an admin"),
         },
         other => {
             return Err(ApiError::NotFound(format!(
@@ -407,7 +453,10 @@ pub async fn deposits(
             )))
         }
     };
-    let rows = state.store.deposits(unattributed, before, limit + 1).await?;
+    let rows = state
+        .store
+        .deposits(unattributed, before, limit + 1)
+        .await?;
     Ok(id_page(rows, limit, |d| d.id, deposit_json))
 }
 
@@ -432,7 +481,11 @@ pub async fn assign_deposit(
             StoreError::NotFound => not_found("deposit", id)(e),
             other => store_conflict(other),
         })?;
-    tracing::info!(deposit = id, user = body.user_id, "deposit assigned by an admin");
+    tracing::info!(
+        deposit = id,
+        user = body.user_id,
+        "deposit assigned by an admin"
+    );
     Ok(HttpResponse::Ok().json(deposit_json(&d)))
 }
 

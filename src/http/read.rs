@@ -170,8 +170,10 @@ async fn markets_json(
     rows: &[MarketRow],
 ) -> Result<Vec<serde_json::Value>, ApiError> {
     let ids: Vec<i64> = rows.iter().map(|m| m.id).collect();
-    let mut pools: std::collections::HashMap<(i64, String), serde_json::Map<String, serde_json::Value>> =
-        std::collections::HashMap::new();
+    let mut pools: std::collections::HashMap<
+        (i64, String),
+        serde_json::Map<String, serde_json::Value>,
+    > = std::collections::HashMap::new();
     for (market_id, outcome, token, amount) in store.market_pools(&ids).await? {
         pools
             .entry((market_id, outcome))

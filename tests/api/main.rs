@@ -3,13 +3,18 @@
 //! PostgreSQL tests read their server from `TIPOFF_TEST_POSTGRES_URL` (e.g.
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and create a uniquely named database per test.
 //! Without it they print a loud SKIPPED line; with `CI=true` a missing variable fails them.
-//! ESPN is replaced by a local mock (`espn_mock.rs`) serving the real fixtures.
+//! ESPN and the Solana RPC are replaced by local mocks (`espn_mock.rs`, `rpc_mock.rs`) serving
+//! the real fixtures.
 
 mod espn_mock;
 mod games;
 mod helpers;
+#[macro_use]
 mod imports;
 mod lifecycle;
+mod money;
 mod ops;
 mod poller;
+mod rpc_mock;
 mod storage;
+mod watcher;

@@ -203,6 +203,8 @@ async fn a_supervisor_that_does_not_answer_gives_503_not_a_hang() {
         environment: "development",
         leagues_enabled: vec![],
         read_cache: tipoff::http::cache::ReadCache::new(Duration::ZERO),
+        tokens: vec![],
+        registration: false,
     });
     let service = actix_web::test::init_service(tipoff::http::app(state)).await;
     let req = actix_web::test::TestRequest::get()

@@ -289,7 +289,13 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Upserted, StoreError> {
         let mut done = self
-            .upsert_games(league, None, std::slice::from_ref(game), now, DEFAULT_FEE_BPS)
+            .upsert_games(
+                league,
+                None,
+                std::slice::from_ref(game),
+                now,
+                DEFAULT_FEE_BPS,
+            )
             .await?;
         Ok(done.remove(0))
     }

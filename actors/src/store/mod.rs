@@ -23,12 +23,12 @@ mod sqlite;
 pub use games::{
     Activity, GameFilter, GameRow, MarketFilter, MarketRow, MarketTransition, Upserted,
 };
+pub use imports::{FailedDate, ImportFilter, ImportJob, ACTIVE_IMPORT_STATES, IMPORT_STATES};
 pub use money::{
     parimutuel, user_account, Audit, Balance, Credited, Cursor, Deposit, IncomingDeposit,
     LedgerEntry, Stake, TokenTotals, User, Withdrawal, WithdrawalOutcome, DEFAULT_FEE_BPS,
     WITHDRAWAL_STATES,
 };
-pub use imports::{FailedDate, ImportFilter, ImportJob, ACTIVE_IMPORT_STATES, IMPORT_STATES};
 
 use std::sync::Arc;
 use std::time::Duration;

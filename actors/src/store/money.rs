@@ -319,7 +319,8 @@ const STAKE_COLUMNS: &str =
     "id, market_id, user_id, outcome, token, amount, payout, created_at, settled_at";
 const DEPOSIT_COLUMNS: &str =
     "id, token, signature, slot, amount, user_id, memo, state, created_at, assigned_at";
-const WITHDRAWAL_COLUMNS: &str = "id, user_id, token, amount, destination, state, signature, reason, created_at, updated_at";
+const WITHDRAWAL_COLUMNS: &str =
+    "id, user_id, token, amount, destination, state, signature, reason, created_at, updated_at";
 
 /// Upper-case alphanumeric words of a memo: the candidates for a deposit code.
 pub fn memo_words(memo: &str) -> Vec<String> {
@@ -691,7 +692,18 @@ impl Store {
     pub async fn audit(&self) -> Result<Audit, StoreError> {
         let mut audit = Audit::default();
         let problems = &mut audit.problems;
-        let (balances, sums, deposits, entry_totals, double_credits, double_payouts, holds_vs_pending, withdrawn_vs_completed, escrow_vs_stakes, unpaid): (
+        let (
+            balances,
+            sums,
+            deposits,
+            entry_totals,
+            double_credits,
+            double_payouts,
+            holds_vs_pending,
+            withdrawn_vs_completed,
+            escrow_vs_stakes,
+            unpaid,
+        ): (
             Vec<(String, String, i64)>,
             Vec<(String, String, i64)>,
             Vec<(String, i64)>,
@@ -735,14 +747,22 @@ impl Store {
             .collect();
         let mut totals: BTreeMap<String, TokenTotals> = BTreeMap::new();
         for (account, token, amount) in &balances {
-            let entries = sum_of.get(&(account.as_str(), token.as_str())).copied().unwrap_or(0);
+            let entries = sum_of
+                .get(&(account.as_str(), token.as_str()))
+                .copied()
+                .unwrap_or(0);
             if entries != *amount {
-                problems.push(format!("balance {account} {token} is {amount} but its ledger entries sum to {entries}"));
+                problems.push(format!(
+                    "balance {account} {token} is {amount} but its ledger entries sum to {entries}"
+                ));
             }
             if *amount < 0 && account != "external" {
                 problems.push(format!("balance {account} {token} is negative ({amount})"));
             }
-            let t = totals.entry(token.clone()).or_insert_with(|| TokenTotals { token: token.clone(), ..Default::default() });
+            let t = totals.entry(token.clone()).or_insert_with(|| TokenTotals {
+                token: token.clone(),
+                ..Default::default()
+            });
             match account.split(':').next().unwrap_or_default() {
                 "user" => t.users += amount,
                 "holds" => t.holds += amount,
@@ -756,7 +776,9 @@ impl Store {
         }
         for ((account, token), s) in &sum_of {
             if *s != 0 && !balances.iter().any(|(a, t, _)| a == account && t == token) {
-                problems.push(format!("ledger entries of {account} {token} sum to {s} but it has no balance"));
+                problems.push(format!(
+                    "ledger entries of {account} {token} sum to {s} but it has no balance"
+                ));
             }
         }
         for (token, total) in &entry_totals {
@@ -765,7 +787,10 @@ impl Store {
             }
         }
         for (token, amount) in &deposits {
-            let t = totals.entry(token.clone()).or_insert_with(|| TokenTotals { token: token.clone(), ..Default::default() });
+            let t = totals.entry(token.clone()).or_insert_with(|| TokenTotals {
+                token: token.clone(),
+                ..Default::default()
+            });
             t.deposits = *amount;
         }
         for t in totals.values() {
@@ -785,22 +810,34 @@ impl Store {
         }
         for (user, token, held, pending) in holds_vs_pending {
             if held != pending {
-                problems.push(format!("user {user} holds {held} {token} but has {pending} in pending withdrawals"));
+                problems.push(format!(
+                    "user {user} holds {held} {token} but has {pending} in pending withdrawals"
+                ));
             }
         }
         for (token, withdrawn, completed) in withdrawn_vs_completed {
             if withdrawn != completed {
-                problems.push(format!("withdrawn {token} is {withdrawn} but completed withdrawals total {completed}"));
+                problems.push(format!(
+                    "withdrawn {token} is {withdrawn} but completed withdrawals total {completed}"
+                ));
             }
         }
         for (market, state, token, staked, escrow) in escrow_vs_stakes {
-            let expected = if state == "settled" || state == "void" { 0 } else { staked };
+            let expected = if state == "settled" || state == "void" {
+                0
+            } else {
+                staked
+            };
             if escrow != expected {
-                problems.push(format!("market {market} ({state}) escrow holds {escrow} {token}, expected {expected}"));
+                problems.push(format!(
+                    "market {market} ({state}) escrow holds {escrow} {token}, expected {expected}"
+                ));
             }
         }
         for (market, n) in unpaid {
-            problems.push(format!("market {market} is closed but {n} of its stakes were never paid"));
+            problems.push(format!(
+                "market {market} is closed but {n} of its stakes were never paid"
+            ));
         }
         audit.tokens = totals.into_values().collect();
         Ok(audit)

@@ -1,0 +1,727 @@
+//! The money path on both backends, through the HTTP API: users and keys, stakes, parimutuel
+//! settlement by the market's own upsert, refunds, withdrawals and their expiry, races, and
+//! bad input that must change nothing. Every test ends with the ledger audit.
+
+use chrono::{Duration, Utc};
+use serde_json::{json, Value};
+use tipoff_actors::cleanup::{sweep, CleanupSettings};
+use tipoff_actors::espn::{parse_scoreboard, GameState, ScoreboardGame};
+use tipoff_actors::store::{user_account, IncomingDeposit};
+use tipoff_actors::Store;
+
+use crate::helpers::*;
+use crate::rpc_mock::constructed_signature;
+
+pub const USDC_MINT: &str = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v";
+/// The treasury of the real USDC transfer fixture (its destination token account).
+pub const USDC_TREASURY: &str = "H51DXRt3ubThhdhNeDMScfkbC5X4AWzYfHaZS3JKEfPh";
+pub const PUMP_MINT: &str = "3hUb4Av47q5XemKTf2rtmdrEDMUe7pun6NL5Vi1XrHvk";
+/// The receiving token account of the real v0 transaction with an inner `transfer`.
+pub const PUMP_TREASURY: &str = "93ZRXBKwom4XaejU5JB2VePPHkt4UnYYyANwWz1iit77";
+
+pub fn tokens_setting() -> String {
+    format!("usdc:{USDC_MINT}:6:{USDC_TREASURY},pump:{PUMP_MINT}:6:{PUMP_TREASURY}")
+}
+
+/// A registered user: id, API key, deposit code.
+pub struct Account {
+    pub id: i64,
+    pub key: String,
+    pub code: String,
+}
+
+pub async fn register(client: &reqwest::Client, base: &str) -> Account {
+    let res = client
+        .post(format!("{base}/api/v1/users"))
+        .json(&json!({"name": "tester"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().await.unwrap();
+    Account {
+        id: body["id"].as_i64().unwrap(),
+        key: body["api_key"].as_str().unwrap().to_string(),
+        code: body["deposit_code"].as_str().unwrap().to_string(),
+    }
+}
+
+/// Credits `amount` to `who` as a deposit whose memo carries their code.
+pub async fn fund(store: &Store, token: &str, who: &Account, amount: i64) {
+    let signature = constructed_signature("F", rand_u64());
+    let done = store
+        .credit_deposits(
+            token,
+            &[IncomingDeposit {
+                signature,
+                slot: 1,
+                amount,
+                memo: Some(format!("[12] {}", who.code)),
+            }],
+            None,
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.attributed, 1);
+}
+
+fn rand_u64() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0
+}
+
+/// A scheduled game (constructed from a real one) starting in two hours, with its open market.
+pub async fn open_market(store: &Store) -> (i64, ScoreboardGame) {
+    let mut game = parse_scoreboard(&espn_fixture("mlb-scoreboard-20250928.json"))
+        .unwrap()
+        .remove(0);
+    game.external_id = format!("T{}", rand_u64());
+    game.starts_at = Utc::now() + Duration::hours(2);
+    let up = store.upsert_game("mlb", &game, Utc::now()).await.unwrap();
+    (up.market_id, game)
+}
+
+/// The game as final, `winner` side winning.
+pub fn finished(mut game: ScoreboardGame, winner: &str) -> ScoreboardGame {
+    game.state = GameState::Final;
+    let (h, a) = if winner == "home" { (5, 3) } else { (3, 5) };
+    game.home.score = Some(h);
+    game.away.score = Some(a);
+    game.home.winner = Some(winner == "home");
+    game.away.winner = Some(winner == "away");
+    game
+}
+
+pub async fn user_call(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = client
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(app: &TestApp, who: &Account, path: &str, body: Value) -> (u16, Value) {
+    user_call(
+        &app.client,
+        &app.address,
+        &who.key,
+        reqwest::Method::POST,
+        path,
+        Some(body),
+    )
+    .await
+}
+
+async fn get(app: &TestApp, who: &Account, path: &str) -> (u16, Value) {
+    user_call(
+        &app.client,
+        &app.address,
+        &who.key,
+        reqwest::Method::GET,
+        path,
+        None,
+    )
+    .await
+}
+
+pub async fn balance(store: &Store, account: &str, token: &str) -> i64 {
+    store
+        .balances(account)
+        .await
+        .unwrap()
+        .iter()
+        .find(|b| b.token == token)
+        .map_or(0, |b| b.amount)
+}
+
+/// Asserts every money invariant holds, and returns the audit.
+pub async fn assert_audit(app: &TestApp) -> Value {
+    let res = app.admin_get("/admin/ledger/audit").await;
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 200, "ledger audit: {body:#}");
+    assert_eq!(body["problems"], json!([]));
+    body
+}
+
+async fn money_app(db: &Db) -> TestApp {
+    spawn_app(db, &[("TIPOFF_TOKENS", &tokens_setting())]).await
+}
+
+async fn stakes_settle_parimutuel_once_and_every_unit_adds_up(db: Db) {
+    let app = money_app(&db).await;
+    let (a, b, c) = (
+        register(&app.client, &app.address).await,
+        register(&app.client, &app.address).await,
+        register(&app.client, &app.address).await,
+    );
+    fund(&app.store, "usdc", &a, 1000).await;
+    fund(&app.store, "usdc", &b, 500).await;
+    fund(&app.store, "usdc", &c, 700).await;
+    let (market, game) = open_market(&app.store).await;
+    let path = format!("/api/v1/markets/{market}/stakes");
+    for (who, outcome, amount) in [
+        (&a, "home", json!(300)),
+        (&b, "home", json!("100")),
+        (&c, "away", json!(500)),
+    ] {
+        let (status, body) = post(
+            &app,
+            who,
+            &path,
+            json!({"outcome": outcome, "amount": amount, "token": "usdc"}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["payout"], Value::Null);
+    }
+    let m: Value = app.json(&format!("/api/v1/markets/{market}")).await;
+    assert_eq!(m["outcomes"][0]["pool"], json!({"usdc": "400"}));
+    assert_eq!(m["outcomes"][1]["pool"], json!({"usdc": "500"}));
+    let (_, me) = get(&app, &a, "/api/v1/me").await;
+    assert_eq!(
+        me["balances"][0],
+        json!({"token": "usdc", "amount": "700", "decimals": 6})
+    );
+
+    // Home wins. Losers' pool 500, fee 2 % = 10, 490 shared 3:1 → 367.5 and 122.5, rounded
+    // down; the half units (1) go to the house with the fee.
+    let up = app
+        .store
+        .upsert_game("mlb", &finished(game.clone(), "home"), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        up.transition,
+        tipoff_actors::store::MarketTransition::Settled("home")
+    );
+    assert_eq!(
+        balance(&app.store, &user_account(a.id), "usdc").await,
+        700 + 667
+    );
+    assert_eq!(
+        balance(&app.store, &user_account(b.id), "usdc").await,
+        400 + 222
+    );
+    assert_eq!(balance(&app.store, &user_account(c.id), "usdc").await, 200);
+    assert_eq!(balance(&app.store, "house", "usdc").await, 11);
+    assert_eq!(
+        balance(&app.store, &format!("escrow:{market}"), "usdc").await,
+        0
+    );
+
+    // Seen again (every poll sees the final game): nothing more is paid.
+    app.store
+        .upsert_game("mlb", &finished(game, "home"), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 1367);
+
+    let (_, stakes) = get(&app, &a, "/api/v1/me/stakes").await;
+    assert_eq!(stakes["items"][0]["payout"], "667");
+    let (_, ledger) = get(&app, &a, "/api/v1/me/ledger?limit=2").await;
+    let kinds: Vec<&str> = ledger["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["payout", "stake"]);
+    assert_eq!(ledger["items"][1]["amount"], "-300");
+    let (_, older) = get(
+        &app,
+        &a,
+        &format!(
+            "/api/v1/me/ledger?cursor={}",
+            ledger["next"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(older["items"][0]["kind"], "deposit");
+    assert_eq!(older["next"], Value::Null);
+
+    let (status, body) = post(
+        &app,
+        &c,
+        &path,
+        json!({"outcome": "away", "amount": 1, "token": "usdc"}),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("settled"));
+    let audit = assert_audit(&app).await;
+    assert_eq!(audit["tokens"][0]["deposits"], 2200);
+    assert_eq!(audit["tokens"][0]["house"], 11);
+    app.stop().await;
+}
+both_backends!(stakes_settle_parimutuel_once_and_every_unit_adds_up: settlement_sqlite, settlement_postgres);
+
+async fn void_and_one_sided_markets_refund_everyone(db: Db) {
+    let app = money_app(&db).await;
+    let (a, b) = (
+        register(&app.client, &app.address).await,
+        register(&app.client, &app.address).await,
+    );
+    fund(&app.store, "usdc", &a, 1000).await;
+    fund(&app.store, "pump", &b, 1000).await;
+    let (one_sided, g1) = open_market(&app.store).await;
+    let (voided, mut g2) = open_market(&app.store).await;
+    for (m, who, token) in [
+        (one_sided, &a, "usdc"),
+        (voided, &a, "usdc"),
+        (voided, &b, "pump"),
+    ] {
+        let (status, body) = post(
+            &app,
+            who,
+            &format!("/api/v1/markets/{m}/stakes"),
+            json!({"outcome": "home", "amount": "250", "token": token}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // Away wins, and nobody backed away: everyone gets their stake back, the house nothing.
+    app.store
+        .upsert_game("mlb", &finished(g1, "away"), Utc::now())
+        .await
+        .unwrap();
+    g2.state = GameState::Postponed;
+    let up = app.store.upsert_game("mlb", &g2, Utc::now()).await.unwrap();
+    assert_eq!(
+        up.transition,
+        tipoff_actors::store::MarketTransition::Voided
+    );
+    assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 1000);
+    assert_eq!(balance(&app.store, &user_account(b.id), "pump").await, 1000);
+    assert_eq!(balance(&app.store, "house", "usdc").await, 0);
+    let (_, stakes) = get(&app, &a, "/api/v1/me/stakes").await;
+    assert!(stakes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["payout"] == "250"));
+    let (_, ledger) = get(&app, &a, "/api/v1/me/ledger").await;
+    assert_eq!(ledger["items"][0]["kind"], "refund");
+    assert_audit(&app).await;
+    app.stop().await;
+}
+both_backends!(void_and_one_sided_markets_refund_everyone: refunds_sqlite, refunds_postgres);
+
+async fn parallel_stakes_never_overdraw(db: Db) {
+    let app = money_app(&db).await;
+    let a = register(&app.client, &app.address).await;
+    fund(&app.store, "usdc", &a, 1000).await;
+    let (market, _) = open_market(&app.store).await;
+    let path = format!("/api/v1/markets/{market}/stakes");
+    let attempts = (0..60).map(|i| {
+        let (client, base, key, path) = (
+            app.client.clone(),
+            app.address.clone(),
+            a.key.clone(),
+            path.clone(),
+        );
+        let outcome = if i % 2 == 0 { "home" } else { "away" };
+        async move {
+            user_call(
+                &client,
+                &base,
+                &key,
+                reqwest::Method::POST,
+                &path,
+                Some(json!({"outcome": outcome, "amount": 100, "token": "usdc"})),
+            )
+            .await
+        }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let created = results.iter().filter(|(s, _)| *s == 201).count();
+    let refused = results
+        .iter()
+        .filter(|(s, b)| {
+            *s == 409
+                && b["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("insufficient balance")
+        })
+        .count();
+    assert_eq!((created, refused), (10, 50), "{results:?}");
+    assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 0);
+    assert_eq!(
+        balance(&app.store, &format!("escrow:{market}"), "usdc").await,
+        1000
+    );
+    assert_audit(&app).await;
+    app.stop().await;
+}
+both_backends!(parallel_stakes_never_overdraw: parallel_stakes_sqlite, parallel_stakes_postgres);
+
+async fn bad_input_is_refused_by_name_and_changes_nothing(db: Db) {
+    let app = money_app(&db).await;
+    let (a, b) = (
+        register(&app.client, &app.address).await,
+        register(&app.client, &app.address).await,
+    );
+    fund(&app.store, "usdc", &a, 1000).await;
+    let (market, game) = open_market(&app.store).await;
+    let (started, mut g) = open_market(&app.store).await;
+    g.starts_at = Utc::now() - Duration::minutes(1);
+    app.store
+        .upsert_game("mlb", &g, Utc::now() - Duration::minutes(2))
+        .await
+        .unwrap();
+    let _ = game;
+    let stake = format!("/api/v1/markets/{market}/stakes");
+    let before = app
+        .store
+        .ledger(&user_account(a.id), None, 1000)
+        .await
+        .unwrap();
+    let cases: Vec<(String, Value, u16, &str)> = vec![
+        (
+            stake.clone(),
+            json!({"outcome": "home", "amount": -5, "token": "usdc"}),
+            400,
+            "negative",
+        ),
+        (
+            stake.clone(),
+            json!({"outcome": "home", "amount": "-5", "token": "usdc"}),
+            400,
+            "negative",
+        ),
+        (
+            stake.clone(),
+            json!({"outcome": "home", "amount": 0, "token": "usdc"}),
+            400,
+            "zero",
+        ),
+        (
+            stake.clone(),
+            json!({"outcome": "home", "amount": 1.5, "token": "usdc"}),
+            400,
+            "whole number",
+        ),
+        (
+            stake.clone(),
+            json!({"outcome": "home", "amount": "1e3", "token": "usdc"}),
+            400,
+            "whole number",
+        ),
+        (
+            stake.clone(),
+            json!({"outcome": "home", "amount": "99999999999999999999", "token": "usdc"}),
+            400,
+            "too large",
+        ),
+        (
+            stake.clone(),
+            json!({"outcome": "home", "amount": 18446744073709551615u64, "token": "usdc"}),
+            400,
+            "too large",
+        ),
+        (
+            stake.clone(),
+            json!({"outcome": "home", "amount": true, "token": "usdc"}),
+            400,
+            "not a number",
+        ),
+        (
+            stake.clone(),
+            json!({"outcome": "draw", "amount": 5, "token": "usdc"}),
+            400,
+            "unknown outcome",
+        ),
+        (
+            stake.clone(),
+            json!({"outcome": "home", "amount": 5, "token": "doge"}),
+            400,
+            "unknown token `doge`",
+        ),
+        (
+            stake.clone(),
+            json!({"outcome": "home", "token": "usdc"}),
+            400,
+            "amount",
+        ),
+        (
+            stake.clone(),
+            json!({"outcome": "home", "amount": 5000, "token": "usdc"}),
+            409,
+            "insufficient balance: 1000 usdc available, 5000 needed",
+        ),
+        (
+            "/api/v1/markets/999999/stakes".into(),
+            json!({"outcome": "home", "amount": 5, "token": "usdc"}),
+            404,
+            "no market 999999",
+        ),
+        (
+            format!("/api/v1/markets/{started}/stakes"),
+            json!({"outcome": "home", "amount": 5, "token": "usdc"}),
+            409,
+            "closed: its game started",
+        ),
+        (
+            "/api/v1/me/withdrawals".into(),
+            json!({"token": "usdc", "amount": 5, "destination": "not-base58!"}),
+            400,
+            "destination",
+        ),
+        (
+            "/api/v1/me/withdrawals".into(),
+            json!({"token": "usdc", "amount": 5, "destination": "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt"}),
+            400,
+            "destination",
+        ),
+        (
+            "/api/v1/me/withdrawals".into(),
+            json!({"token": "usdc", "amount": 1001, "destination": PUMP_TREASURY}),
+            409,
+            "insufficient balance",
+        ),
+        (
+            "/api/v1/me/withdrawals".into(),
+            json!({"token": "usdc", "amount": "0", "destination": PUMP_TREASURY}),
+            400,
+            "zero",
+        ),
+    ];
+    for (path, body, status, needle) in &cases {
+        let (got, answer) = post(&app, &a, path, body.clone()).await;
+        assert_eq!(got, *status, "{path} {body} → {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(needle),
+            "{path} {body}: `{message}` should say `{needle}`"
+        );
+    }
+    // Someone else's key spends nothing of a's; no key and a made-up key are refused.
+    let (status, body) = post(
+        &app,
+        &b,
+        &stake,
+        json!({"outcome": "home", "amount": 5, "token": "usdc"}),
+    )
+    .await;
+    assert_eq!(
+        (
+            status,
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("insufficient")
+        ),
+        (409, true)
+    );
+    let res = app
+        .client
+        .post(format!("{}{stake}", app.address))
+        .json(&json!({"outcome": "home", "amount": 5, "token": "usdc"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let bogus = Account {
+        id: 0,
+        key: "tpk_00".into(),
+        code: String::new(),
+    };
+    let (status, body) = post(
+        &app,
+        &bogus,
+        &stake,
+        json!({"outcome": "home", "amount": 5, "token": "usdc"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["message"].as_str().unwrap()),
+        (401, "invalid API key")
+    );
+
+    let after = app
+        .store
+        .ledger(&user_account(a.id), None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(before, after, "refused requests wrote nothing");
+    assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 1000);
+    assert_audit(&app).await;
+    app.stop().await;
+}
+both_backends!(bad_input_is_refused_by_name_and_changes_nothing: bad_money_input_sqlite, bad_money_input_postgres);
+
+async fn withdrawals_hold_then_complete_fail_or_expire_exactly_once(db: Db) {
+    let app = money_app(&db).await;
+    let a = register(&app.client, &app.address).await;
+    fund(&app.store, "usdc", &a, 1000).await;
+    let ask =
+        |amount: i64| json!({"token": "usdc", "amount": amount, "destination": PUMP_TREASURY});
+    let (status, w1) = post(&app, &a, "/api/v1/me/withdrawals", ask(300)).await;
+    assert_eq!((status, w1["state"].as_str()), (201, Some("pending")));
+    assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 700);
+    assert_eq!(
+        balance(&app.store, &format!("holds:{}", a.id), "usdc").await,
+        300
+    );
+
+    let id1 = w1["id"].as_i64().unwrap();
+    let res = app
+        .admin_post_json(
+            &format!("/admin/withdrawals/{id1}/complete"),
+            &json!({"signature": "abc"}),
+        )
+        .await;
+    assert_eq!(res.status(), 400, "a malformed signature is refused");
+    let sig =
+        "2S2rTZjaqzxYRw9mnqzwtyqitKtSsnE8GVqLn1KrD5R2YpXZnU4GdjppsgfSAbrzJfaqadfi8CtrqEBy588WVQ3E";
+    let res = app
+        .admin_post_json(
+            &format!("/admin/withdrawals/{id1}/complete"),
+            &json!({"signature": sig}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let res = app
+        .admin_post_json(&format!("/admin/withdrawals/{id1}/fail"), &json!({}))
+        .await;
+    assert_eq!(res.status(), 409, "a completed withdrawal cannot fail");
+    assert_eq!(balance(&app.store, "withdrawn", "usdc").await, 300);
+
+    let (_, w2) = post(&app, &a, "/api/v1/me/withdrawals", ask(200)).await;
+    let id2 = w2["id"].as_i64().unwrap();
+    let res = app
+        .admin_post_json(
+            &format!("/admin/withdrawals/{id2}/fail"),
+            &json!({"reason": "node down"}),
+        )
+        .await;
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        (body["state"].as_str(), body["reason"].as_str()),
+        (Some("failed"), Some("node down"))
+    );
+    assert_eq!(
+        balance(&app.store, &user_account(a.id), "usdc").await,
+        700,
+        "the hold came back"
+    );
+
+    // Two cleanup passes race for one stale withdrawal: it expires, and is refunded, once.
+    let (_, w3) = post(&app, &a, "/api/v1/me/withdrawals", ask(100)).await;
+    let id3 = w3["id"].as_i64().unwrap();
+    assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 600);
+    let other = match &db {
+        // A second pool, as a second replica would have.
+        Db::Postgres(url) => Store::connect(url, &Default::default()).await.unwrap(),
+        Db::Sqlite => app.store.clone(),
+    };
+    let settings = CleanupSettings {
+        withdrawal_ttl: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let (x, y) = tokio::join!(sweep(&app.store, &settings), sweep(&other, &settings));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(
+        x.withdrawals_expired + y.withdrawals_expired,
+        1,
+        "{x:?} {y:?}"
+    );
+    assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 700);
+    let (_, list) = get(&app, &a, "/api/v1/me/withdrawals").await;
+    let states: Vec<(i64, &str)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["id"].as_i64().unwrap(), w["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![(id3, "expired"), (id2, "failed"), (id1, "completed")]
+    );
+    let res = app
+        .admin_post_json(
+            &format!("/admin/withdrawals/{id3}/complete"),
+            &json!({"signature": sig}),
+        )
+        .await;
+    assert_eq!(res.status(), 409, "an expired withdrawal cannot complete");
+    let audit = assert_audit(&app).await;
+    assert_eq!(audit["tokens"][0]["withdrawn"], 300);
+    assert_eq!(audit["tokens"][0]["users"], 700);
+    app.stop().await;
+}
+both_backends!(withdrawals_hold_then_complete_fail_or_expire_exactly_once: withdrawals_sqlite, withdrawals_postgres);
+
+#[actix_rt::test]
+async fn registration_is_off_in_production_and_admins_still_create_users() {
+    let app = spawn_app(
+        &Db::Sqlite,
+        &[
+            ("TIPOFF_ENV", "production"),
+            ("TIPOFF_TOKENS", &tokens_setting()),
+        ],
+    )
+    .await;
+    let res = app
+        .client
+        .post(format!("{}/api/v1/users", app.address))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("TIPOFF_REGISTRATION"));
+    let res = app
+        .admin_post_json("/admin/users", &json!({"name": "ops"}))
+        .await;
+    assert_eq!(res.status(), 201);
+    let user: Value = res.json().await.unwrap();
+    let key = user["api_key"].as_str().unwrap();
+    assert!(key.starts_with("tpk_") && key.len() == 68);
+    let (status, me) = user_call(
+        &app.client,
+        &app.address,
+        key,
+        reqwest::Method::GET,
+        "/api/v1/me",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(me["deposit_code"], user["deposit_code"]);
+    assert_eq!(
+        me["balances"].as_array().unwrap().len(),
+        2,
+        "one balance per configured token"
+    );
+    // The key itself is stored nowhere.
+    let Store::Sqlite(pool, _) = &app.store else {
+        unreachable!()
+    };
+    let stored: String = sqlx::query_scalar("SELECT api_key_hash FROM users")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_ne!(stored, key);
+    assert_eq!(stored.len(), 64);
+    app.stop().await;
+}
