@@ -6,6 +6,7 @@
 //! ESPN and the Solana RPC are replaced by local mocks (`espn_mock.rs`, `rpc_mock.rs`) serving
 //! the real fixtures.
 
+mod crash;
 mod espn_mock;
 mod games;
 mod helpers;

@@ -692,6 +692,8 @@ impl Store {
     pub async fn audit(&self) -> Result<Audit, StoreError> {
         let mut audit = Audit::default();
         let problems = &mut audit.problems;
+        // One snapshot, so writes racing with the audit cannot look like broken invariants.
+        let backend = self.backend();
         let (
             balances,
             sums,
@@ -703,43 +705,44 @@ impl Store {
             withdrawn_vs_completed,
             escrow_vs_stakes,
             unpaid,
-        ): (
-            Vec<(String, String, i64)>,
-            Vec<(String, String, i64)>,
-            Vec<(String, i64)>,
-            Vec<(String, i64)>,
-            Vec<(String, i64)>,
-            Vec<(String, i64)>,
-            Vec<(i64, String, i64, i64)>,
-            Vec<(String, i64, i64)>,
-            Vec<(i64, String, String, i64, i64)>,
-            Vec<(i64, i64)>,
         ) = on_pool!(self, pool => {
-            (
-                sqlx::query_as("SELECT account, token, amount FROM balances").fetch_all(pool).await?,
-                sqlx::query_as("SELECT account, token, CAST(SUM(amount) AS BIGINT) FROM ledger_entries GROUP BY account, token").fetch_all(pool).await?,
-                sqlx::query_as("SELECT token, CAST(SUM(amount) AS BIGINT) FROM deposits GROUP BY token").fetch_all(pool).await?,
-                sqlx::query_as("SELECT token, CAST(SUM(amount) AS BIGINT) FROM ledger_entries GROUP BY token").fetch_all(pool).await?,
-                sqlx::query_as("SELECT reference, COUNT(*) FROM ledger_entries WHERE account = 'external' GROUP BY reference HAVING COUNT(*) > 1").fetch_all(pool).await?,
-                sqlx::query_as("SELECT reference, COUNT(*) FROM ledger_entries WHERE kind IN ('payout', 'refund') AND account LIKE 'user:%' GROUP BY reference HAVING COUNT(*) > 1").fetch_all(pool).await?,
-                sqlx::query_as(
-                    "SELECT u.id, b.token, b.amount, COALESCE((SELECT CAST(SUM(w.amount) AS BIGINT) FROM withdrawals w WHERE w.user_id = u.id AND w.token = b.token AND w.state = 'pending'), 0) \
-                     FROM users u JOIN balances b ON b.account = 'holds:' || CAST(u.id AS TEXT)",
-                ).fetch_all(pool).await?,
-                sqlx::query_as(
-                    "SELECT b.token, b.amount, COALESCE((SELECT CAST(SUM(w.amount) AS BIGINT) FROM withdrawals w WHERE w.token = b.token AND w.state = 'completed'), 0) \
-                     FROM balances b WHERE b.account = 'withdrawn'",
-                ).fetch_all(pool).await?,
-                sqlx::query_as(
-                    "SELECT m.id, m.state, s.token, CAST(SUM(s.amount) AS BIGINT), \
-                     COALESCE((SELECT b.amount FROM balances b WHERE b.account = 'escrow:' || CAST(m.id AS TEXT) AND b.token = s.token), 0) \
-                     FROM markets m JOIN stakes s ON s.market_id = m.id GROUP BY m.id, m.state, s.token",
-                ).fetch_all(pool).await?,
-                sqlx::query_as(
-                    "SELECT m.id, COUNT(*) FROM markets m JOIN stakes s ON s.market_id = m.id \
-                     WHERE m.state IN ('settled', 'void') AND s.payout IS NULL GROUP BY m.id",
-                ).fetch_all(pool).await?,
-            )
+            let mut tx = pool.begin().await?;
+            if backend == super::Backend::Postgres {
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+            }
+        macro_rules! all {
+            ($sql:expr) => {
+                sqlx::query_as($sql).fetch_all(&mut *tx).await?
+            };
+        }
+        let balances: Vec<(String, String, i64)> =
+            all!("SELECT account, token, amount FROM balances");
+        let sums: Vec<(String, String, i64)> = all!("SELECT account, token, CAST(SUM(amount) AS BIGINT) FROM ledger_entries GROUP BY account, token");
+        let deposits: Vec<(String, i64)> =
+            all!("SELECT token, CAST(SUM(amount) AS BIGINT) FROM deposits GROUP BY token");
+        let entry_totals: Vec<(String, i64)> =
+            all!("SELECT token, CAST(SUM(amount) AS BIGINT) FROM ledger_entries GROUP BY token");
+        let double_credits: Vec<(String, i64)> = all!("SELECT reference, COUNT(*) FROM ledger_entries WHERE account = 'external' GROUP BY reference HAVING COUNT(*) > 1");
+        let double_payouts: Vec<(String, i64)> = all!("SELECT reference, COUNT(*) FROM ledger_entries WHERE kind IN ('payout', 'refund') AND account LIKE 'user:%' GROUP BY reference HAVING COUNT(*) > 1");
+        let holds_vs_pending: Vec<(i64, String, i64, i64)> = all!(
+            "SELECT u.id, b.token, b.amount, COALESCE((SELECT CAST(SUM(w.amount) AS BIGINT) FROM withdrawals w WHERE w.user_id = u.id AND w.token = b.token AND w.state = 'pending'), 0) \
+             FROM users u JOIN balances b ON b.account = 'holds:' || CAST(u.id AS TEXT)"
+        );
+        let withdrawn_vs_completed: Vec<(String, i64, i64)> = all!(
+            "SELECT b.token, b.amount, COALESCE((SELECT CAST(SUM(w.amount) AS BIGINT) FROM withdrawals w WHERE w.token = b.token AND w.state = 'completed'), 0) \
+             FROM balances b WHERE b.account = 'withdrawn'"
+        );
+        let escrow_vs_stakes: Vec<(i64, String, String, i64, i64)> = all!(
+            "SELECT m.id, m.state, s.token, CAST(SUM(s.amount) AS BIGINT), \
+             COALESCE((SELECT b.amount FROM balances b WHERE b.account = 'escrow:' || CAST(m.id AS TEXT) AND b.token = s.token), 0) \
+             FROM markets m JOIN stakes s ON s.market_id = m.id GROUP BY m.id, m.state, s.token"
+        );
+        let unpaid: Vec<(i64, i64)> = all!(
+            "SELECT m.id, COUNT(*) FROM markets m JOIN stakes s ON s.market_id = m.id \
+             WHERE m.state IN ('settled', 'void') AND s.payout IS NULL GROUP BY m.id"
+        );
+            tx.rollback().await?;
+            (balances, sums, deposits, entry_totals, double_credits, double_payouts, holds_vs_pending, withdrawn_vs_completed, escrow_vs_stakes, unpaid)
         });
         let sum_of: HashMap<(&str, &str), i64> = sums
             .iter()

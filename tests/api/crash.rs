@@ -1,0 +1,307 @@
+//! Crash consistency of the money path: the daemon binary is SIGKILLed at random moments, over
+//! and over, while its watcher credits deposits from the mock RPC, users place stakes through
+//! the API and its poller settles markets from the mock ESPN. After every restart the ledger
+//! audit must hold (every balance equals its entries, each signature credited once, each
+//! market paid once, deposits = balances + holds + escrow + house + withdrawn; withdrawals are
+//! requested and expired by the cleanup meanwhile), and at the
+//! end every deposit the RPC ever showed is credited exactly once.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use crate::espn_mock::{with_status, MockEspn};
+use crate::helpers::*;
+use crate::money::{USDC_MINT, USDC_TREASURY};
+use crate::rpc_mock::*;
+
+const RESTARTS: usize = 20;
+
+fn random(below: u64) -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0 % below
+}
+
+/// CONSTRUCTED: the real 2025-09-28 MLB board (15 scheduled games) moved to start tomorrow,
+/// with the games in `finals` final (home wins when the index is even).
+fn board(finals: usize) -> Vec<u8> {
+    let fixture = espn_fixture("mlb-scoreboard-20250928.json");
+    let mut value: Value = serde_json::from_slice(&fixture).unwrap();
+    let start = (Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%dT%H:%MZ")
+        .to_string();
+    let ids: Vec<String> = value["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    for e in value["events"].as_array_mut().unwrap() {
+        e["date"] = json!(start);
+        e["competitions"][0]["date"] = json!(start);
+    }
+    let mut bytes = serde_json::to_vec(&value).unwrap();
+    for (i, id) in ids.iter().take(finals).enumerate() {
+        let score = if i % 2 == 0 { (5, 3) } else { (2, 4) };
+        bytes = with_status(&bytes, id, "STATUS_FINAL", "post", true, Some(score));
+    }
+    bytes
+}
+
+fn audit(client: &reqwest::blocking::Client, d: &Daemon) -> Value {
+    let res = client
+        .get(d.url("/admin/ledger/audit"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap();
+    let status = res.status();
+    let body: Value = res.json().unwrap();
+    assert_eq!(
+        status,
+        200,
+        "ledger audit after a crash: {body:#}\n{}",
+        d.stderr()
+    );
+    assert_eq!(body["problems"], json!([]));
+    body
+}
+
+fn crash_consistency(db: Db) {
+    let data = tempfile::tempdir().unwrap();
+    let url = database_url(&db, data.path());
+    let espn = MockEspn::start();
+    let today = (Utc::now() - chrono::Duration::hours(5)).date_naive();
+    espn.serve("basketball/nba", today, board(0));
+    let rpc = Arc::new(MockRpc::start());
+    let token = format!("usdc:{USDC_MINT}:6:{USDC_TREASURY}");
+    let env = [
+        ("TIPOFF_DATABASE_URL", url.as_str()),
+        ("TIPOFF_TOKENS", token.as_str()),
+        ("TIPOFF_SOLANA_RPC_URL", rpc.url.as_str()),
+        ("TIPOFF_SOLANA_POLL_INTERVAL", "50ms"),
+        ("TIPOFF_LEAGUES", "nba"),
+        ("TIPOFF_ESPN_BASE_URL", espn.base_url.as_str()),
+        ("TIPOFF_SCORE_LIVE_INTERVAL", "300ms"),
+        ("TIPOFF_SCORE_IDLE_INTERVAL", "300ms"),
+        ("TIPOFF_SCHEDULE_LOOKAHEAD_DAYS", "1"),
+        ("TIPOFF_WITHDRAWAL_TTL", "1s"),
+        ("TIPOFF_CLEANUP_INTERVAL", "200ms"),
+        ("TIPOFF_LOG", "warn"),
+    ];
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+
+    let first = Daemon::spawn(&env);
+    first.wait_notify("READY=1", Duration::from_secs(20));
+    let users: Vec<(String, String)> = (0..3)
+        .map(|_| {
+            let u: Value = client
+                .post(first.url("/api/v1/users"))
+                .json(&json!({}))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            (
+                u["api_key"].as_str().unwrap().to_string(),
+                u["deposit_code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    drop(first);
+
+    // The chain: a new deposit to a random user (or with no memo) every 15 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let pushed = Arc::new(AtomicU64::new(0));
+    let pushed_amount = Arc::new(AtomicU64::new(0));
+    let feeder = {
+        let (stop, pushed, pushed_amount, rpc) = (
+            stop.clone(),
+            pushed.clone(),
+            pushed_amount.clone(),
+            rpc.clone(),
+        );
+        let codes: Vec<String> = users.iter().map(|(_, c)| c.clone()).collect();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                n += 1;
+                let sig = constructed_signature("C", n);
+                let amount = 100 + random(900);
+                let memo = (n % 5 != 0).then(|| codes[(n % codes.len() as u64) as usize].clone());
+                rpc.add_transaction(
+                    &sig,
+                    constructed_transfer(
+                        &sig,
+                        1_000_000 + n,
+                        USDC_MINT,
+                        USDC_TREASURY,
+                        0,
+                        amount,
+                        memo.as_deref(),
+                    ),
+                );
+                rpc.push_signatures(
+                    USDC_TREASURY,
+                    vec![signature_entry(&sig, 1_000_000 + n, memo.as_deref())],
+                );
+                pushed.fetch_add(1, Ordering::AcqRel);
+                pushed_amount.fetch_add(amount, Ordering::AcqRel);
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        })
+    };
+
+    // Users stake on open markets whenever the daemon answers.
+    let port_slot = Arc::new(Mutex::new(0u16));
+    let stakers: Vec<_> = users
+        .iter()
+        .map(|(key, _)| {
+            let (key, stop, port_slot, client) =
+                (key.clone(), stop.clone(), port_slot.clone(), client.clone());
+            std::thread::spawn(move || {
+                let mut placed = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    let port = *port_slot.lock().unwrap();
+                    let base = format!("http://127.0.0.1:{port}");
+                    let markets = client
+                        .get(format!("{base}/api/v1/markets?state=open"))
+                        .send()
+                        .ok()
+                        .and_then(|r| r.json::<Value>().ok());
+                    let ids: Vec<i64> = markets
+                        .map(|m| {
+                            m["items"]
+                                .as_array()
+                                .cloned()
+                                .unwrap_or_default()
+                                .iter()
+                                .filter_map(|m| m["id"].as_i64())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if ids.is_empty() {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                    if random(8) == 0 {
+                        // Now and then a withdrawal, left pending for the cleanup to expire.
+                        let _ = client.post(format!("{base}/api/v1/me/withdrawals")).bearer_auth(&key)
+                            .json(&json!({"token": "usdc", "amount": 1 + random(30), "destination": USDC_TREASURY})).send();
+                    }
+                    let market = ids[random(ids.len() as u64) as usize];
+                    let outcome = if random(2) == 0 { "home" } else { "away" };
+                    let res = client
+                        .post(format!("{base}/api/v1/markets/{market}/stakes"))
+                        .bearer_auth(&key)
+                        .json(
+                            &json!({"outcome": outcome, "amount": 1 + random(40), "token": "usdc"}),
+                        )
+                        .send();
+                    if res.is_ok_and(|r| r.status() == 201) {
+                        placed += 1;
+                    }
+                }
+                placed
+            })
+        })
+        .collect();
+
+    let mut finals = 0;
+    for round in 0..RESTARTS {
+        let d = Daemon::spawn(&env);
+        d.wait_notify("READY=1", Duration::from_secs(20));
+        let before = audit(&client, &d);
+        *port_slot.lock().unwrap() = d.port;
+        if round % 3 == 2 && finals < 15 {
+            finals += 2;
+            espn.serve("basketball/nba", today, board(finals));
+        }
+        std::thread::sleep(Duration::from_millis(150 + random(1000)));
+        let mut d = d;
+        d.signal(libc::SIGKILL);
+        d.wait_exit(Duration::from_secs(5));
+        let deposits = before["tokens"][0]["deposits"].as_i64().unwrap_or(0);
+        assert!(
+            deposits as u64 <= pushed_amount.load(Ordering::Acquire),
+            "never more than the chain holds"
+        );
+    }
+
+    stop.store(true, Ordering::Release);
+    feeder.join().unwrap();
+    let placed: u64 = stakers.into_iter().map(|s| s.join().unwrap()).sum();
+    // The last start catches up: every deposit the chain shows is credited exactly once.
+    let d = Daemon::spawn(&env);
+    d.wait_notify("READY=1", Duration::from_secs(20));
+    let total = pushed_amount.load(Ordering::Acquire) as i64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let last = loop {
+        let a = audit(&client, &d);
+        if a["tokens"][0]["deposits"].as_i64() == Some(total) || Instant::now() > deadline {
+            break a;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        last["tokens"][0]["deposits"].as_i64(),
+        Some(total),
+        "{last:#}"
+    );
+    let settled: Value = client
+        .get(d.url("/api/v1/markets?state=settled&limit=200"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let settled = settled["items"].as_array().unwrap().len();
+    assert!(
+        placed > 0 && settled > 0,
+        "the run staked ({placed}) and settled ({settled})"
+    );
+    // Withdrawals requested along the way ended up expired by the cleanup (their TTL is 1 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    let expired: usize = users
+        .iter()
+        .map(|(key, _)| {
+            let list: Value = client
+                .get(d.url("/api/v1/me/withdrawals?limit=200"))
+                .bearer_auth(key)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|w| w["state"] == "expired")
+                .count()
+        })
+        .sum();
+    assert!(expired > 0, "some withdrawals were expired by the cleanup");
+    let last = audit(&client, &d);
+    assert_eq!(
+        last["tokens"][0]["holds"], 0,
+        "every expired hold was refunded"
+    );
+    eprintln!("crash consistency: {RESTARTS} SIGKILLs, {} deposits, {placed} stakes, {settled} markets settled, {expired} withdrawals expired; audit: {}", pushed.load(Ordering::Acquire), last["tokens"][0]);
+}
+
+#[test]
+fn money_survives_repeated_sigkill_on_sqlite() {
+    crash_consistency(Db::Sqlite);
+}
+
+#[test]
+fn money_survives_repeated_sigkill_on_postgres() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(url) = rt.block_on(postgres_db("money_survives_repeated_sigkill_on_postgres")) else {
+        return;
+    };
+    crash_consistency(Db::Postgres(url));
+}
