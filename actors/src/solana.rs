@@ -295,7 +295,10 @@ mod tests {
         assert!(is_pubkey("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"));
         assert!(is_pubkey("11111111111111111111111111111111"));
         assert!(!is_pubkey("1111111111111111111111111111111"), "31 bytes");
-        assert!(!is_pubkey("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt"), "30 or 31 bytes");
+        assert!(
+            !is_pubkey("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt"),
+            "30 or 31 bytes"
+        );
         assert!(!is_pubkey("0PjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"));
         assert!(!is_pubkey(""));
         assert!(is_signature("2S2rTZjaqzxYRw9mnqzwtyqitKtSsnE8GVqLn1KrD5R2YpXZnU4GdjppsgfSAbrzJfaqadfi8CtrqEBy588WVQ3E"));
