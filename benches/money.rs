@@ -15,6 +15,8 @@
 #[path = "../tests/api/rpc_mock.rs"]
 mod rpc_mock;
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,22 +37,6 @@ const MINT: &str = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v";
 const TREASURY: &str = "H51DXRt3ubThhdhNeDMScfkbC5X4AWzYfHaZS3JKEfPh";
 const USERS: usize = 32;
 const MARKETS: usize = 20;
-
-async fn postgres_url(tag: &str) -> Option<String> {
-    let base = std::env::var("TIPOFF_TEST_POSTGRES_URL").ok()?;
-    let name = format!("tipoff_test_bench_{tag}_{}", std::process::id());
-    let admin = sqlx::PgPool::connect(&base).await.ok()?;
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-        .execute(&admin)
-        .await;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .ok()?;
-    admin.close().await;
-    let (prefix, _) = base.rsplit_once('/')?;
-    Some(format!("{prefix}/{name}"))
-}
 
 async fn deposits(label: &str, url: &str, rpc: &rpc_mock::MockRpc) {
     let store = Store::connect(url, &StoreOptions::default()).await.unwrap();
@@ -252,13 +238,13 @@ fn main() {
         deposits("sqlite", &url, &rpc).await;
         let url = format!("sqlite://{}", dir.path().join("stakes.db").display());
         stakes("sqlite", &url, total).await;
-        match postgres_url("deposits").await {
+        match common::postgres_url("deposits").await {
             Some(url) => deposits("postgres", &url, &rpc).await,
             None => {
                 println!("postgres: TIPOFF_TEST_POSTGRES_URL not set (or unreachable); skipped")
             }
         }
-        if let Some(url) = postgres_url("stakes").await {
+        if let Some(url) = common::postgres_url("stakes").await {
             stakes("postgres", &url, total).await;
         }
     });

@@ -12,6 +12,8 @@
 #[path = "../tests/api/espn_mock.rs"]
 mod espn_mock;
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,22 +42,6 @@ fn env(db_url: &str, espn: &str, cache_ttl: &str) -> HashMap<String, String> {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
-}
-
-async fn postgres_url() -> Option<String> {
-    let base = std::env::var("TIPOFF_TEST_POSTGRES_URL").ok()?;
-    let name = format!("tipoff_test_bench_{}", std::process::id());
-    let admin = sqlx::PgPool::connect(&base).await.ok()?;
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-        .execute(&admin)
-        .await;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .ok()?;
-    admin.close().await;
-    let (prefix, _) = base.rsplit_once('/')?;
-    Some(format!("{prefix}/{name}"))
 }
 
 /// Imports the season into a fresh daemon on `db_url`; prints the figures; returns the port of
@@ -189,7 +175,7 @@ fn main() {
             let _ = task.await;
         }
         for (label, ttl) in [("postgres", "1s"), ("postgres, read cache off", "0s")] {
-            let Some(url) = postgres_url().await else {
+            let Some(url) = common::postgres_url("season").await else {
                 println!("{label}: TIPOFF_TEST_POSTGRES_URL not set (or unreachable); skipped");
                 continue;
             };

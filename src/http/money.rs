@@ -259,6 +259,16 @@ fn deposit_json(d: &Deposit) -> Value {
            "created_at": d.created_at, "assigned_at": d.assigned_at})
 }
 
+impl PageQuery {
+    /// The page size and the id the page starts before.
+    fn bounds(&self) -> Result<(i64, Option<i64>), ApiError> {
+        Ok((
+            limit(self.limit.as_deref())?,
+            id_cursor(self.cursor.as_deref())?,
+        ))
+    }
+}
+
 /// Answers a newest-first, id-keyed page.
 fn id_page<T>(
     rows: Vec<T>,
@@ -277,8 +287,7 @@ pub async fn ledger(
     state: web::Data<AppState>,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = limit(q.limit.as_deref())?;
-    let before = id_cursor(q.cursor.as_deref())?;
+    let (limit, before) = q.bounds()?;
     let rows = state
         .store
         .ledger(&user_account(user.id), before, limit + 1)
@@ -292,8 +301,7 @@ pub async fn stakes(
     state: web::Data<AppState>,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = limit(q.limit.as_deref())?;
-    let before = id_cursor(q.cursor.as_deref())?;
+    let (limit, before) = q.bounds()?;
     let rows = state.store.stakes_of(user.id, before, limit + 1).await?;
     Ok(id_page(rows, limit, |s| s.id, stake_json))
 }
@@ -376,8 +384,7 @@ pub async fn withdrawals(
     state: web::Data<AppState>,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = limit(q.limit.as_deref())?;
-    let before = id_cursor(q.cursor.as_deref())?;
+    let (limit, before) = q.bounds()?;
     let rows = state
         .store
         .withdrawals_of(user.id, before, limit + 1)
@@ -442,8 +449,7 @@ pub async fn deposits(
     state: web::Data<AppState>,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = limit(q.limit.as_deref())?;
-    let before = id_cursor(q.cursor.as_deref())?;
+    let (limit, before) = q.bounds()?;
     let unattributed = match q.unattributed.as_deref() {
         None | Some("false") => false,
         Some("true") => true,

@@ -1,0 +1,19 @@
+//! What the benches share.
+
+/// A fresh PostgreSQL database named after `tag` on the server of `TIPOFF_TEST_POSTGRES_URL`,
+/// or `None` when the variable is unset or the server unreachable.
+pub async fn postgres_url(tag: &str) -> Option<String> {
+    let base = std::env::var("TIPOFF_TEST_POSTGRES_URL").ok()?;
+    let name = format!("tipoff_test_bench_{tag}_{}", std::process::id());
+    let admin = sqlx::PgPool::connect(&base).await.ok()?;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&admin)
+        .await;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .ok()?;
+    admin.close().await;
+    let (prefix, _) = base.rsplit_once('/')?;
+    Some(format!("{prefix}/{name}"))
+}
