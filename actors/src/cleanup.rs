@@ -52,7 +52,7 @@ pub async fn sweep(store: &Store, settings: &CleanupSettings) -> Result<Swept, S
     let cutoff = now - chrono::Duration::from_std(settings.withdrawal_ttl).unwrap_or_default();
     loop {
         let stale = store.stale_withdrawals(cutoff, 100).await?;
-        let batch = stale.len();
+        let (batch, expired_before) = (stale.len(), swept.withdrawals_expired);
         for id in stale {
             match store
                 .finish_withdrawal(id, WithdrawalOutcome::Expired, Utc::now())
@@ -68,7 +68,8 @@ pub async fn sweep(store: &Store, settings: &CleanupSettings) -> Result<Swept, S
                 Err(e) => return Err(e),
             }
         }
-        if batch < 100 {
+        // A full batch that expired nothing (all taken by another pass) would come back as is.
+        if batch < 100 || swept.withdrawals_expired == expired_before {
             break;
         }
     }

@@ -18,26 +18,32 @@ impl AdminToken {
         AdminToken(token.map(digest))
     }
 
-    fn check(&self, header: Option<&str>) -> Result<(), ApiError> {
+    fn check(&self, presented: Option<&str>) -> Result<(), ApiError> {
         let Some(expected) = &self.0 else {
             return Err(ApiError::Forbidden(
                 "admin endpoints are disabled: TIPOFF_ADMIN_TOKEN is not set".into(),
             ));
         };
-        let presented = header
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| {
-                ApiError::Unauthorized(
-                    "missing bearer token: send Authorization: Bearer <admin token>".into(),
-                )
-            })?;
+        let presented = presented.ok_or_else(|| {
+            ApiError::Unauthorized(
+                "missing bearer token: send Authorization: Bearer <admin token>".into(),
+            )
+        })?;
         if bool::from(digest(presented).ct_eq(expected)) {
             Ok(())
         } else {
             Err(ApiError::Unauthorized("invalid admin token".into()))
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if the request has one.
+pub fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -53,13 +59,7 @@ impl FromRequest for Admin {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let result = match req.app_data::<web::Data<AppState>>() {
-            Some(state) => {
-                let header = req
-                    .headers()
-                    .get("authorization")
-                    .and_then(|h| h.to_str().ok());
-                state.admin.check(header).map(|()| Admin)
-            }
+            Some(state) => state.admin.check(bearer(req)).map(|()| Admin),
             None => Err(ApiError::Internal("application state missing".into())),
         };
         ready(result)

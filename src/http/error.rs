@@ -84,6 +84,8 @@ impl From<tipoff_actors::StoreError> for ApiError {
     fn from(e: tipoff_actors::StoreError) -> Self {
         match e {
             tipoff_actors::StoreError::NotFound => ApiError::NotFound("not found".into()),
+            tipoff_actors::StoreError::Conflict(m) => ApiError::Conflict(m),
+            tipoff_actors::StoreError::Invalid(m) => ApiError::BadRequest(m),
             other => ApiError::Internal(other.to_string()),
         }
     }

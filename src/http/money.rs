@@ -30,7 +30,7 @@ use tipoff_actors::store::{
 };
 use tipoff_actors::StoreError;
 
-use super::auth::Admin;
+use super::auth::{bearer, Admin};
 use super::read::{id_cursor, limit, not_found, page};
 use super::{error::ApiError, AppState};
 
@@ -53,12 +53,7 @@ impl FromRequest for Caller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let key = req
-            .headers()
-            .get("authorization")
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(|k| k.trim().to_string());
+        let key = bearer(req).map(str::to_string);
         Box::pin(async move {
             let state =
                 state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
@@ -112,14 +107,6 @@ fn token<'a>(state: &'a AppState, name: &str) -> Result<&'a Token, ApiError> {
             format!("unknown token `{name}` (configured: {})", known.join(", "))
         })
     })
-}
-
-fn store_conflict(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Conflict(m) => ApiError::Conflict(m),
-        StoreError::Invalid(m) => ApiError::BadRequest(m),
-        other => other.into(),
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -341,10 +328,7 @@ pub async fn stake(
             Utc::now(),
         )
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound(format!("no market {market_id}")),
-            other => store_conflict(other),
-        })?;
+        .map_err(not_found("market", market_id))?;
     Ok(HttpResponse::Created().json(stake_json(&stake)))
 }
 
@@ -372,8 +356,7 @@ pub async fn withdraw(
     let w = state
         .store
         .request_withdrawal(user.id, &token.name, amount, destination, Utc::now())
-        .await
-        .map_err(store_conflict)?;
+        .await?;
     tracing::info!(withdrawal = w.id, user = user.id, token = %w.token, amount = w.amount, "withdrawal requested");
     Ok(HttpResponse::Created().json(withdrawal_json(&w)))
 }
@@ -435,10 +418,7 @@ pub async fn finish_withdrawal(
         .store
         .finish_withdrawal(id, outcome, Utc::now())
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound(format!("no withdrawal {id}")),
-            other => store_conflict(other),
-        })?;
+        .map_err(not_found("withdrawal", id))?;
     tracing::info!(withdrawal = id, state = %w.state, "withdrawal finished by an admin");
     Ok(HttpResponse::Ok().json(withdrawal_json(&w)))
 }
@@ -483,10 +463,7 @@ pub async fn assign_deposit(
         .store
         .assign_deposit(id, body.user_id, Utc::now())
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => not_found("deposit", id)(e),
-            other => store_conflict(other),
-        })?;
+        .map_err(not_found("deposit", id))?;
     tracing::info!(
         deposit = id,
         user = body.user_id,

@@ -27,7 +27,6 @@ pub use imports::{FailedDate, ImportFilter, ImportJob, ACTIVE_IMPORT_STATES, IMP
 pub use money::{
     parimutuel, user_account, Audit, Balance, Credited, Cursor, Deposit, IncomingDeposit,
     LedgerEntry, Stake, TokenTotals, User, Withdrawal, WithdrawalOutcome, DEFAULT_FEE_BPS,
-    WITHDRAWAL_STATES,
 };
 
 use std::sync::Arc;

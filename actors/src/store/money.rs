@@ -32,16 +32,13 @@ pub fn user_account(user_id: i64) -> String {
     format!("user:{user_id}")
 }
 
-fn escrow_account(market_id: i64) -> String {
+pub(crate) fn escrow_account(market_id: i64) -> String {
     format!("escrow:{market_id}")
 }
 
 fn holds_account(user_id: i64) -> String {
     format!("holds:{user_id}")
 }
-
-/// Withdrawal states.
-pub const WITHDRAWAL_STATES: &[&str] = &["pending", "completed", "failed", "expired"];
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq, Eq)]
 pub struct User {
@@ -291,11 +288,11 @@ macro_rules! settle_in_tx {
         .bind(market_id)
         .fetch_all(&mut *$tx).await?;
         let plan = $crate::store::money::parimutuel(&stakes, winner, fee_bps);
-        let escrow = format!("escrow:{market_id}");
+        let escrow = $crate::store::money::escrow_account(market_id);
         for (stake, payout, kind) in &plan.stakes {
             if *payout > 0 {
                 let reference = format!("stake:{}", stake.id);
-                let account = format!("user:{}", stake.user_id);
+                let account = $crate::store::money::user_account(stake.user_id);
                 transfer!($tx, credit_first, &stake.token, &escrow, &account, *payout, kind, &reference, now);
             }
             sqlx::query("UPDATE stakes SET payout = $1, settled_at = $2 WHERE id = $3")
@@ -415,22 +412,12 @@ impl Store {
                     )),
                 });
             }
-            let account = user_account(user_id);
-            transfer!(@debit tx, token, account.as_str(), amount);
-            transfer!(@credit tx, token, escrow_account(market_id), amount);
             let stake: Stake = sqlx::query_as(&format!(
                 "INSERT INTO stakes (market_id, user_id, outcome, token, amount, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {STAKE_COLUMNS}"
             ))
             .bind(market_id).bind(user_id).bind(outcome).bind(token).bind(amount).bind(now)
             .fetch_one(&mut *tx).await?;
-            let transfer_id = uuid::Uuid::new_v4().to_string();
-            sqlx::query(
-                "INSERT INTO ledger_entries (transfer_id, account, token, amount, kind, reference, created_at) \
-                 VALUES ($1, $2, $3, $4, 'stake', $5, $6), ($1, $7, $3, $8, 'stake', $5, $6)",
-            )
-            .bind(&transfer_id).bind(&account).bind(token).bind(-amount).bind(format!("stake:{}", stake.id)).bind(now)
-            .bind(escrow_account(market_id)).bind(amount)
-            .execute(&mut *tx).await?;
+            transfer!(tx, debit_first, token, &user_account(user_id), &escrow_account(market_id), amount, "stake", &format!("stake:{}", stake.id), now);
             tx.commit().await?;
             stake
         });
@@ -606,22 +593,12 @@ impl Store {
         let _writer = self.writer().await;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let account = user_account(user_id);
-            transfer!(@debit tx, token, account.as_str(), amount);
-            transfer!(@credit tx, token, holds_account(user_id), amount);
             let w: Withdrawal = sqlx::query_as(&format!(
                 "INSERT INTO withdrawals (user_id, token, amount, destination, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) RETURNING {WITHDRAWAL_COLUMNS}"
             ))
             .bind(user_id).bind(token).bind(amount).bind(destination).bind(now)
             .fetch_one(&mut *tx).await?;
-            let transfer_id = uuid::Uuid::new_v4().to_string();
-            sqlx::query(
-                "INSERT INTO ledger_entries (transfer_id, account, token, amount, kind, reference, created_at) \
-                 VALUES ($1, $2, $3, $4, 'withdrawal_hold', $5, $6), ($1, $7, $3, $8, 'withdrawal_hold', $5, $6)",
-            )
-            .bind(&transfer_id).bind(&account).bind(token).bind(-amount).bind(format!("withdrawal:{}", w.id)).bind(now)
-            .bind(holds_account(user_id)).bind(amount)
-            .execute(&mut *tx).await?;
+            transfer!(tx, debit_first, token, &user_account(user_id), &holds_account(user_id), amount, "withdrawal_hold", &format!("withdrawal:{}", w.id), now);
             tx.commit().await?;
             Ok(w)
         })
