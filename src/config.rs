@@ -155,6 +155,17 @@ const KEYS: &[Key] = &[
     key("withdrawal_ttl", "30m"),
     key("cleanup_interval", "60s"),
     key("history_retention", "30d"),
+    secret("webhook_secret"),
+    key("webhook_timeout", "10s"),
+    key("webhook_max_attempts", "10"),
+    key("webhook_backoff_base", "5s"),
+    key("webhook_backoff_cap", "30m"),
+    key("outbox_interval", "1s"),
+    key("outbox_batch", "100"),
+    key("events_retention", "7d"),
+    key("events_poll_interval", "500ms"),
+    key("sse_heartbeat", "15s"),
+    key("docs", ""),
 ];
 
 fn env_name(key: &str) -> String {
@@ -236,6 +247,23 @@ pub struct Config {
     pub cleanup_interval: Duration,
     /// Finished history (import jobs) older than this is pruned.
     pub history_retention: Duration,
+    /// Signs every webhook body (HMAC-SHA256); required when `webhook_urls` is set.
+    pub webhook_secret: Option<Secret>,
+    pub webhook_timeout: Duration,
+    /// Attempts before an event is marked dead.
+    pub webhook_max_attempts: u32,
+    pub webhook_backoff_base: Duration,
+    pub webhook_backoff_cap: Duration,
+    pub outbox_interval: Duration,
+    pub outbox_batch: i64,
+    /// Outbox events older than this are pruned (once delivered); SSE resume reaches back this far.
+    pub events_retention: Duration,
+    /// How often the `events` service reads new events for the live streams.
+    pub events_poll_interval: Duration,
+    /// Comment line sent on idle SSE streams.
+    pub sse_heartbeat: Duration,
+    /// Whether `/docs` (the API reference page) is served (default: on in development).
+    pub docs: bool,
     /// Each setting's raw value and source, for `check-config`.
     entries: Vec<(&'static Key, String, Source)>,
 }
@@ -512,6 +540,33 @@ impl Config {
             );
         }
 
+        let webhook_secret = get("webhook_secret").opt().map(Secret::new);
+        if !webhook_urls.is_empty() {
+            match &webhook_secret {
+                None => {
+                    return Err(get("webhook_secret")
+                        .err("must be set when TIPOFF_WEBHOOK_URLS is set (webhook bodies are signed with it)"))
+                }
+                Some(s) if s.expose().len() < 16 => {
+                    return Err(get("webhook_secret").err("must be at least 16 characters long"))
+                }
+                Some(_) => {}
+            }
+        }
+        let webhook_backoff_cap = nonzero("webhook_backoff_cap")?;
+        if webhook_backoff_cap < nonzero("webhook_backoff_base")? {
+            return Err(
+                get("webhook_backoff_cap").err("must not be smaller than webhook_backoff_base")
+            );
+        }
+        let docs_raw = get("docs");
+        let docs = match docs_raw.value.trim() {
+            "" => environment == Environment::Development,
+            "true" | "on" | "1" => true,
+            "false" | "off" | "0" => false,
+            other => return Err(docs_raw.err(format!("`{other}` is not one of true, false"))),
+        };
+
         let config = Config {
             env: environment,
             listen,
@@ -568,6 +623,17 @@ impl Config {
             withdrawal_ttl: nonzero("withdrawal_ttl")?,
             cleanup_interval: nonzero("cleanup_interval")?,
             history_retention: nonzero("history_retention")?,
+            webhook_secret,
+            webhook_timeout: nonzero("webhook_timeout")?,
+            webhook_max_attempts: get("webhook_max_attempts").number(1u32)?,
+            webhook_backoff_base: nonzero("webhook_backoff_base")?,
+            webhook_backoff_cap,
+            outbox_interval: nonzero("outbox_interval")?,
+            outbox_batch: get("outbox_batch").number(1i64)?,
+            events_retention: nonzero("events_retention")?,
+            events_poll_interval: nonzero("events_poll_interval")?,
+            sse_heartbeat: nonzero("sse_heartbeat")?,
+            docs,
             entries: raws
                 .into_iter()
                 .map(|r| {

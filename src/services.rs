@@ -9,8 +9,13 @@
 //! │                    with their payouts); one shared ESPN client
 //! ├── watcher:<token>  one per token in TIPOFF_TOKENS (skipped without TIPOFF_SOLANA_RPC_URL),
 //! │                    permanent, singleton, started staggered: deposits credited exactly once
-//! └── cleanup          permanent, singleton: stale withdrawals expire, old history is pruned
+//! ├── cleanup          permanent, singleton: stale withdrawals expire, old history is pruned
+//! ├── outbox           (skipped without TIPOFF_WEBHOOK_URLS) permanent, singleton: domain
+//! │                    events POSTed to the webhooks, signed, retried, dead after N attempts
+//! └── events           permanent, every replica: new outbox rows → the live SSE streams
 //! ```
+//! (The embeddings backfill of SPEC §5 is not built yet; `TIPOFF_EMBEDDINGS_URL` is accepted
+//! and ignored.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +23,8 @@ use std::time::Duration;
 use tipoff_actors::cleanup::{Cleanup, CleanupSettings};
 use tipoff_actors::db::DbService;
 use tipoff_actors::espn::EspnClient;
+use tipoff_actors::events::{EventHub, EventsFeed};
+use tipoff_actors::outbox::{Outbox, OutboxSettings, WebhookClient};
 use tipoff_actors::poller::{Poller, PollerSettings};
 use tipoff_actors::restart::RestartSettings;
 use tipoff_actors::solana::RpcClient;
@@ -28,7 +35,11 @@ use tipoff_actors::{factory, ChildSpec, Store, SupervisorSettings};
 use crate::config::Config;
 
 /// The children of the root supervisor, in start order.
-pub fn child_specs(config: &Config, store: &Store) -> Result<Vec<ChildSpec>, String> {
+pub fn child_specs(
+    config: &Config,
+    store: &Store,
+    hub: &Arc<EventHub>,
+) -> Result<Vec<ChildSpec>, String> {
     let mut specs = Vec::new();
     let db_store = store.clone();
     let ping = config.db_ping_interval;
@@ -128,6 +139,8 @@ pub fn child_specs(config: &Config, store: &Store) -> Result<Vec<ChildSpec>, Str
         interval: config.cleanup_interval,
         withdrawal_ttl: config.withdrawal_ttl,
         retention: config.history_retention,
+        events_retention: config.events_retention,
+        webhooks_enabled: !config.webhook_urls.is_empty(),
     };
     let cleanup_store = store.clone();
     specs.push(
@@ -138,7 +151,75 @@ pub fn child_specs(config: &Config, store: &Store) -> Result<Vec<ChildSpec>, Str
         .singleton()
         .hang_deadline(config.hang_timeout),
     );
+
+    match (&config.webhook_urls[..], &config.webhook_secret) {
+        ([], _) => specs.push(ChildSpec::skipped(
+            "outbox",
+            "no webhooks configured (TIPOFF_WEBHOOK_URLS is empty)",
+        )),
+        (_, None) => return Err("TIPOFF_WEBHOOK_SECRET is required with webhook URLs".into()),
+        (urls, Some(secret)) => {
+            let settings = outbox_settings(config, urls);
+            let client = WebhookClient::new(secret.expose(), config.webhook_timeout)
+                .map_err(|e| format!("cannot build the webhook client: {e}"))?;
+            let deadline = outbox_hang_deadline(config, &settings);
+            let outbox_store = store.clone();
+            specs.push(
+                ChildSpec::new(
+                    "outbox",
+                    factory(move |svc| {
+                        Ok(Outbox::new(
+                            outbox_store.clone(),
+                            client.clone(),
+                            settings.clone(),
+                            svc,
+                        ))
+                    }),
+                )
+                .singleton()
+                .stop_timeout(config.webhook_timeout + Duration::from_secs(2))
+                .hang_deadline(deadline),
+            );
+        }
+    }
+
+    let (events_store, hub, every) = (store.clone(), hub.clone(), config.events_poll_interval);
+    specs.push(
+        ChildSpec::new(
+            "events",
+            factory(move |svc| {
+                Ok(EventsFeed::new(
+                    events_store.clone(),
+                    hub.clone(),
+                    every,
+                    svc,
+                ))
+            }),
+        )
+        .hang_deadline(config.hang_timeout),
+    );
     Ok(specs)
+}
+
+fn outbox_settings(config: &Config, urls: &[String]) -> OutboxSettings {
+    OutboxSettings {
+        urls: urls.to_vec(),
+        interval: config.outbox_interval,
+        batch: config.outbox_batch,
+        max_attempts: config.webhook_max_attempts,
+        backoff_base: config.webhook_backoff_base,
+        backoff_cap: config.webhook_backoff_cap,
+        timeout: config.webhook_timeout,
+    }
+}
+
+/// A delivery pass POSTs each event of a batch to each URL in turn, each bounded by the
+/// webhook timeout (a URL that fails is not retried within the pass).
+fn outbox_hang_deadline(config: &Config, settings: &OutboxSettings) -> Duration {
+    let posts = settings.batch as u32 + settings.urls.len() as u32;
+    config
+        .hang_timeout
+        .max(config.webhook_timeout * posts.min(10_000) + Duration::from_secs(30))
 }
 
 /// A watcher's pass makes up to 1,000 `getTransaction` calls, `solana_concurrency` at a time,

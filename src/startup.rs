@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
 use actix_web::{web, HttpServer};
+use tipoff_actors::events::EventHub;
 use tipoff_actors::supervisor::{self, Fatal, GetStatus};
 use tipoff_actors::{ChildSpec, Registry, Shared, Store, StoreOptions, Supervisor};
 use tokio::sync::mpsc;
 
 use crate::config::{redact_url, Config};
-use crate::http::{self, AdminToken, AppState, Lifecycle};
+use crate::http::{self, AdminToken, AppState, Lifecycle, Reloadable};
 use crate::services;
 use crate::systemd::{self, Notifier};
 
@@ -106,7 +107,9 @@ impl Application {
         );
 
         let shared = Arc::new(Shared::default());
-        let mut specs = services::child_specs(&config, &store).map_err(StartupError::Supervisor)?;
+        let events = EventHub::new(1024, store.last_event_id().await?);
+        let mut specs = services::child_specs(&config, &store, &events)
+            .map_err(StartupError::Supervisor)?;
         specs.extend(extra);
         for spec in &specs {
             match &spec.skip_reason {
@@ -140,10 +143,16 @@ impl Application {
             admin: AdminToken::new(config.admin_token.as_ref().map(|t| t.expose())),
             actor_timeout: config.actor_timeout,
             environment: config.env.as_str(),
-            leagues_enabled: config.leagues.clone(),
+            live: std::sync::RwLock::new(Reloadable {
+                leagues_enabled: config.leagues.clone(),
+                tokens: config.tokens.clone(),
+            }),
             read_cache: http::cache::ReadCache::new(config.read_cache_ttl),
-            tokens: config.tokens.clone(),
             registration: config.registration,
+            events: events.clone(),
+            sse_heartbeat: config.sse_heartbeat,
+            docs: config.docs,
+            metrics: http::metrics::Metrics::new(),
         });
         let app_state = state.clone();
         let drain = config.shutdown_timeout.as_secs().clamp(1, 10);
@@ -226,6 +235,8 @@ impl Application {
         }
         state.lifecycle.begin_stopping();
         notifier.notify("STOPPING=1\nSTATUS=stopping");
+        // Live streams get their final event now, so the drain below does not wait on them.
+        state.lifecycle.close_streams();
         if !config.shutdown_drain_delay.is_zero() {
             tokio::time::sleep(config.shutdown_drain_delay.min(remaining())).await;
         }

@@ -3,7 +3,8 @@
 //! - A withdrawal still `pending` after the TTL becomes `expired` and its hold returns to the
 //!   user, each in one compare-and-set transaction ([`Store::finish_withdrawal`]): when two
 //!   passes race (two replicas, or a pass and an admin), only one of them changes it.
-//! - Import jobs that ended more than the retention ago are deleted with their dates.
+//! - Import jobs that ended more than the retention ago are deleted with their dates; outbox
+//!   events past their own retention are deleted once delivered.
 //!
 //! Messages: [`Control`] (ping / stop / wake: run now).
 //! Timers: one pass every interval. Stops: at once, or when the pass in flight ends.
@@ -24,6 +25,10 @@ pub struct CleanupSettings {
     pub withdrawal_ttl: Duration,
     /// Finished history older than this is deleted.
     pub retention: Duration,
+    /// Outbox events older than this are deleted once delivered (all of them when no webhook
+    /// is configured: they then only serve the live stream's resume).
+    pub events_retention: Duration,
+    pub webhooks_enabled: bool,
 }
 
 impl Default for CleanupSettings {
@@ -32,6 +37,8 @@ impl Default for CleanupSettings {
             interval: Duration::from_secs(60),
             withdrawal_ttl: Duration::from_secs(30 * 60),
             retention: Duration::from_secs(30 * 86400),
+            events_retention: Duration::from_secs(7 * 86400),
+            webhooks_enabled: false,
         }
     }
 }
@@ -43,6 +50,7 @@ pub struct Swept {
     /// Stale withdrawals another actor ended first.
     pub withdrawals_lost_race: usize,
     pub import_jobs_pruned: u64,
+    pub events_pruned: u64,
 }
 
 /// One cleanup pass.
@@ -75,6 +83,10 @@ pub async fn sweep(store: &Store, settings: &CleanupSettings) -> Result<Swept, S
     }
     let keep = chrono::Duration::from_std(settings.retention).unwrap_or_default();
     swept.import_jobs_pruned = store.prune_import_jobs(now - keep).await?;
+    let keep_events = chrono::Duration::from_std(settings.events_retention).unwrap_or_default();
+    swept.events_pruned = store
+        .prune_outbox(now - keep_events, !settings.webhooks_enabled)
+        .await?;
     Ok(swept)
 }
 
@@ -117,6 +129,7 @@ impl Cleanup {
                                     expired = swept.withdrawals_expired,
                                     lost_race = swept.withdrawals_lost_race,
                                     import_jobs_pruned = swept.import_jobs_pruned,
+                                    events_pruned = swept.events_pruned,
                                     "cleanup pass"
                                 );
                             }

@@ -14,9 +14,11 @@
 //! - [`poller`]: the `poller:<league>` children: schedule loop, adaptive score loop, import jobs.
 //! - [`solana`] and [`watcher`]: the `watcher:<token>` children: Solana deposits credited once.
 //! - [`cleanup`]: the `cleanup` child: stale withdrawals expire, old history is pruned.
+//! - [`outbox`]: the `outbox` child: domain events delivered to webhooks, signed, retried.
+//! - [`events`]: the `events` child: feeds the live SSE stream from the outbox table.
 //! - [`store`]: the storage seam over SQLite and PostgreSQL, with their migrations: leagues,
 //!   games and markets (`games.rs`), import jobs (`imports.rs`), users, ledger, stakes,
-//!   deposits and withdrawals (`money.rs`).
+//!   deposits and withdrawals (`money.rs`), the outbox of domain events (`outbox.rs`).
 //!
 //! Data flow: the daemon builds a [`Store`](store::Store) and the child specs, starts the
 //! [`Supervisor`](supervisor::Supervisor), and hands both to its HTTP handlers. Handlers read
@@ -25,6 +27,8 @@
 pub mod cleanup;
 pub mod db;
 pub mod espn;
+pub mod events;
+pub mod outbox;
 pub mod poller;
 pub mod restart;
 pub mod service;

@@ -1,5 +1,9 @@
 //! Admin authentication: `Authorization: Bearer <admin token>`, compared in constant time over
 //! SHA-256 digests (so neither content nor length leaks through timing).
+//!
+//! The dashboard (`/admin/ui`) signs in once with the token and then carries it in an
+//! `HttpOnly`, `SameSite=Strict` cookie; a state-changing request authenticated by that cookie
+//! must also carry `X-Tipoff-UI: 1`, which a cross-site form cannot send (CSRF).
 
 use std::future::{ready, Ready};
 
@@ -16,6 +20,17 @@ pub struct AdminToken(Option<[u8; 32]>);
 impl AdminToken {
     pub fn new(token: Option<&str>) -> Self {
         AdminToken(token.map(digest))
+    }
+
+    /// Whether `presented` is the admin token (false when none is configured).
+    pub fn matches(&self, presented: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|expected| bool::from(digest(presented).ct_eq(expected)))
+    }
+
+    pub fn configured(&self) -> bool {
+        self.0.is_some()
     }
 
     fn check(&self, presented: Option<&str>) -> Result<(), ApiError> {
@@ -46,6 +61,27 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The dashboard's session cookie.
+pub const UI_COOKIE: &str = "tipoff_admin";
+
+/// The admin token a request presents: its bearer token, else the dashboard cookie (which a
+/// state-changing request may only use with `X-Tipoff-UI: 1`).
+fn presented(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    if let Some(token) = bearer(req) {
+        return Ok(Some(token.to_string()));
+    }
+    let Some(cookie) = req.cookie(UI_COOKIE) else {
+        return Ok(None);
+    };
+    let safe = matches!(*req.method(), actix_web::http::Method::GET | actix_web::http::Method::HEAD);
+    if !safe && req.headers().get("x-tipoff-ui").is_none() {
+        return Err(ApiError::Forbidden(
+            "a dashboard session needs the X-Tipoff-UI header on this request".into(),
+        ));
+    }
+    Ok(Some(cookie.value().to_string()))
+}
+
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -59,9 +95,27 @@ impl FromRequest for Admin {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let result = match req.app_data::<web::Data<AppState>>() {
-            Some(state) => state.admin.check(bearer(req)).map(|()| Admin),
+            Some(state) => presented(req)
+                .and_then(|token| state.admin.check(token.as_deref()).map(|()| Admin)),
             None => Err(ApiError::Internal("application state missing".into())),
         };
         ready(result)
+    }
+}
+
+/// Whether the request carries the admin token (for endpoints open to all that show admins
+/// more); never an error.
+pub struct IsAdmin(pub bool);
+
+impl FromRequest for IsAdmin {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let admin = match (req.app_data::<web::Data<AppState>>(), presented(req)) {
+            (Some(state), Ok(Some(token))) => state.admin.matches(&token),
+            _ => false,
+        };
+        ready(Ok(IsAdmin(admin)))
     }
 }

@@ -43,11 +43,11 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let league = body.league.trim().to_ascii_lowercase();
     catalog_league(&league).map_err(ApiError::BadRequest)?;
-    if !state.leagues_enabled.contains(&league) {
-        let enabled = if state.leagues_enabled.is_empty() {
+    if !state.leagues_enabled().contains(&league) {
+        let enabled = if state.leagues_enabled().is_empty() {
             "none".to_string()
         } else {
-            state.leagues_enabled.join(", ")
+            state.leagues_enabled().join(", ")
         };
         return Err(ApiError::BadRequest(format!(
             "league `{league}` is not enabled, so no poller would run the import: add it to TIPOFF_LEAGUES (enabled: {enabled})"

@@ -12,7 +12,9 @@
 pub mod auth;
 pub mod cache;
 pub mod error;
+mod events;
 mod imports;
+pub mod metrics;
 mod money;
 mod ops;
 mod read;
@@ -31,11 +33,12 @@ use tracing::Instrument;
 pub use auth::AdminToken;
 pub use error::ApiError;
 
-/// Process lifecycle flags `/ready` reads.
+/// Process lifecycle flags `/ready` reads, and the signal that closes the live streams.
 #[derive(Debug)]
 pub struct Lifecycle {
     ready: AtomicBool,
     stopping: AtomicBool,
+    closing: tokio::sync::watch::Sender<bool>,
     pub started_at: DateTime<Utc>,
     pub instance_id: String,
 }
@@ -45,6 +48,7 @@ impl Lifecycle {
         Lifecycle {
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            closing: tokio::sync::watch::channel(false).0,
             started_at: Utc::now(),
             instance_id: uuid::Uuid::new_v4().to_string(),
         }
@@ -65,6 +69,25 @@ impl Lifecycle {
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
+
+    /// Tells every open SSE stream to send its final event and end.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves (to `true`) once [`close_streams`](Self::close_streams) was called.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+}
+
+/// What a configuration reload (SIGHUP) can change for the handlers.
+#[derive(Debug, Clone, Default)]
+pub struct Reloadable {
+    /// Leagues whose pollers configuration enables.
+    pub leagues_enabled: Vec<String>,
+    /// Configured tokens (stakes, balances, withdrawals).
+    pub tokens: Vec<tipoff_actors::solana::Token>,
 }
 
 impl Default for Lifecycle {
@@ -82,14 +105,32 @@ pub struct AppState {
     pub admin: AdminToken,
     pub actor_timeout: Duration,
     pub environment: &'static str,
-    /// Leagues whose pollers configuration enables.
-    pub leagues_enabled: Vec<String>,
+    /// Settings a reload may change.
+    pub live: std::sync::RwLock<Reloadable>,
     /// Serialized public list answers, current until the next write.
     pub read_cache: cache::ReadCache,
-    /// Configured tokens (stakes, balances, withdrawals).
-    pub tokens: Vec<tipoff_actors::solana::Token>,
     /// Whether `POST /api/v1/users` registers.
     pub registration: bool,
+    /// New outbox events for the live streams.
+    pub events: Arc<tipoff_actors::events::EventHub>,
+    pub sse_heartbeat: Duration,
+    /// Whether `/docs` is served.
+    pub docs: bool,
+    pub metrics: metrics::Metrics,
+}
+
+impl AppState {
+    pub fn leagues_enabled(&self) -> Vec<String> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).leagues_enabled.clone()
+    }
+
+    pub fn tokens(&self) -> Vec<tipoff_actors::solana::Token> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).tokens.clone()
+    }
+
+    pub fn set_live(&self, live: Reloadable) {
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = live;
+    }
 }
 
 /// Registers every route.
@@ -110,6 +151,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/health", web::get().to(ops::health))
     .route("/ready", web::get().to(ops::ready))
     .route("/debug/status", web::get().to(ops::debug_status))
+    .route("/metrics", web::get().to(metrics::metrics))
+    .route("/api/v1/events", web::get().to(events::stream))
     .route("/api/v1/leagues", web::get().to(read::leagues))
     .route("/api/v1/games", web::get().to(read::games))
     .route("/api/v1/games/{id}", web::get().to(read::game_by_id))
@@ -140,6 +183,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/admin/imports/{id}/cancel",
         web::post().to(imports::cancel),
     )
+    .route("/admin/outbox", web::get().to(events::list))
+    .route("/admin/outbox/retry-dead", web::post().to(events::retry_dead))
+    .route("/admin/outbox/{id}/retry", web::post().to(events::retry))
     .route(
         "/admin/services/{name}/{action}",
         web::post().to(ops::control_service),
@@ -167,16 +213,22 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let metrics = state.metrics.clone();
     actix_web::App::new()
         .app_data(state)
         .configure(routes)
-        .wrap_fn(|req, srv| {
+        .wrap_fn(move |req, srv| {
             let span = tracing::info_span!("http", method = %req.method(), path = %req.path());
             let started = Instant::now();
             let inner = span.clone();
+            let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_string());
+            let method = req.method().to_string();
+            let metrics = metrics.clone();
             srv.call(req).instrument(span).map(move |res| {
                 if let Ok(res) = &res {
-                    tracing::debug!(parent: &inner, status = res.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+                    let status = res.status().as_u16();
+                    metrics.observe_request(&route, &method, status, started.elapsed());
+                    tracing::debug!(parent: &inner, status, elapsed_us = started.elapsed().as_micros() as u64, "request");
                 }
                 res
             })

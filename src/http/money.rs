@@ -97,10 +97,11 @@ pub fn amount(field: &str, value: &Value) -> Result<i64, ApiError> {
     }
 }
 
-fn token<'a>(state: &'a AppState, name: &str) -> Result<&'a Token, ApiError> {
+fn token(state: &AppState, name: &str) -> Result<Token, ApiError> {
     let name = name.trim().to_ascii_lowercase();
-    state.tokens.iter().find(|t| t.name == name).ok_or_else(|| {
-        let known: Vec<&str> = state.tokens.iter().map(|t| t.name.as_str()).collect();
+    let tokens = state.tokens();
+    tokens.iter().find(|t| t.name == name).cloned().ok_or_else(|| {
+        let known: Vec<&str> = tokens.iter().map(|t| t.name.as_str()).collect();
         ApiError::BadRequest(if known.is_empty() {
             format!("unknown token `{name}`: no tokens are configured (TIPOFF_TOKENS)")
         } else {
@@ -190,8 +191,8 @@ pub async fn me(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let stored = state.store.balances(&user_account(user.id)).await?;
-    let mut balances: Vec<Value> = state
-        .tokens
+    let tokens = state.tokens();
+    let mut balances: Vec<Value> = tokens
         .iter()
         .map(|t| {
             let amount = stored
@@ -203,7 +204,7 @@ pub async fn me(
         .collect();
     for b in stored
         .iter()
-        .filter(|b| !state.tokens.iter().any(|t| t.name == b.token))
+        .filter(|b| !tokens.iter().any(|t| t.name == b.token))
     {
         balances.push(json!({"token": b.token, "amount": b.amount.to_string(), "decimals": null}));
     }

@@ -208,13 +208,14 @@ fn market(m: &MarketRow, home: serde_json::Value, away: serde_json::Value) -> se
 
 /// `GET /api/v1/leagues`: the catalog, each with whether its poller is enabled.
 pub async fn leagues(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let enabled = state.leagues_enabled();
     let items: Vec<serde_json::Value> = state
         .store
         .leagues()
         .await?
         .into_iter()
         .map(|l| {
-            let enabled = state.leagues_enabled.contains(&l.key);
+            let enabled = enabled.contains(&l.key);
             json!({"key": l.key, "name": l.name, "sport": l.sport, "espn_path": l.espn_path, "enabled": enabled})
         })
         .collect();

@@ -143,7 +143,7 @@ const MARKET_COLUMNS: &str = "m.id, m.game_id, g.league, m.question, m.state, g.
 
 /// Voids the market unless it is already closed (expands inside each backend's branch).
 macro_rules! void_market {
-    ($tx:ident, $market_id:expr, $now:expr, $finished:expr, $market_state:expr, $fee:expr) => {
+    ($tx:ident, $market_id:expr, $now:expr, $finished:expr, $market_state:expr, $fee:expr, $league:expr, $game_id:expr) => {
         if $finished {
             if $market_state == "void" {
                 MarketTransition::Unchanged
@@ -158,7 +158,10 @@ macro_rules! void_market {
                 .await?
                 .rows_affected();
             if n == 1 {
-                settle_in_tx!($tx, $market_id, None, $fee, $now);
+                let refunded = settle_in_tx!($tx, $market_id, None, $fee, $now);
+                emit!($tx, "market.voided", Some($league), serde_json::json!({
+                    "market_id": $market_id, "game_id": $game_id, "league": $league, "stakes_refunded": refunded,
+                }), $now);
                 MarketTransition::Voided
             } else {
                 MarketTransition::Unchanged
@@ -221,9 +224,15 @@ macro_rules! upsert_in_tx {
                 (old.id, false, changed)
             }
         };
-        sqlx::query("INSERT INTO markets (game_id, question, created_at) VALUES ($1, $2, $3) ON CONFLICT (game_id) DO NOTHING")
+        let new_market: Option<i64> = sqlx::query_scalar("INSERT INTO markets (game_id, question, created_at) VALUES ($1, $2, $3) ON CONFLICT (game_id) DO NOTHING RETURNING id")
             .bind(game_id).bind(question(game)).bind(now)
-            .execute(&mut *$tx).await?;
+            .fetch_optional(&mut *$tx).await?;
+        if let Some(market_id) = new_market {
+            emit!($tx, "market.created", Some(league), serde_json::json!({
+                "market_id": market_id, "game_id": game_id, "league": league, "question": question(game),
+                "starts_at": game.starts_at, "home": game.home.abbreviation, "away": game.away.abbreviation,
+            }), now);
+        }
         let (market_id, market_state, market_winner): (i64, String, Option<String>) =
             sqlx::query_as("SELECT id, state, winning_outcome FROM markets WHERE game_id = $1")
                 .bind(game_id)
@@ -239,7 +248,11 @@ macro_rules! upsert_in_tx {
                     .bind(side).bind(now).bind(market_id)
                     .execute(&mut *$tx).await?.rows_affected();
                     if n == 1 {
-                        settle_in_tx!($tx, market_id, Some(side), fee, now);
+                        let paid = settle_in_tx!($tx, market_id, Some(side), fee, now);
+                        emit!($tx, "market.settled", Some(league), serde_json::json!({
+                            "market_id": market_id, "game_id": game_id, "league": league, "winning_outcome": side,
+                            "home_score": game.home.score, "away_score": game.away.score, "stakes_paid": paid,
+                        }), now);
                         MarketTransition::Settled(side)
                     } else if market_winner.as_deref() != Some(side) {
                         MarketTransition::IgnoredAfterSettlement
@@ -247,10 +260,10 @@ macro_rules! upsert_in_tx {
                         MarketTransition::Unchanged
                     }
                 }
-                None => void_market!($tx, market_id, now, finished, market_state, fee),
+                None => void_market!($tx, market_id, now, finished, market_state, fee, league, game_id),
             },
             GameState::Postponed | GameState::Canceled | GameState::Suspended => {
-                void_market!($tx, market_id, now, finished, market_state, fee)
+                void_market!($tx, market_id, now, finished, market_state, fee, league, game_id)
             }
             GameState::Live | GameState::Delayed | GameState::Scheduled => {
                 if finished {

@@ -272,10 +272,24 @@ impl Store {
         } else {
             "failed"
         };
-        let n = on_pool!(self, pool => sqlx::query(
-            "UPDATE import_jobs SET state = $1, error = $2, finished_at = $3, updated_at = $3 WHERE id = $4 AND state = 'running'",
-        ).bind(state).bind(error).bind(now).bind(job_id).execute(pool).await?.rows_affected());
-        if n == 0 {
+        let writer = self.writer().await;
+        let finished = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row: Option<(String, i64, i64, i64)> = sqlx::query_as(
+                "UPDATE import_jobs SET state = $1, error = $2, finished_at = $3, updated_at = $3 WHERE id = $4 AND state = 'running' \
+                 RETURNING league, dates_total, dates_done, games_upserted",
+            ).bind(state).bind(&error).bind(now).bind(job_id).fetch_optional(&mut *tx).await?;
+            if let Some((league, total, done, games)) = &row {
+                emit!(tx, "import.finished", Some(league.as_str()), serde_json::json!({
+                    "job_id": job_id, "league": league, "state": state, "error": error,
+                    "dates_total": total, "dates_done": done, "games_upserted": games,
+                }), now);
+            }
+            tx.commit().await?;
+            row.is_some()
+        });
+        drop(writer);
+        if !finished {
             return Ok(None);
         }
         Ok(Some(self.import_job(job_id).await?))
@@ -288,10 +302,24 @@ impl Store {
         id: i64,
         now: DateTime<Utc>,
     ) -> Result<(ImportJob, bool), StoreError> {
-        let n = on_pool!(self, pool => sqlx::query(
-            "UPDATE import_jobs SET state = 'canceled', finished_at = $1, updated_at = $1 WHERE id = $2 AND state IN ('queued', 'running')",
-        ).bind(now).bind(id).execute(pool).await?.rows_affected());
-        Ok((self.import_job(id).await?, n == 1))
+        let writer = self.writer().await;
+        let canceled = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row: Option<(String, i64, i64, i64)> = sqlx::query_as(
+                "UPDATE import_jobs SET state = 'canceled', finished_at = $1, updated_at = $1 WHERE id = $2 AND state IN ('queued', 'running') \
+                 RETURNING league, dates_total, dates_done, games_upserted",
+            ).bind(now).bind(id).fetch_optional(&mut *tx).await?;
+            if let Some((league, total, done, games)) = &row {
+                emit!(tx, "import.finished", Some(league.as_str()), serde_json::json!({
+                    "job_id": id, "league": league, "state": "canceled", "error": null,
+                    "dates_total": total, "dates_done": done, "games_upserted": games,
+                }), now);
+            }
+            tx.commit().await?;
+            row.is_some()
+        });
+        drop(writer);
+        Ok((self.import_job(id).await?, canceled))
     }
 }
 

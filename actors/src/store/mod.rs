@@ -13,6 +13,8 @@ macro_rules! on_pool {
 }
 
 #[macro_use]
+mod outbox;
+#[macro_use]
 pub(crate) mod money;
 #[macro_use]
 mod games;
@@ -22,6 +24,9 @@ mod sqlite;
 
 pub use games::{
     Activity, GameFilter, GameRow, MarketFilter, MarketRow, MarketTransition, Upserted,
+};
+pub use outbox::{
+    Attempt, Counts, EventBody, OutboxEvent, OutboxStats, EVENT_TYPES, OUTBOX_STATES, PUBLIC_EVENT_TYPES,
 };
 pub use imports::{FailedDate, ImportFilter, ImportJob, ACTIVE_IMPORT_STATES, IMPORT_STATES};
 pub use money::{

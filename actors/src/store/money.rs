@@ -340,11 +340,15 @@ impl Store {
                    RETURNING id, name, deposit_code, created_at";
         let _writer = self.writer().await;
         on_pool!(self, pool => {
-            sqlx::query_as(sql).bind(name).bind(api_key_hash).bind(deposit_code).bind(now)
-                .fetch_one(pool).await.map_err(|e| match &e {
+            let mut tx = pool.begin().await?;
+            let user: User = sqlx::query_as(sql).bind(name).bind(api_key_hash).bind(deposit_code).bind(now)
+                .fetch_one(&mut *tx).await.map_err(|e| match &e {
                     sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict("a user with this key or deposit code exists".into()),
                     _ => StoreError::from(e),
-                })
+                })?;
+            emit!(tx, "user.registered", None::<&str>, serde_json::json!({"user_id": user.id, "name": user.name}), now);
+            tx.commit().await?;
+            Ok(user)
         })
     }
 
@@ -510,7 +514,14 @@ impl Store {
                     continue;
                 };
                 let account = match user {
-                    Some(u) => { done.attributed += 1; user_account(u) }
+                    Some(u) => {
+                        done.attributed += 1;
+                        emit!(tx, "deposit.credited", None::<&str>, serde_json::json!({
+                            "deposit_id": id, "user_id": u, "token": token, "amount": d.amount.to_string(),
+                            "signature": d.signature, "slot": d.slot,
+                        }), now);
+                        user_account(u)
+                    }
                     None => { done.unattributed += 1; "unattributed".to_string() }
                 };
                 done.amount += d.amount;
@@ -576,6 +587,10 @@ impl Store {
                 });
             };
             transfer!(tx, credit_first, &deposit.token, "unattributed", &user_account(user_id), deposit.amount, "deposit", &format!("deposit:{deposit_id}"), now);
+            emit!(tx, "deposit.credited", None::<&str>, serde_json::json!({
+                "deposit_id": deposit_id, "user_id": user_id, "token": deposit.token, "amount": deposit.amount.to_string(),
+                "signature": deposit.signature, "slot": deposit.slot, "assigned": true,
+            }), now);
             tx.commit().await?;
             Ok(deposit)
         })
@@ -650,6 +665,10 @@ impl Store {
             } else {
                 transfer!(tx, credit_first, &w.token, &holds, &user_account(w.user_id), w.amount, "hold_release", &reference, now);
             }
+            emit!(tx, &format!("withdrawal.{state}"), None::<&str>, serde_json::json!({
+                "withdrawal_id": w.id, "user_id": w.user_id, "token": w.token, "amount": w.amount.to_string(),
+                "signature": w.signature, "reason": w.reason,
+            }), now);
             tx.commit().await?;
             Ok(w)
         })

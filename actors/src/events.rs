@@ -1,0 +1,189 @@
+//! The `events` service: feeds the live SSE stream (`GET /api/v1/events`) from the outbox.
+//!
+//! Every replica runs one (it is not a singleton: each serves its own SSE clients). It reads
+//! events newer than the last one it published, every poll interval, and publishes them on the
+//! [`EventHub`]'s broadcast channel, which each open stream subscribes to. Reading the table
+//! (rather than hearing about writes in-process) means a stream sees the events of every
+//! writer: the pollers, the watchers, the HTTP handlers, and other replicas on one database.
+//!
+//! Ids are allocated when a transaction inserts and become visible when it commits, so on
+//! PostgreSQL a lower id can appear after a higher one. An id skipped over is remembered as a
+//! gap and looked up again on the following polls for a short while (a rolled-back
+//! transaction leaves a gap that never fills).
+//!
+//! Messages: [`Control`] (ping / stop / wake: poll now).
+//! Timers: one poll every interval. Stops: at once, or when the poll in flight ends.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::broadcast;
+
+use crate::db::humantime;
+use crate::service::{Control, ServiceCtx};
+use crate::store::{OutboxEvent, Store, StoreError};
+
+/// How long an id skipped over is looked for again.
+const GAP_PATIENCE: Duration = Duration::from_secs(10);
+/// Most gap ids remembered at once.
+const GAP_LIMIT: usize = 1000;
+
+/// What the `events` service and the SSE handlers share.
+#[derive(Debug)]
+pub struct EventHub {
+    tx: broadcast::Sender<Arc<OutboxEvent>>,
+    /// The highest id published.
+    last: AtomicI64,
+}
+
+impl EventHub {
+    /// A hub whose subscribers may fall `capacity` events behind before they must re-read from
+    /// the table; it publishes events after `last`.
+    pub fn new(capacity: usize, last: i64) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(capacity.max(16));
+        Arc::new(EventHub {
+            tx,
+            last: AtomicI64::new(last),
+        })
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<OutboxEvent>> {
+        self.tx.subscribe()
+    }
+
+    pub fn last_published(&self) -> i64 {
+        self.last.load(Ordering::Acquire)
+    }
+
+    /// Open streams.
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
+    fn publish(&self, event: OutboxEvent) {
+        self.last.fetch_max(event.id, Ordering::AcqRel);
+        let _ = self.tx.send(Arc::new(event));
+    }
+}
+
+/// One poll: publishes the events after the hub's last id and any late commits among `gaps`.
+pub async fn poll_once(
+    store: &Store,
+    hub: &EventHub,
+    gaps: &mut BTreeMap<i64, Instant>,
+) -> Result<usize, StoreError> {
+    let mut published = 0;
+    if !gaps.is_empty() {
+        let now = Instant::now();
+        gaps.retain(|_, seen| now.duration_since(*seen) < GAP_PATIENCE);
+        let ids: Vec<i64> = gaps.keys().copied().collect();
+        for event in store.events_by_ids(&ids).await? {
+            gaps.remove(&event.id);
+            hub.publish(event);
+            published += 1;
+        }
+    }
+    loop {
+        let mut last = hub.last_published();
+        let events = store.events_after(last, 500).await?;
+        let n = events.len();
+        for event in events {
+            for missing in (last + 1)..event.id {
+                if gaps.len() >= GAP_LIMIT {
+                    break;
+                }
+                gaps.insert(missing, Instant::now());
+            }
+            last = event.id;
+            hub.publish(event);
+            published += 1;
+        }
+        if n < 500 {
+            return Ok(published);
+        }
+    }
+}
+
+pub struct EventsFeed {
+    store: Store,
+    hub: Arc<EventHub>,
+    interval: Duration,
+    svc: ServiceCtx,
+    gaps: BTreeMap<i64, Instant>,
+    busy: bool,
+    stop_requested: bool,
+}
+
+impl EventsFeed {
+    pub fn new(store: Store, hub: Arc<EventHub>, interval: Duration, svc: ServiceCtx) -> Self {
+        EventsFeed {
+            store,
+            hub,
+            interval,
+            svc,
+            gaps: BTreeMap::new(),
+            busy: false,
+            stop_requested: false,
+        }
+    }
+
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        if self.busy || self.stop_requested || !self.svc.db_healthy() {
+            return;
+        }
+        self.busy = true;
+        self.svc.tick_begin();
+        let (store, hub) = (self.store.clone(), self.hub.clone());
+        let mut gaps = std::mem::take(&mut self.gaps);
+        ctx.spawn(
+            async move {
+                let res = poll_once(&store, &hub, &mut gaps).await;
+                (res, gaps)
+            }
+            .into_actor(self)
+            .map(|(res, gaps), act, ctx| {
+                act.busy = false;
+                act.gaps = gaps;
+                match res {
+                    Ok(_) => act.svc.tick_ok(),
+                    Err(e) => act.svc.tick_err(&e),
+                }
+                let every = act.interval;
+                act.svc.schedule(every, format!("poll: {}", humantime(every)));
+                if act.stop_requested {
+                    ctx.stop();
+                }
+            }),
+        );
+    }
+}
+
+impl Actor for EventsFeed {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.poll(ctx);
+        ctx.run_interval(self.interval, |act, ctx| act.poll(ctx));
+    }
+}
+
+impl Handler<Control> for EventsFeed {
+    type Result = ();
+
+    fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
+        match msg {
+            Control::Ping => {}
+            Control::Wake => self.poll(ctx),
+            Control::Stop => {
+                if self.busy {
+                    self.stop_requested = true;
+                } else {
+                    ctx.stop();
+                }
+            }
+        }
+    }
+}

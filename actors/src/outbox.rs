@@ -1,0 +1,393 @@
+//! The `outbox` service: delivers the domain events of the outbox table (SPEC §5) to every
+//! configured webhook URL, at least once.
+//!
+//! - Each event is POSTed as JSON (`{"id", "type", "created_at", "league", "payload"}`) with
+//!   headers `X-Tipoff-Event-Id`, `X-Tipoff-Event-Type` and `X-Tipoff-Signature: sha256=<hex>`,
+//!   the HMAC-SHA256 of the exact body bytes under the configured secret.
+//! - A 2xx answer acknowledges the event for that URL (remembered, so a retry goes only to the
+//!   URLs that have not acknowledged). Anything else is a failed attempt: the next one waits
+//!   an exponential backoff with jitter, at least the receiver's `Retry-After` (capped), and
+//!   after `max_attempts` the event is `dead` (an admin can retry it).
+//! - Within one pass a URL that failed is not tried again: the events behind it wait for the
+//!   next pass instead of each costing a timeout against a receiver that is down.
+//! - Progress lives in the database only, so a restart or a crash loses nothing: an event
+//!   delivered but not yet marked is sent again (receivers deduplicate by the event id).
+//!
+//! Messages: [`Control`] (ping / stop / wake: deliver now).
+//! Timers: one pass every interval; a pass that filled its batch is followed at once.
+//! Stops: at once, or when the pass in flight ends.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use sha2::Sha256;
+
+use crate::db::humantime;
+use crate::restart::exponential;
+use crate::service::{Control, ServiceCtx};
+use crate::store::{Attempt, OutboxEvent, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct OutboxSettings {
+    pub urls: Vec<String>,
+    pub interval: Duration,
+    /// Events read per pass.
+    pub batch: i64,
+    /// Attempts before an event is dead.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// Whole-request timeout per POST.
+    pub timeout: Duration,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        OutboxSettings {
+            urls: Vec::new(),
+            interval: Duration::from_secs(1),
+            batch: 100,
+            max_attempts: 10,
+            backoff_base: Duration::from_secs(5),
+            backoff_cap: Duration::from_secs(1800),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `sha256=<hex>`: the HMAC-SHA256 of `body` under `secret`, as sent in `X-Tipoff-Signature`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let mut hex = String::with_capacity(7 + 64);
+    hex.push_str("sha256=");
+    for b in digest {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    hex
+}
+
+/// The HTTP side of delivery: one client with timeouts and the signing secret.
+#[derive(Clone)]
+pub struct WebhookClient {
+    http: reqwest::Client,
+    secret: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for WebhookClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookClient { secret: [redacted] }")
+    }
+}
+
+/// Why one POST failed, with the receiver's `Retry-After` when it sent one.
+#[derive(Debug, Clone)]
+pub struct PostError {
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl WebhookClient {
+    pub fn new(secret: &str, timeout: Duration) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("tipoff/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(WebhookClient {
+            http,
+            secret: Arc::from(secret.as_bytes()),
+        })
+    }
+
+    /// POSTs one signed event to `url`; `Ok` on a 2xx answer.
+    pub async fn post(&self, url: &str, event: &OutboxEvent) -> Result<(), PostError> {
+        let body = serde_json::to_vec(&event.body()).unwrap_or_default();
+        let sig = signature(&self.secret, &body);
+        let res = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-tipoff-event-id", event.id.to_string())
+            .header("x-tipoff-event-type", &event.event_type)
+            .header("x-tipoff-signature", sig)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| PostError {
+                message: format!("{url}: {}", without_url(&e)),
+                retry_after: None,
+            })?;
+        let status = res.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, Utc::now()));
+        Err(PostError {
+            message: format!("{url}: HTTP {}", status.as_u16()),
+            retry_after,
+        })
+    }
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    kind.to_string()
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = DateTime::parse_from_rfc2822(&v.replace("GMT", "+0000")).ok()?;
+    (at.with_timezone(&Utc) - now).to_std().ok()
+}
+
+/// Delay before attempt `attempts + 1`: exponential from the base, capped, with equal jitter
+/// (half fixed, half random), and never shorter than the receiver's `Retry-After` (itself
+/// capped at the backoff cap).
+pub fn retry_delay(settings: &OutboxSettings, attempts: u32, retry_after: Option<Duration>) -> Duration {
+    let ceiling = exponential(settings.backoff_base, settings.backoff_cap, attempts.saturating_sub(1));
+    let half = ceiling / 2;
+    let jitter = rand::thread_rng().gen_range(0..=half.as_millis() as u64);
+    let backoff = half + Duration::from_millis(jitter);
+    backoff.max(retry_after.unwrap_or_default().min(settings.backoff_cap))
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Events every URL has now acknowledged.
+    pub delivered: usize,
+    /// Events with a failed attempt, to be retried.
+    pub retrying: usize,
+    /// Events that spent their attempts.
+    pub dead: usize,
+    /// Events left for the next pass because a URL they need failed earlier in this pass.
+    pub deferred: usize,
+    /// Events read (a full batch means more may be due).
+    pub read: usize,
+    pub last_error: Option<String>,
+}
+
+/// One delivery pass over the due events.
+pub async fn deliver_due(
+    store: &Store,
+    client: &WebhookClient,
+    settings: &OutboxSettings,
+) -> Result<Delivered, StoreError> {
+    let events = store.outbox_due(Utc::now(), settings.batch).await?;
+    let mut done = Delivered {
+        read: events.len(),
+        ..Delivered::default()
+    };
+    let mut down: HashSet<String> = HashSet::new();
+    for event in events {
+        let mut acknowledged = event.acknowledged();
+        let wanted: Vec<&String> = settings
+            .urls
+            .iter()
+            .filter(|u| !acknowledged.contains(u))
+            .collect();
+        if wanted.iter().all(|u| down.contains(*u)) && !wanted.is_empty() {
+            done.deferred += 1;
+            continue;
+        }
+        let mut errors = Vec::new();
+        let mut retry_after = None;
+        for url in wanted {
+            if down.contains(url) {
+                errors.push(format!("{url}: skipped (failed earlier in this pass)"));
+                continue;
+            }
+            match client.post(url, &event).await {
+                Ok(()) => acknowledged.push(url.clone()),
+                Err(e) => {
+                    down.insert(url.clone());
+                    retry_after = retry_after.max(e.retry_after);
+                    errors.push(e.message);
+                }
+            }
+        }
+        let now = Utc::now();
+        let attempt = if errors.is_empty() {
+            done.delivered += 1;
+            Attempt::Delivered
+        } else {
+            let attempts = event.attempts as u32 + 1;
+            let dead = attempts >= settings.max_attempts;
+            let error = errors.join("; ");
+            if dead {
+                done.dead += 1;
+                tracing::error!(event = event.id, event_type = %event.event_type, attempts, %error, "webhook event dead after its last attempt");
+            } else {
+                done.retrying += 1;
+                tracing::warn!(event = event.id, event_type = %event.event_type, attempts, %error, "webhook delivery failed; will retry");
+            }
+            done.last_error = Some(error.clone());
+            let delay = retry_delay(settings, attempts, retry_after);
+            Attempt::Failed {
+                error,
+                next_at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                dead,
+            }
+        };
+        store
+            .outbox_attempted(event.id, &acknowledged, &attempt, now)
+            .await?;
+    }
+    Ok(done)
+}
+
+pub struct Outbox {
+    store: Store,
+    client: WebhookClient,
+    settings: OutboxSettings,
+    svc: ServiceCtx,
+    busy: bool,
+    stop_requested: bool,
+}
+
+impl Outbox {
+    pub fn new(
+        store: Store,
+        client: WebhookClient,
+        settings: OutboxSettings,
+        svc: ServiceCtx,
+    ) -> Self {
+        Outbox {
+            store,
+            client,
+            settings,
+            svc,
+            busy: false,
+            stop_requested: false,
+        }
+    }
+
+    fn pass(&mut self, ctx: &mut Context<Self>) {
+        if self.busy || self.stop_requested || !self.svc.db_healthy() {
+            return;
+        }
+        self.busy = true;
+        self.svc.tick_begin();
+        let (store, client, settings) = (self.store.clone(), self.client.clone(), self.settings.clone());
+        ctx.spawn(
+            async move { deliver_due(&store, &client, &settings).await }
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    act.busy = false;
+                    let mut again = false;
+                    match res {
+                        Ok(done) => {
+                            match &done.last_error {
+                                Some(e) => act.svc.tick_err(&format!("webhook delivery failed: {e}")),
+                                None => act.svc.tick_ok(),
+                            }
+                            if done.delivered + done.retrying + done.dead > 0 {
+                                tracing::info!(delivered = done.delivered, retrying = done.retrying, dead = done.dead, deferred = done.deferred, "outbox pass");
+                            }
+                            again = done.read as i64 >= act.settings.batch
+                                && done.delivered + done.retrying + done.dead > 0;
+                        }
+                        Err(e) => act.svc.tick_err(&e),
+                    }
+                    let every = act.settings.interval;
+                    act.svc.schedule(every, format!("deliver: {}", humantime(every)));
+                    if act.stop_requested {
+                        ctx.stop();
+                    } else if again {
+                        act.pass(ctx);
+                    }
+                }),
+        );
+    }
+}
+
+impl Actor for Outbox {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.pass(ctx);
+        ctx.run_interval(self.settings.interval, |act, ctx| act.pass(ctx));
+    }
+}
+
+impl Handler<Control> for Outbox {
+    type Result = ();
+
+    fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
+        match msg {
+            Control::Ping => {}
+            Control::Wake => self.pass(ctx),
+            Control::Stop => {
+                if self.busy {
+                    self.stop_requested = true;
+                } else {
+                    ctx.stop();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_a_known_hmac() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn retry_after_as_seconds_or_date() {
+        let now = DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:29:00 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn retry_delay_grows_is_capped_and_honours_retry_after() {
+        let s = OutboxSettings {
+            backoff_base: Duration::from_secs(4),
+            backoff_cap: Duration::from_secs(60),
+            ..OutboxSettings::default()
+        };
+        for _ in 0..50 {
+            let first = retry_delay(&s, 1, None);
+            assert!(first >= Duration::from_secs(2) && first <= Duration::from_secs(4), "{first:?}");
+            let late = retry_delay(&s, 20, None);
+            assert!(late >= Duration::from_secs(30) && late <= Duration::from_secs(60), "{late:?}");
+        }
+        assert!(retry_delay(&s, 1, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
+        assert_eq!(retry_delay(&s, 1, Some(Duration::from_secs(3600))), Duration::from_secs(60));
+    }
+}

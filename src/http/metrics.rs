@@ -1,0 +1,283 @@
+//! `GET /metrics`: Prometheus text format (the `prometheus` crate's encoder).
+//!
+//! HTTP traffic is counted as it happens (by route pattern, so `/api/v1/games/{id}` is one
+//! series). Everything else is read at scrape time: the supervisor's registry (state,
+//! restarts, ticks, errors, seconds since the last success, current interval per service),
+//! the pool, and counts from the database (import jobs and their dates, the outbox backlog,
+//! deposits, settlements, watcher cursors). Counters fed from those totals advance by the
+//! difference since the previous scrape, so they stay monotonic.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use chrono::Utc;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use tipoff_actors::supervisor::{ask, GetStatus};
+use tipoff_actors::ServiceState;
+
+use super::{error::ApiError, AppState};
+
+const SERVICE_STATES: &[ServiceState] = &[
+    ServiceState::Starting,
+    ServiceState::Running,
+    ServiceState::BackingOff,
+    ServiceState::Stopping,
+    ServiceState::Stopped,
+    ServiceState::Skipped,
+    ServiceState::Failed,
+];
+
+/// Every metric family, registered once. Cheap to clone (the vectors are shared).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    service_state: IntGaugeVec,
+    service_restarts: IntCounterVec,
+    service_ticks: IntCounterVec,
+    service_errors: IntCounterVec,
+    service_since_success: GaugeVec,
+    service_interval: GaugeVec,
+    db_pool: IntGaugeVec,
+    db_healthy: IntGauge,
+    import_jobs: IntGaugeVec,
+    import_dates: IntGaugeVec,
+    outbox_events: IntGaugeVec,
+    outbox_oldest_pending: GaugeVec,
+    watcher_cursor_slot: IntGaugeVec,
+    watcher_cursor_age: GaugeVec,
+    deposits: IntCounterVec,
+    settlements: IntCounterVec,
+    sse_streams: IntGauge,
+    ready: IntGauge,
+    build_info: IntGaugeVec,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace("tipoff")
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($metric:expr) => {{
+                let m = $metric.expect("metric definition");
+                registry.register(Box::new(m.clone())).expect("unique metric");
+                m
+            }};
+        }
+        let buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        Metrics {
+            http_requests: reg!(IntCounterVec::new(
+                opts("http_requests_total", "HTTP requests answered, by route pattern, method and status."),
+                &["route", "method", "status"]
+            )),
+            http_duration: reg!(HistogramVec::new(
+                HistogramOpts::from(opts("http_request_duration_seconds", "HTTP request latency, by route pattern and method."))
+                    .buckets(buckets),
+                &["route", "method"]
+            )),
+            service_state: reg!(IntGaugeVec::new(
+                opts("service_state", "1 for the state each supervised service is in, 0 for the others."),
+                &["service", "state"]
+            )),
+            service_restarts: reg!(IntCounterVec::new(
+                opts("service_restarts_total", "Restarts of each service (after failures and by request)."),
+                &["service"]
+            )),
+            service_ticks: reg!(IntCounterVec::new(
+                opts("service_ticks_total", "Ticks (passes) each service has begun."),
+                &["service"]
+            )),
+            service_errors: reg!(IntCounterVec::new(
+                opts("service_errors_total", "Errors each service reported (absorbed or fatal)."),
+                &["service"]
+            )),
+            service_since_success: reg!(GaugeVec::new(
+                opts("service_seconds_since_success", "Seconds since each service's last successful tick (absent before the first)."),
+                &["service"]
+            )),
+            service_interval: reg!(GaugeVec::new(
+                opts("service_interval_seconds", "The interval each service runs at now, with its reason."),
+                &["service", "reason"]
+            )),
+            db_pool: reg!(IntGaugeVec::new(
+                opts("db_pool_connections", "Database pool connections: open (size), idle, and the maximum."),
+                &["state"]
+            )),
+            db_healthy: reg!(IntGauge::with_opts(opts("db_healthy", "1 while the database answers the db service's pings."))),
+            import_jobs: reg!(IntGaugeVec::new(
+                opts("import_jobs", "Import jobs by state."),
+                &["state"]
+            )),
+            import_dates: reg!(IntGaugeVec::new(
+                opts("import_dates", "Dates of queued and running import jobs: total, done and failed (progress)."),
+                &["progress"]
+            )),
+            outbox_events: reg!(IntGaugeVec::new(
+                opts("outbox_events", "Outbox events by state: pending is the webhook backlog, dead gave up."),
+                &["state"]
+            )),
+            outbox_oldest_pending: reg!(GaugeVec::new(
+                opts("outbox_oldest_pending_seconds", "Age of the oldest event not yet delivered to every webhook."),
+                &[]
+            )),
+            watcher_cursor_slot: reg!(IntGaugeVec::new(
+                opts("watcher_cursor_slot", "Slot of the newest deposit signature each watcher has processed."),
+                &["token"]
+            )),
+            watcher_cursor_age: reg!(GaugeVec::new(
+                opts("watcher_cursor_lag_seconds", "Seconds since each watcher's cursor last moved."),
+                &["token"]
+            )),
+            deposits: reg!(IntCounterVec::new(
+                opts("deposits_total", "Deposits recorded, by token and state (credited, unattributed, assigned)."),
+                &["token", "state"]
+            )),
+            settlements: reg!(IntCounterVec::new(
+                opts("settlements_total", "Markets closed, by outcome (settled or void)."),
+                &["outcome"]
+            )),
+            sse_streams: reg!(IntGauge::with_opts(opts("sse_streams", "Open live event streams (GET /api/v1/events)."))),
+            ready: reg!(IntGauge::with_opts(opts("ready", "1 while /ready answers 200."))),
+            build_info: reg!(IntGaugeVec::new(
+                opts("build_info", "Always 1; the labels carry the version and database backend."),
+                &["version", "backend"]
+            )),
+            registry,
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.http_requests
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        self.http_duration
+            .with_label_values(&[route, method])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn sse_stream_opened(&self) {
+        self.sse_streams.inc();
+    }
+
+    pub fn sse_stream_closed(&self) {
+        self.sse_streams.dec();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Advances a counter to `total` (never backwards).
+fn advance(counter: &prometheus::IntCounter, total: u64) {
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
+    }
+}
+
+/// `GET /metrics`
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let m = &state.metrics;
+    let now = Utc::now();
+    let registry = ask(&state.supervisor, GetStatus, state.actor_timeout).await?;
+    m.service_interval.reset();
+    m.service_since_success.reset();
+    for s in &registry.services {
+        let name = s.name.as_str();
+        for st in SERVICE_STATES {
+            m.service_state
+                .with_label_values(&[name, st.as_str()])
+                .set(i64::from(s.state == *st));
+        }
+        advance(&m.service_restarts.with_label_values(&[name]), s.restarts);
+        advance(&m.service_ticks.with_label_values(&[name]), s.ticks);
+        advance(&m.service_errors.with_label_values(&[name]), s.errors);
+        if let Some(at) = s.last_success_at {
+            m.service_since_success
+                .with_label_values(&[name])
+                .set((now - at).num_milliseconds().max(0) as f64 / 1000.0);
+        }
+        if let Some(secs) = s.interval_secs {
+            let reason = s.interval_reason.as_deref().unwrap_or("");
+            m.service_interval
+                .with_label_values(&[name, reason])
+                .set(secs);
+        }
+    }
+    let pool = state.store.pool_stats();
+    m.db_pool.with_label_values(&["size"]).set(pool.size.into());
+    m.db_pool.with_label_values(&["idle"]).set(pool.idle.into());
+    m.db_pool.with_label_values(&["max"]).set(pool.max.into());
+    m.db_healthy.set(i64::from(state.shared.db_healthy()));
+    m.ready
+        .set(i64::from(state.lifecycle.ready() && state.shared.db_healthy()));
+    m.build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), state.store.backend().as_str()])
+        .set(1);
+
+    // Database figures: skipped (and the families left as last seen) while it is down.
+    if state.shared.db_healthy() {
+        let counts = state.store.counts().await?;
+        let outbox = state.store.outbox_stats(now).await?;
+        for st in tipoff_actors::store::IMPORT_STATES {
+            let n = counts
+                .import_jobs
+                .iter()
+                .find(|(s, _)| s == st)
+                .map_or(0, |(_, n)| *n);
+            m.import_jobs.with_label_values(&[st]).set(n);
+        }
+        let (total, done, failed) = counts.import_dates;
+        m.import_dates.with_label_values(&["total"]).set(total);
+        m.import_dates.with_label_values(&["done"]).set(done);
+        m.import_dates.with_label_values(&["failed"]).set(failed);
+        m.outbox_events
+            .with_label_values(&["pending"])
+            .set(outbox.pending);
+        m.outbox_events.with_label_values(&["dead"]).set(outbox.dead);
+        m.outbox_events
+            .with_label_values(&["delivered"])
+            .set(outbox.delivered);
+        m.outbox_oldest_pending
+            .with_label_values(&[])
+            .set(outbox.oldest_pending_secs.unwrap_or(0.0));
+        for (token, st, n) in &counts.deposits {
+            advance(&m.deposits.with_label_values(&[token, st]), *n as u64);
+        }
+        for outcome in ["settled", "void"] {
+            let n = counts
+                .settlements
+                .iter()
+                .find(|(s, _)| s == outcome)
+                .map_or(0, |(_, n)| *n);
+            advance(&m.settlements.with_label_values(&[outcome]), n as u64);
+        }
+        for (token, slot, at) in &counts.cursors {
+            m.watcher_cursor_slot.with_label_values(&[token]).set(*slot);
+            m.watcher_cursor_age
+                .with_label_values(&[token])
+                .set((now - *at).num_milliseconds().max(0) as f64 / 1000.0);
+        }
+    }
+
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&m.registry.gather(), &mut out)
+        .map_err(|e| ApiError::Internal(format!("metrics encoding failed: {e}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(out))
+}
