@@ -3,8 +3,8 @@
 //! PostgreSQL tests read their server from `TIPOFF_TEST_POSTGRES_URL` (e.g.
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and create a uniquely named database per test.
 //! Without it they print a loud SKIPPED line; with `CI=true` a missing variable fails them.
-//! ESPN and the Solana RPC are replaced by local mocks (`espn_mock.rs`, `rpc_mock.rs`) serving
-//! the real fixtures.
+//! ESPN, the Solana RPC and webhook receivers are replaced by local mocks (`espn_mock.rs`,
+//! `rpc_mock.rs` serving the real fixtures, `webhook_mock.rs`).
 
 mod crash;
 mod espn_mock;
@@ -12,10 +12,14 @@ mod games;
 mod helpers;
 #[macro_use]
 mod imports;
+mod events;
 mod lifecycle;
+mod metrics;
 mod money;
 mod ops;
+mod outbox;
 mod poller;
 mod rpc_mock;
 mod storage;
 mod watcher;
+mod webhook_mock;

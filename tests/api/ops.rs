@@ -201,10 +201,13 @@ async fn a_supervisor_that_does_not_answer_gives_503_not_a_hang() {
         admin: AdminToken::new(Some(ADMIN_TOKEN)),
         actor_timeout: Duration::from_millis(200),
         environment: "development",
-        leagues_enabled: vec![],
+        live: Default::default(),
         read_cache: tipoff::http::cache::ReadCache::new(Duration::ZERO),
-        tokens: vec![],
         registration: false,
+        events: tipoff_actors::events::EventHub::new(16, 0),
+        sse_heartbeat: Duration::from_secs(15),
+        docs: false,
+        metrics: Default::default(),
     });
     let service = actix_web::test::init_service(tipoff::http::app(state)).await;
     let req = actix_web::test::TestRequest::get()
