@@ -124,6 +124,7 @@ async fn serve(cli: Cli, config: Config, reload: telemetry::LogReload) -> ExitCo
         cli.config.clone(),
         reload,
         notifier,
+        app.reloader(),
     ));
     let exit = app.run_until_stopped(signals::shutdown_signal()).await;
     reloader.abort();

@@ -20,6 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use tipoff_actors::cleanup::{Cleanup, CleanupSettings};
 use tipoff_actors::db::DbService;
 use tipoff_actors::espn::EspnClient;
@@ -49,7 +50,8 @@ pub fn child_specs(
             factory(move |svc| Ok(DbService::new(db_store.clone(), svc, ping))),
         )
         .critical()
-        .hang_deadline(config.hang_timeout),
+        .hang_deadline(config.hang_timeout)
+        .fingerprint(format!("{ping:?}")),
     );
 
     if config.leagues.is_empty() {
@@ -65,6 +67,16 @@ pub fn child_specs(
         )
         .map_err(|e| format!("cannot build the ESPN client: {e}"))?;
         let settings = poller_settings(config);
+        let fingerprint = format!(
+            "{:?}",
+            (
+                &config.espn_base_url,
+                config.espn_timeout,
+                config.espn_connect_timeout,
+                poller_fingerprint(&settings),
+                poller_hang_deadline(config),
+            )
+        );
         for league in &config.leagues {
             let &(key, _, _, espn_path) = catalog_league(league)?;
             let (store, espn, settings) = (store.clone(), espn.clone(), settings.clone());
@@ -84,7 +96,8 @@ pub fn child_specs(
                 )
                 .singleton()
                 .stop_timeout(Duration::from_secs(10))
-                .hang_deadline(poller_hang_deadline(config)),
+                .hang_deadline(poller_hang_deadline(config))
+                .fingerprint(fingerprint.clone()),
             );
         }
     }
@@ -113,6 +126,16 @@ pub fn child_specs(
                     backoff_base: config.solana_backoff_base,
                     backoff_cap: config.solana_backoff_cap,
                 };
+                let fingerprint = format!(
+                    "{:?}",
+                    (
+                        url,
+                        config.solana_timeout,
+                        config.solana_connect_timeout,
+                        token,
+                        &settings
+                    )
+                );
                 let (store, rpc, token) = (store.clone(), rpc.clone(), token.clone());
                 specs.push(
                     ChildSpec::new(
@@ -129,7 +152,8 @@ pub fn child_specs(
                     )
                     .singleton()
                     .stop_timeout(Duration::from_secs(10))
-                    .hang_deadline(watcher_hang_deadline(config)),
+                    .hang_deadline(watcher_hang_deadline(config))
+                    .fingerprint(fingerprint),
                 );
             }
         }
@@ -143,13 +167,15 @@ pub fn child_specs(
         webhooks_enabled: !config.webhook_urls.is_empty(),
     };
     let cleanup_store = store.clone();
+    let fingerprint = format!("{cleanup:?}");
     specs.push(
         ChildSpec::new(
             "cleanup",
             factory(move |svc| Ok(Cleanup::new(cleanup_store.clone(), cleanup.clone(), svc))),
         )
         .singleton()
-        .hang_deadline(config.hang_timeout),
+        .hang_deadline(config.hang_timeout)
+        .fingerprint(fingerprint),
     );
 
     match (&config.webhook_urls[..], &config.webhook_secret) {
@@ -163,6 +189,8 @@ pub fn child_specs(
             let client = WebhookClient::new(secret.expose(), config.webhook_timeout)
                 .map_err(|e| format!("cannot build the webhook client: {e}"))?;
             let deadline = outbox_hang_deadline(config, &settings);
+            let secret_digest: [u8; 32] = Sha256::digest(secret.expose().as_bytes()).into();
+            let fingerprint = format!("{:?}", (&settings, secret_digest, deadline));
             let outbox_store = store.clone();
             specs.push(
                 ChildSpec::new(
@@ -178,7 +206,8 @@ pub fn child_specs(
                 )
                 .singleton()
                 .stop_timeout(config.webhook_timeout + Duration::from_secs(2))
-                .hang_deadline(deadline),
+                .hang_deadline(deadline)
+                .fingerprint(fingerprint),
             );
         }
     }
@@ -196,9 +225,30 @@ pub fn child_specs(
                 ))
             }),
         )
-        .hang_deadline(config.hang_timeout),
+        .hang_deadline(config.hang_timeout)
+        .fingerprint(format!("{every:?}")),
     );
     Ok(specs)
+}
+
+/// The pacing part of the poller settings, as text (the clock is left out).
+fn poller_fingerprint(s: &PollerSettings) -> String {
+    format!(
+        "{:?}",
+        (
+            s.schedule_interval,
+            s.lookahead_days,
+            s.live_interval,
+            s.idle_interval,
+            s.live_lead,
+            s.concurrency,
+            s.fetch_attempts,
+            s.retry_max_wait,
+            s.import_check_interval,
+            s.import_slice,
+            (s.backoff_base, s.backoff_cap, s.fee_bps),
+        )
+    )
 }
 
 fn outbox_settings(config: &Config, urls: &[String]) -> OutboxSettings {

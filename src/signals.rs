@@ -1,5 +1,7 @@
 //! Unix signals: SIGTERM / SIGINT end the daemon; SIGHUP re-reads the configuration and applies
-//! what can change without a restart (the log filter), framed by `RELOADING=1` / `READY=1`.
+//! what can change without a restart (the log filter, enabled services and their intervals;
+//! see [`Reloader`]), framed by `RELOADING=1` / `READY=1`. A configuration that does not load
+//! is refused whole and the running one is kept.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,6 +10,7 @@ use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::Config;
+use crate::startup::Reloader;
 use crate::systemd::Notifier;
 use crate::telemetry::LogReload;
 
@@ -27,7 +30,12 @@ pub async fn shutdown_signal() {
 }
 
 /// Reloads on every SIGHUP until the task is dropped.
-pub async fn reload_on_hangup(file: Option<PathBuf>, reload: LogReload, notifier: Arc<Notifier>) {
+pub async fn reload_on_hangup(
+    file: Option<PathBuf>,
+    reload: LogReload,
+    notifier: Arc<Notifier>,
+    reloader: Reloader,
+) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot install the SIGHUP handler; reload is unavailable");
         return;
@@ -36,10 +44,23 @@ pub async fn reload_on_hangup(file: Option<PathBuf>, reload: LogReload, notifier
         notifier.reloading();
         let env: HashMap<String, String> = std::env::vars().collect();
         match Config::load(file.as_deref(), &env) {
-            Ok(config) => match reload.set(&config.log) {
-                Ok(()) => tracing::info!(log = %config.log, "configuration reloaded"),
-                Err(e) => tracing::error!(error = %e, "log filter not applied"),
-            },
+            Ok(config) => {
+                if let Err(e) = reload.set(&config.log) {
+                    tracing::error!(error = %e, "log filter not applied");
+                }
+                match reloader.apply(&config).await {
+                    Ok(done) => tracing::info!(
+                        log = %config.log,
+                        started = ?done.started,
+                        stopped = ?done.stopped,
+                        replaced = ?done.replaced,
+                        "configuration reloaded"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "services not reconciled with the new configuration")
+                    }
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "reload refused; the running configuration is kept")
             }

@@ -108,8 +108,8 @@ impl Application {
 
         let shared = Arc::new(Shared::default());
         let events = EventHub::new(1024, store.last_event_id().await?);
-        let mut specs = services::child_specs(&config, &store, &events)
-            .map_err(StartupError::Supervisor)?;
+        let mut specs =
+            services::child_specs(&config, &store, &events).map_err(StartupError::Supervisor)?;
         specs.extend(extra);
         for spec in &specs {
             match &spec.skip_reason {
@@ -182,6 +182,16 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Applies reloaded configurations to this daemon (SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            supervisor: self.supervisor.clone(),
+            store: self.store.clone(),
+            state: self.state.clone(),
+            running: Arc::new(std::sync::Mutex::new(self.config.clone())),
+        }
     }
 
     pub fn store(&self) -> Store {
@@ -263,6 +273,70 @@ impl Application {
         }
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, stopped = ?report.stopped, "stopped");
         exit
+    }
+}
+
+/// Applies a reloaded configuration without a restart: enabled services (leagues, tokens,
+/// webhooks), their intervals and settings, and what the handlers read (enabled leagues,
+/// tokens). Settings that need a restart (listen address, database, admin token, workers...)
+/// are named in a warning and keep their running values.
+#[derive(Clone)]
+pub struct Reloader {
+    supervisor: Addr<Supervisor>,
+    store: Store,
+    state: web::Data<AppState>,
+    running: Arc<std::sync::Mutex<Config>>,
+}
+
+/// Settings a reload cannot change, with how to read them for comparison.
+const RESTART_ONLY: &[(&str, fn(&Config) -> String)] = &[
+    ("env", |c| c.env.as_str().to_string()),
+    ("listen", |c| c.listen.to_string()),
+    ("database_url", |c| c.database_url.expose().to_string()),
+    ("admin_token", |c| {
+        c.admin_token
+            .as_ref()
+            .map(|t| t.expose().to_string())
+            .unwrap_or_default()
+    }),
+    ("http_workers", |c| c.http_workers.to_string()),
+    ("db_max_connections", |c| c.db_max_connections.to_string()),
+    ("registration", |c| c.registration.to_string()),
+    ("docs", |c| c.docs.to_string()),
+    ("shutdown_timeout", |c| format!("{:?}", c.shutdown_timeout)),
+    ("actor_timeout", |c| format!("{:?}", c.actor_timeout)),
+    ("read_cache_ttl", |c| format!("{:?}", c.read_cache_ttl)),
+    ("sse_heartbeat", |c| format!("{:?}", c.sse_heartbeat)),
+];
+
+impl Reloader {
+    /// Reconciles the supervisor with `config`; returns what changed.
+    pub async fn apply(&self, config: &Config) -> Result<supervisor::Reconciled, String> {
+        let specs = services::child_specs(config, &self.store, &self.state.events)?;
+        let done = supervisor::ask(
+            &self.supervisor,
+            supervisor::Reconcile { specs },
+            // Stopping removed or changed services takes up to their stop timeouts.
+            Duration::from_secs(120),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        self.state.set_live(Reloadable {
+            leagues_enabled: config.leagues.clone(),
+            tokens: config.tokens.clone(),
+        });
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let ignored: Vec<&str> = RESTART_ONLY
+            .iter()
+            .filter(|(_, read)| read(&running) != read(config))
+            .map(|(name, _)| *name)
+            .collect();
+        if !ignored.is_empty() {
+            tracing::warn!(settings = ?ignored, "changed settings need a restart; their running values are kept");
+        }
+        *running = config.clone();
+        Ok(done)
     }
 }
 

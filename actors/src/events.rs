@@ -152,7 +152,8 @@ impl EventsFeed {
                     Err(e) => act.svc.tick_err(&e),
                 }
                 let every = act.interval;
-                act.svc.schedule(every, format!("poll: {}", humantime(every)));
+                act.svc
+                    .schedule(every, format!("poll: {}", humantime(every)));
                 if act.stop_requested {
                     ctx.stop();
                 }

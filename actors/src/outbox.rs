@@ -165,8 +165,16 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 /// Delay before attempt `attempts + 1`: exponential from the base, capped, with equal jitter
 /// (half fixed, half random), and never shorter than the receiver's `Retry-After` (itself
 /// capped at the backoff cap).
-pub fn retry_delay(settings: &OutboxSettings, attempts: u32, retry_after: Option<Duration>) -> Duration {
-    let ceiling = exponential(settings.backoff_base, settings.backoff_cap, attempts.saturating_sub(1));
+pub fn retry_delay(
+    settings: &OutboxSettings,
+    attempts: u32,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let ceiling = exponential(
+        settings.backoff_base,
+        settings.backoff_cap,
+        attempts.saturating_sub(1),
+    );
     let half = ceiling / 2;
     let jitter = rand::thread_rng().gen_range(0..=half.as_millis() as u64);
     let backoff = half + Duration::from_millis(jitter);
@@ -290,7 +298,11 @@ impl Outbox {
         }
         self.busy = true;
         self.svc.tick_begin();
-        let (store, client, settings) = (self.store.clone(), self.client.clone(), self.settings.clone());
+        let (store, client, settings) = (
+            self.store.clone(),
+            self.client.clone(),
+            self.settings.clone(),
+        );
         ctx.spawn(
             async move { deliver_due(&store, &client, &settings).await }
                 .into_actor(self)
@@ -300,11 +312,19 @@ impl Outbox {
                     match res {
                         Ok(done) => {
                             match &done.last_error {
-                                Some(e) => act.svc.tick_err(&format!("webhook delivery failed: {e}")),
+                                Some(e) => {
+                                    act.svc.tick_err(&format!("webhook delivery failed: {e}"))
+                                }
                                 None => act.svc.tick_ok(),
                             }
                             if done.delivered + done.retrying + done.dead > 0 {
-                                tracing::info!(delivered = done.delivered, retrying = done.retrying, dead = done.dead, deferred = done.deferred, "outbox pass");
+                                tracing::info!(
+                                    delivered = done.delivered,
+                                    retrying = done.retrying,
+                                    dead = done.dead,
+                                    deferred = done.deferred,
+                                    "outbox pass"
+                                );
                             }
                             again = done.read as i64 >= act.settings.batch
                                 && done.delivered + done.retrying + done.dead > 0;
@@ -312,7 +332,8 @@ impl Outbox {
                         Err(e) => act.svc.tick_err(&e),
                     }
                     let every = act.settings.interval;
-                    act.svc.schedule(every, format!("deliver: {}", humantime(every)));
+                    act.svc
+                        .schedule(every, format!("deliver: {}", humantime(every)));
                     if act.stop_requested {
                         ctx.stop();
                     } else if again {
@@ -365,8 +386,13 @@ mod tests {
 
     #[test]
     fn retry_after_as_seconds_or_date() {
-        let now = DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z").unwrap().with_timezone(&Utc);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        let now = DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:29:00 GMT", now),
             Some(Duration::from_secs(60))
@@ -383,11 +409,20 @@ mod tests {
         };
         for _ in 0..50 {
             let first = retry_delay(&s, 1, None);
-            assert!(first >= Duration::from_secs(2) && first <= Duration::from_secs(4), "{first:?}");
+            assert!(
+                first >= Duration::from_secs(2) && first <= Duration::from_secs(4),
+                "{first:?}"
+            );
             let late = retry_delay(&s, 20, None);
-            assert!(late >= Duration::from_secs(30) && late <= Duration::from_secs(60), "{late:?}");
+            assert!(
+                late >= Duration::from_secs(30) && late <= Duration::from_secs(60),
+                "{late:?}"
+            );
         }
         assert!(retry_delay(&s, 1, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
-        assert_eq!(retry_delay(&s, 1, Some(Duration::from_secs(3600))), Duration::from_secs(60));
+        assert_eq!(
+            retry_delay(&s, 1, Some(Duration::from_secs(3600))),
+            Duration::from_secs(60)
+        );
     }
 }

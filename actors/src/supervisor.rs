@@ -14,7 +14,8 @@
 //!   backoff with full jitter. Past the intensity limit an optional child is left `failed`; a
 //!   critical one is reported on the fatal channel and the daemon exits non-zero.
 //! - **Control**: [`StartChild`], [`StopChild`], [`RestartChild`], [`WakeChild`] by name; [`GetStatus`] reads
-//!   the registry.
+//!   the registry; [`Reconcile`] applies a reloaded configuration (children added, removed,
+//!   replaced when their settings changed).
 //! - **Stop**: [`shutdown`] stops children in reverse start order, each within its stop timeout
 //!   (then cut off and named in the log), under one overall deadline.
 
@@ -60,6 +61,9 @@ pub struct ChildSpec {
     pub singleton: bool,
     /// No heartbeat (or a tick longer than this) means the child hangs.
     pub hang_deadline: Duration,
+    /// The settings the factory builds with, as text: a reload replaces a running child whose
+    /// fingerprint changed, and leaves the others alone.
+    pub fingerprint: String,
 }
 
 impl std::fmt::Debug for ChildSpec {
@@ -99,7 +103,13 @@ impl ChildSpec {
             critical: false,
             singleton: false,
             hang_deadline: Duration::from_secs(60),
+            fingerprint: String::new(),
         }
+    }
+
+    pub fn fingerprint(mut self, fingerprint: impl Into<String>) -> Self {
+        self.fingerprint = fingerprint.into();
+        self
     }
 
     pub fn critical(mut self) -> Self {
@@ -195,6 +205,8 @@ struct Child {
     restart_timer: Option<SpawnHandle>,
     restart_at: Option<DateTime<Utc>>,
     stop_waiters: Vec<oneshot::Sender<()>>,
+    /// Removed by a reload: stopped, hidden from the registry, revived if configured again.
+    retired: bool,
 }
 
 impl Child {
@@ -220,6 +232,7 @@ impl Child {
             restart_timer: None,
             restart_at: None,
             stop_waiters: Vec::new(),
+            retired: false,
         }
     }
 
@@ -333,7 +346,7 @@ impl Supervisor {
     fn index(&self, name: &str) -> Result<usize, SupervisorError> {
         self.children
             .iter()
-            .position(|c| c.spec.name == name)
+            .position(|c| c.spec.name == name && !c.retired)
             .ok_or_else(|| SupervisorError::NotFound(name.to_string()))
     }
 
@@ -354,7 +367,12 @@ impl Supervisor {
 
     fn registry(&self) -> Registry {
         Registry {
-            services: self.children.iter().map(Child::status).collect(),
+            services: self
+                .children
+                .iter()
+                .filter(|c| !c.retired)
+                .map(Child::status)
+                .collect(),
         }
     }
 
@@ -802,7 +820,7 @@ impl Handler<BeginShutdown> for Supervisor {
             self.children
                 .iter()
                 .rev()
-                .filter(|c| c.spec.factory.is_some())
+                .filter(|c| c.spec.factory.is_some() && !c.retired)
                 .map(|c| c.spec.name.clone())
                 .collect(),
         )
@@ -824,6 +842,146 @@ impl Handler<AbortAll> for Supervisor {
                 child.finish_stop();
             }
         }
+    }
+}
+
+/// A configuration reload: the children `specs` describe are what should run now.
+///
+/// - a child not in `specs` is stopped gracefully and removed from the registry;
+/// - a new one is added (after the others) and started;
+/// - one whose [`ChildSpec::fingerprint`] or skip reason changed takes the new spec: a running
+///   (or backing-off) instance finishes its current tick and stops, and a fresh one starts
+///   with the new settings at once; a stopped or failed one stays down until started;
+/// - an unchanged one is left alone.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Reconciled, SupervisorError>")]
+pub struct Reconcile {
+    pub specs: Vec<ChildSpec>,
+}
+
+/// What a [`Reconcile`] did, by child name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+    pub replaced: Vec<String>,
+}
+
+enum ReconcileOp {
+    Retire(usize),
+    Start(usize),
+    Revive(usize, ChildSpec),
+    Replace(usize, ChildSpec),
+}
+
+impl Supervisor {
+    fn apply(&mut self, op: ReconcileOp, ctx: &mut Context<Self>) -> LocalBoxActorFuture<Self, ()> {
+        match op {
+            ReconcileOp::Start(idx) => self.launch(idx, ctx),
+            ReconcileOp::Retire(idx) => {
+                Box::pin(self.stop(idx, ctx).map(move |_, act: &mut Self, _| {
+                    let child = &mut act.children[idx];
+                    child.retired = true;
+                    tracing::info!(service = %child.spec.name, "service removed by reload");
+                }))
+            }
+            ReconcileOp::Revive(idx, spec) => {
+                let child = &mut self.children[idx];
+                child.retired = false;
+                child.intensity.clear();
+                child.attempt = 0;
+                let start = spec.factory.is_some();
+                child.spec = spec;
+                if start {
+                    child.set_state(ServiceState::Stopped);
+                    self.launch(idx, ctx)
+                } else {
+                    child.set_state(ServiceState::Skipped);
+                    Box::pin(actix::fut::ready(()))
+                }
+            }
+            ReconcileOp::Replace(idx, spec) => {
+                let active = matches!(
+                    self.children[idx].state,
+                    ServiceState::Starting
+                        | ServiceState::Running
+                        | ServiceState::BackingOff
+                        | ServiceState::Stopping
+                );
+                Box::pin(self.stop(idx, ctx).then(move |_, act: &mut Self, ctx| {
+                    let child = &mut act.children[idx];
+                    let start = spec.factory.is_some();
+                    child.spec = spec;
+                    if !start {
+                        child.set_state(ServiceState::Skipped);
+                        return Box::pin(actix::fut::ready(())) as LocalBoxActorFuture<Self, ()>;
+                    }
+                    if child.state == ServiceState::Skipped {
+                        child.set_state(ServiceState::Stopped);
+                    }
+                    if active && !act.shutting_down {
+                        act.launch(idx, ctx)
+                    } else {
+                        Box::pin(actix::fut::ready(()))
+                    }
+                }))
+            }
+        }
+    }
+}
+
+impl Handler<Reconcile> for Supervisor {
+    type Result = ResponseActFuture<Self, Result<Reconciled, SupervisorError>>;
+
+    fn handle(&mut self, msg: Reconcile, _: &mut Self::Context) -> Self::Result {
+        if self.shutting_down {
+            return Box::pin(actix::fut::ready(Err(SupervisorError::ShuttingDown)));
+        }
+        let mut done = Reconciled::default();
+        let mut ops = Vec::new();
+        for (idx, child) in self.children.iter().enumerate() {
+            if !child.retired && !msg.specs.iter().any(|s| s.name == child.spec.name) {
+                if child.spec.factory.is_some() {
+                    done.stopped.push(child.spec.name.clone());
+                }
+                ops.push(ReconcileOp::Retire(idx));
+            }
+        }
+        for spec in msg.specs {
+            let name = spec.name.clone();
+            let Some(idx) = self.children.iter().position(|c| c.spec.name == spec.name) else {
+                let start = spec.factory.is_some();
+                self.children.push(Child::new(spec));
+                if start {
+                    done.started.push(name);
+                    ops.push(ReconcileOp::Start(self.children.len() - 1));
+                }
+                continue;
+            };
+            let child = &mut self.children[idx];
+            let (had, has) = (child.spec.factory.is_some(), spec.factory.is_some());
+            let changed = child.spec.fingerprint != spec.fingerprint
+                || child.spec.skip_reason != spec.skip_reason;
+            if child.retired || (!had && has) {
+                if has {
+                    done.started.push(name);
+                }
+                ops.push(ReconcileOp::Revive(idx, spec));
+            } else if !had && !has {
+                child.spec = spec;
+            } else if had && !has {
+                done.stopped.push(name);
+                ops.push(ReconcileOp::Replace(idx, spec));
+            } else if changed {
+                done.replaced.push(name);
+                ops.push(ReconcileOp::Replace(idx, spec));
+            }
+        }
+        let mut chain: LocalBoxActorFuture<Self, ()> = Box::pin(actix::fut::ready(()));
+        for op in ops {
+            chain = Box::pin(chain.then(move |(), act: &mut Self, ctx| act.apply(op, ctx)));
+        }
+        Box::pin(chain.map(move |(), _, _| Ok(done)))
     }
 }
 

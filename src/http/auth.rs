@@ -73,7 +73,10 @@ fn presented(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(cookie) = req.cookie(UI_COOKIE) else {
         return Ok(None);
     };
-    let safe = matches!(*req.method(), actix_web::http::Method::GET | actix_web::http::Method::HEAD);
+    let safe = matches!(
+        *req.method(),
+        actix_web::http::Method::GET | actix_web::http::Method::HEAD
+    );
     if !safe && req.headers().get("x-tipoff-ui").is_none() {
         return Err(ApiError::Forbidden(
             "a dashboard session needs the X-Tipoff-UI header on this request".into(),
@@ -95,8 +98,9 @@ impl FromRequest for Admin {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let result = match req.app_data::<web::Data<AppState>>() {
-            Some(state) => presented(req)
-                .and_then(|token| state.admin.check(token.as_deref()).map(|()| Admin)),
+            Some(state) => {
+                presented(req).and_then(|token| state.admin.check(token.as_deref()).map(|()| Admin))
+            }
             None => Err(ApiError::Internal("application state missing".into())),
         };
         ready(result)

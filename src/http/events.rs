@@ -20,8 +20,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use tipoff_actors::store::{OutboxEvent, EVENT_TYPES, OUTBOX_STATES, PUBLIC_EVENT_TYPES};
@@ -59,7 +59,10 @@ impl Filter {
 
 fn frame(e: &OutboxEvent) -> Bytes {
     let data = serde_json::to_string(&e.body()).unwrap_or_default();
-    Bytes::from(format!("id: {}\nevent: {}\ndata: {data}\n\n", e.id, e.event_type))
+    Bytes::from(format!(
+        "id: {}\nevent: {}\ndata: {data}\n\n",
+        e.id, e.event_type
+    ))
 }
 
 /// Where a stream is.
@@ -97,8 +100,7 @@ impl Stream {
     fn remember(&mut self, id: i64) -> bool {
         if id > self.last_sent {
             self.last_sent = id;
-        } else if self.recent.contains(&id)
-            || self.recent.first().is_none_or(|oldest| id < *oldest)
+        } else if self.recent.contains(&id) || self.recent.first().is_none_or(|oldest| id < *oldest)
         {
             return false;
         }
@@ -210,7 +212,9 @@ pub async fn stream(
     let resume = match resume.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-            ApiError::BadRequest(format!("Last-Event-ID `{v}` is not an event id (a whole number)"))
+            ApiError::BadRequest(format!(
+                "Last-Event-ID `{v}` is not an event id (a whole number)"
+            ))
         })?),
     };
     if state.lifecycle.stopping() {

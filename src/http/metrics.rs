@@ -67,7 +67,9 @@ impl Metrics {
         macro_rules! reg {
             ($metric:expr) => {{
                 let m = $metric.expect("metric definition");
-                registry.register(Box::new(m.clone())).expect("unique metric");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("unique metric");
                 m
             }};
         }
@@ -76,79 +78,139 @@ impl Metrics {
         ];
         Metrics {
             http_requests: reg!(IntCounterVec::new(
-                opts("http_requests_total", "HTTP requests answered, by route pattern, method and status."),
+                opts(
+                    "http_requests_total",
+                    "HTTP requests answered, by route pattern, method and status."
+                ),
                 &["route", "method", "status"]
             )),
             http_duration: reg!(HistogramVec::new(
-                HistogramOpts::from(opts("http_request_duration_seconds", "HTTP request latency, by route pattern and method."))
-                    .buckets(buckets),
+                HistogramOpts::from(opts(
+                    "http_request_duration_seconds",
+                    "HTTP request latency, by route pattern and method."
+                ))
+                .buckets(buckets),
                 &["route", "method"]
             )),
             service_state: reg!(IntGaugeVec::new(
-                opts("service_state", "1 for the state each supervised service is in, 0 for the others."),
+                opts(
+                    "service_state",
+                    "1 for the state each supervised service is in, 0 for the others."
+                ),
                 &["service", "state"]
             )),
             service_restarts: reg!(IntCounterVec::new(
-                opts("service_restarts_total", "Restarts of each service (after failures and by request)."),
+                opts(
+                    "service_restarts_total",
+                    "Restarts of each service (after failures and by request)."
+                ),
                 &["service"]
             )),
             service_ticks: reg!(IntCounterVec::new(
-                opts("service_ticks_total", "Ticks (passes) each service has begun."),
+                opts(
+                    "service_ticks_total",
+                    "Ticks (passes) each service has begun."
+                ),
                 &["service"]
             )),
             service_errors: reg!(IntCounterVec::new(
-                opts("service_errors_total", "Errors each service reported (absorbed or fatal)."),
+                opts(
+                    "service_errors_total",
+                    "Errors each service reported (absorbed or fatal)."
+                ),
                 &["service"]
             )),
             service_since_success: reg!(GaugeVec::new(
-                opts("service_seconds_since_success", "Seconds since each service's last successful tick (absent before the first)."),
+                opts(
+                    "service_seconds_since_success",
+                    "Seconds since each service's last successful tick (absent before the first)."
+                ),
                 &["service"]
             )),
             service_interval: reg!(GaugeVec::new(
-                opts("service_interval_seconds", "The interval each service runs at now, with its reason."),
+                opts(
+                    "service_interval_seconds",
+                    "The interval each service runs at now, with its reason."
+                ),
                 &["service", "reason"]
             )),
             db_pool: reg!(IntGaugeVec::new(
-                opts("db_pool_connections", "Database pool connections: open (size), idle, and the maximum."),
+                opts(
+                    "db_pool_connections",
+                    "Database pool connections: open (size), idle, and the maximum."
+                ),
                 &["state"]
             )),
-            db_healthy: reg!(IntGauge::with_opts(opts("db_healthy", "1 while the database answers the db service's pings."))),
+            db_healthy: reg!(IntGauge::with_opts(opts(
+                "db_healthy",
+                "1 while the database answers the db service's pings."
+            ))),
             import_jobs: reg!(IntGaugeVec::new(
                 opts("import_jobs", "Import jobs by state."),
                 &["state"]
             )),
             import_dates: reg!(IntGaugeVec::new(
-                opts("import_dates", "Dates of queued and running import jobs: total, done and failed (progress)."),
+                opts(
+                    "import_dates",
+                    "Dates of queued and running import jobs: total, done and failed (progress)."
+                ),
                 &["progress"]
             )),
             outbox_events: reg!(IntGaugeVec::new(
-                opts("outbox_events", "Outbox events by state: pending is the webhook backlog, dead gave up."),
+                opts(
+                    "outbox_events",
+                    "Outbox events by state: pending is the webhook backlog, dead gave up."
+                ),
                 &["state"]
             )),
             outbox_oldest_pending: reg!(GaugeVec::new(
-                opts("outbox_oldest_pending_seconds", "Age of the oldest event not yet delivered to every webhook."),
+                opts(
+                    "outbox_oldest_pending_seconds",
+                    "Age of the oldest event not yet delivered to every webhook."
+                ),
                 &[]
             )),
             watcher_cursor_slot: reg!(IntGaugeVec::new(
-                opts("watcher_cursor_slot", "Slot of the newest deposit signature each watcher has processed."),
+                opts(
+                    "watcher_cursor_slot",
+                    "Slot of the newest deposit signature each watcher has processed."
+                ),
                 &["token"]
             )),
             watcher_cursor_age: reg!(GaugeVec::new(
-                opts("watcher_cursor_lag_seconds", "Seconds since each watcher's cursor last moved."),
+                opts(
+                    "watcher_cursor_lag_seconds",
+                    "Seconds since each watcher's cursor last moved."
+                ),
                 &["token"]
             )),
             deposits: reg!(IntCounterVec::new(
-                opts("deposits_total", "Deposits recorded, by token and state (credited, unattributed, assigned)."),
+                opts(
+                    "deposits_total",
+                    "Deposits recorded, by token and state (credited, unattributed, assigned)."
+                ),
                 &["token", "state"]
             )),
             settlements: reg!(IntCounterVec::new(
-                opts("settlements_total", "Markets closed, by outcome (settled or void)."),
+                opts(
+                    "settlements_total",
+                    "Markets closed, by outcome (settled or void)."
+                ),
                 &["outcome"]
             )),
-            sse_streams: reg!(IntGauge::with_opts(opts("sse_streams", "Open live event streams (GET /api/v1/events)."))),
-            ready: reg!(IntGauge::with_opts(opts("ready", "1 while /ready answers 200."))),
+            sse_streams: reg!(IntGauge::with_opts(opts(
+                "sse_streams",
+                "Open live event streams (GET /api/v1/events)."
+            ))),
+            ready: reg!(IntGauge::with_opts(opts(
+                "ready",
+                "1 while /ready answers 200."
+            ))),
             build_info: reg!(IntGaugeVec::new(
-                opts("build_info", "Always 1; the labels carry the version and database backend."),
+                opts(
+                    "build_info",
+                    "Always 1; the labels carry the version and database backend."
+                ),
                 &["version", "backend"]
             )),
             registry,
@@ -222,8 +284,9 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     m.db_pool.with_label_values(&["idle"]).set(pool.idle.into());
     m.db_pool.with_label_values(&["max"]).set(pool.max.into());
     m.db_healthy.set(i64::from(state.shared.db_healthy()));
-    m.ready
-        .set(i64::from(state.lifecycle.ready() && state.shared.db_healthy()));
+    m.ready.set(i64::from(
+        state.lifecycle.ready() && state.shared.db_healthy(),
+    ));
     m.build_info
         .with_label_values(&[env!("CARGO_PKG_VERSION"), state.store.backend().as_str()])
         .set(1);
@@ -247,7 +310,9 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         m.outbox_events
             .with_label_values(&["pending"])
             .set(outbox.pending);
-        m.outbox_events.with_label_values(&["dead"]).set(outbox.dead);
+        m.outbox_events
+            .with_label_values(&["dead"])
+            .set(outbox.dead);
         m.outbox_events
             .with_label_values(&["delivered"])
             .set(outbox.delivered);

@@ -121,11 +121,19 @@ pub struct AppState {
 
 impl AppState {
     pub fn leagues_enabled(&self) -> Vec<String> {
-        self.live.read().unwrap_or_else(|e| e.into_inner()).leagues_enabled.clone()
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .leagues_enabled
+            .clone()
     }
 
     pub fn tokens(&self) -> Vec<tipoff_actors::solana::Token> {
-        self.live.read().unwrap_or_else(|e| e.into_inner()).tokens.clone()
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .tokens
+            .clone()
     }
 
     pub fn set_live(&self, live: Reloadable) {
@@ -184,7 +192,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::post().to(imports::cancel),
     )
     .route("/admin/outbox", web::get().to(events::list))
-    .route("/admin/outbox/retry-dead", web::post().to(events::retry_dead))
+    .route(
+        "/admin/outbox/retry-dead",
+        web::post().to(events::retry_dead),
+    )
     .route("/admin/outbox/{id}/retry", web::post().to(events::retry))
     .route(
         "/admin/services/{name}/{action}",

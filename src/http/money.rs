@@ -100,14 +100,18 @@ pub fn amount(field: &str, value: &Value) -> Result<i64, ApiError> {
 fn token(state: &AppState, name: &str) -> Result<Token, ApiError> {
     let name = name.trim().to_ascii_lowercase();
     let tokens = state.tokens();
-    tokens.iter().find(|t| t.name == name).cloned().ok_or_else(|| {
-        let known: Vec<&str> = tokens.iter().map(|t| t.name.as_str()).collect();
-        ApiError::BadRequest(if known.is_empty() {
-            format!("unknown token `{name}`: no tokens are configured (TIPOFF_TOKENS)")
-        } else {
-            format!("unknown token `{name}` (configured: {})", known.join(", "))
+    tokens
+        .iter()
+        .find(|t| t.name == name)
+        .cloned()
+        .ok_or_else(|| {
+            let known: Vec<&str> = tokens.iter().map(|t| t.name.as_str()).collect();
+            ApiError::BadRequest(if known.is_empty() {
+                format!("unknown token `{name}`: no tokens are configured (TIPOFF_TOKENS)")
+            } else {
+                format!("unknown token `{name}` (configured: {})", known.join(", "))
+            })
         })
-    })
 }
 
 #[derive(Debug, Default, Deserialize)]

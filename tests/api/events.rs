@@ -99,7 +99,9 @@ async fn settlement_arrives_and_resume_gets_what_was_missed(db: Db) {
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let mut stream = SseReader::new(res);
     let market = settle_one(&app).await;
-    let ev = stream.next_of("market.settled", Duration::from_secs(5)).await;
+    let ev = stream
+        .next_of("market.settled", Duration::from_secs(5))
+        .await;
     let data: Value = serde_json::from_str(&ev.data).unwrap();
     assert_eq!(data["payload"]["market_id"].as_i64(), Some(market));
     assert_eq!(data["payload"]["winning_outcome"], "away");
@@ -110,21 +112,28 @@ async fn settlement_arrives_and_resume_gets_what_was_missed(db: Db) {
     let missed = [settle_one(&app).await, settle_one(&app).await];
     let res = app
         .client
-        .get(format!("{}/api/v1/events?types=market.settled", app.address))
+        .get(format!(
+            "{}/api/v1/events?types=market.settled",
+            app.address
+        ))
         .header("Last-Event-ID", seen.to_string())
         .send()
         .await
         .unwrap();
     let mut stream = SseReader::new(res);
     for want in missed {
-        let ev = stream.next_of("market.settled", Duration::from_secs(5)).await;
+        let ev = stream
+            .next_of("market.settled", Duration::from_secs(5))
+            .await;
         assert!(ev.id.unwrap() > seen);
         let data: Value = serde_json::from_str(&ev.data).unwrap();
         assert_eq!(data["payload"]["market_id"].as_i64(), Some(want));
     }
     // And live again after the replay.
     let live = settle_one(&app).await;
-    let ev = stream.next_of("market.settled", Duration::from_secs(5)).await;
+    let ev = stream
+        .next_of("market.settled", Duration::from_secs(5))
+        .await;
     let data: Value = serde_json::from_str(&ev.data).unwrap();
     assert_eq!(data["payload"]["market_id"].as_i64(), Some(live));
     app.stop().await;
@@ -138,7 +147,10 @@ async fn filters_and_access_are_checked() {
     let res = app.get("/api/v1/events?types=deposit.credited").await;
     assert_eq!(res.status(), 403, "money events need the admin token");
     let body: Value = res.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("admin token"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("admin token"));
     let res = app.get("/api/v1/events?types=market.exploded").await;
     assert_eq!(res.status(), 400);
     let res = app
@@ -153,17 +165,18 @@ async fn filters_and_access_are_checked() {
     // League filter: an NBA-only stream does not see an MLB market.
     let nba = SseReader::new(app.get("/api/v1/events?league=nba").await);
     let mut all = SseReader::new(app.get("/api/v1/events").await);
-    let mut admin = SseReader::new(
-        app.admin_get("/api/v1/events?types=user.registered").await,
-    );
+    let mut admin = SseReader::new(app.admin_get("/api/v1/events?types=user.registered").await);
     settle_one(&app).await;
     crate::money::register(&app.client, &app.address).await;
     let created = all.next_of("market.created", Duration::from_secs(5)).await;
     assert!(created.data.contains("\"league\":\"mlb\""));
-    let registered = admin.next_of("user.registered", Duration::from_secs(5)).await;
+    let registered = admin
+        .next_of("user.registered", Duration::from_secs(5))
+        .await;
     assert!(!registered.data.contains("api_key"));
     let mut nba = nba;
-    let quiet = tokio::time::timeout(Duration::from_millis(500), nba.next(Duration::from_secs(1))).await;
+    let quiet =
+        tokio::time::timeout(Duration::from_millis(500), nba.next(Duration::from_secs(1))).await;
     assert!(quiet.is_err(), "the NBA stream saw an MLB event: {quiet:?}");
     app.stop().await;
 }
@@ -188,9 +201,15 @@ async fn sigterm_ends_streams_with_a_final_event() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let sent = Instant::now();
     daemon.signal(libc::SIGTERM);
-    let last = stream.next(Duration::from_secs(5)).await.expect("a final event");
+    let last = stream
+        .next(Duration::from_secs(5))
+        .await
+        .expect("a final event");
     assert_eq!(last.event, "shutdown");
-    assert!(stream.next(Duration::from_secs(5)).await.is_none(), "then the stream ends");
+    assert!(
+        stream.next(Duration::from_secs(5)).await.is_none(),
+        "then the stream ends"
+    );
     let (code, _) = daemon.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0));
     assert!(

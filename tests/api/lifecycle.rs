@@ -13,7 +13,7 @@ fn sigterm_drains_in_flight_requests_and_exits_zero_after_stopping() {
     let mut d = Daemon::spawn(&[("TIPOFF_SHUTDOWN_DRAIN_DELAY", "700ms")]);
     let ready = d.wait_notify("READY=1", Duration::from_secs(15));
     assert!(
-        ready.contains("STATUS=services: 2 running, 2 skipped; database: ok"),
+        ready.contains("STATUS=services: 3 running, 3 skipped; database: ok"),
         "{ready}"
     );
     let res = reqwest::blocking::get(d.url("/ready")).unwrap();
@@ -228,4 +228,130 @@ fn watchdog_keepalives_stop_while_the_database_is_unreachable_and_resume_after()
     d.wait_notify("WATCHDOG=1", Duration::from_secs(5));
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(10)).0, Some(0));
+}
+
+fn service(status: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
+    status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+}
+
+fn debug_status(d: &Daemon) -> serde_json::Value {
+    reqwest::blocking::Client::new()
+        .get(d.url("/debug/status"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+fn wait_for(d: &Daemon, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = debug_status(d);
+        if ok(&status) {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {status:#}\n{}",
+            d.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn hup(d: &Daemon) {
+    d.signal(libc::SIGHUP);
+    d.wait_notify("RELOADING=1", Duration::from_secs(5));
+    d.wait_notify("READY=1", Duration::from_secs(30));
+}
+
+/// SIGHUP: a league enabled in the file gets its poller; a changed interval replaces the
+/// cleanup service with one at the new pace; a league removed stops its poller; the other
+/// services keep running untouched (same `since`, no restart).
+#[test]
+fn sighup_starts_and_stops_services_and_applies_intervals() {
+    let espn = crate::espn_mock::MockEspn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tipoff.toml");
+    let base = format!("espn_base_url = \"{}\"\n", espn.base_url);
+    std::fs::write(&file, format!("{base}cleanup_interval = \"60s\"\n")).unwrap();
+    let file_arg = file.display().to_string();
+    let mut d = Daemon::spawn_in(dir, &[("TIPOFF_CONFIG", &file_arg)]);
+    d.wait_notify("READY=1", Duration::from_secs(15));
+    let before = debug_status(&d);
+    assert!(service(&before, "poller:nba").is_none());
+    assert_eq!(service(&before, "poller").unwrap()["state"], "skipped");
+    let db_since = service(&before, "db").unwrap()["since"].clone();
+    let cleanup = service(&before, "cleanup").unwrap();
+    assert_eq!(cleanup["interval_secs"], 60.0);
+
+    std::fs::write(
+        &file,
+        format!("{base}leagues = \"nba\"\ncleanup_interval = \"7s\"\n"),
+    )
+    .unwrap();
+    hup(&d);
+    let after = wait_for(&d, "poller:nba running, cleanup at 7s", |s| {
+        service(s, "poller:nba").is_some_and(|p| p["state"] == "running")
+            && service(s, "cleanup").is_some_and(|c| c["interval_secs"] == 7.0)
+    });
+    assert!(
+        service(&after, "poller").is_none(),
+        "the skipped row is gone"
+    );
+    assert_eq!(
+        service(&after, "db").unwrap()["since"],
+        db_since,
+        "db untouched"
+    );
+    assert_eq!(
+        service(&after, "cleanup").unwrap()["restarts"],
+        0,
+        "a reload is not a restart"
+    );
+    let leagues: serde_json::Value = reqwest::blocking::get(d.url("/api/v1/leagues"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let nba = leagues["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["key"] == "nba")
+        .unwrap()
+        .clone();
+    assert_eq!(nba["enabled"], true, "handlers see the reloaded leagues");
+
+    std::fs::write(
+        &file,
+        format!("{base}leagues = \"\"\ncleanup_interval = \"7s\"\n"),
+    )
+    .unwrap();
+    hup(&d);
+    let removed = wait_for(&d, "poller:nba removed", |s| {
+        service(s, "poller:nba").is_none()
+    });
+    assert_eq!(service(&removed, "poller").unwrap()["state"], "skipped");
+    assert!(
+        d.stderr().contains("service removed by reload"),
+        "{}",
+        d.stderr()
+    );
+
+    // A file that does not load is refused whole: everything keeps running.
+    std::fs::write(&file, "leagues = \"cricket\"\n").unwrap();
+    hup(&d);
+    assert!(d.stderr().contains("reload refused"));
+    assert_eq!(
+        service(&debug_status(&d), "cleanup").unwrap()["interval_secs"],
+        7.0
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(15)).0, Some(0));
 }

@@ -35,7 +35,11 @@ fn parse_with_prometheus_client(text: &str) -> Option<Vec<(String, String)>> {
     std::fs::write(&file, text).unwrap();
     let script = "import sys\nfrom prometheus_client.parser import text_string_to_metric_families\n\
         for f in text_string_to_metric_families(open(sys.argv[1]).read()):\n    print(f.name, f.type, len(f.samples))\n";
-    let out = Command::new("python3").arg("-c").arg(script).arg(&file).output();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&file)
+        .output();
     match out {
         Ok(out) if out.status.success() => Some(
             String::from_utf8_lossy(&out.stdout)
@@ -48,8 +52,11 @@ fn parse_with_prometheus_client(text: &str) -> Option<Vec<(String, String)>> {
         ),
         Ok(out) => {
             let err = String::from_utf8_lossy(&out.stderr);
-            if err.contains("No module named") && std::env::var("CI").map_or(true, |v| v != "true") {
-                eprintln!("SKIPPED: the metrics parser check needs `pip install prometheus_client`");
+            if err.contains("No module named") && std::env::var("CI").map_or(true, |v| v != "true")
+            {
+                eprintln!(
+                    "SKIPPED: the metrics parser check needs `pip install prometheus_client`"
+                );
                 return None;
             }
             panic!("prometheus_client rejected /metrics: {err}\n{text}");
@@ -77,7 +84,11 @@ async fn metrics_parse_and_cover_the_families() {
     app.get("/api/v1/games/12345").await;
     let (_, game) = crate::money::open_market(&app.store).await;
     app.store
-        .upsert_game("mlb", &crate::money::finished(game, "home"), chrono::Utc::now())
+        .upsert_game(
+            "mlb",
+            &crate::money::finished(game, "home"),
+            chrono::Utc::now(),
+        )
         .await
         .unwrap();
     let account = crate::money::register(&app.client, &app.address).await;
@@ -96,26 +107,63 @@ async fn metrics_parse_and_cover_the_families() {
         .unwrap();
     let res = app.get("/metrics").await;
     assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let text = res.text().await.unwrap();
     for family in FAMILIES {
-        assert!(text.contains(&format!("# TYPE {family}")), "{family} missing:\n{text}");
+        assert!(
+            text.contains(&format!("# TYPE {family}")),
+            "{family} missing:\n{text}"
+        );
     }
-    assert!(text.contains(r#"tipoff_http_requests_total{method="GET",route="/api/v1/games/{id}",status="404"} 1"#), "{text}");
-    assert!(text.contains(r#"tipoff_service_state{service="db",state="running"} 1"#), "{text}");
-    assert!(text.contains(r#"tipoff_settlements_total{outcome="settled"} 1"#), "{text}");
-    assert!(text.contains(r#"tipoff_deposits_total{state="credited",token="usdc"} 1"#), "{text}");
-    assert!(text.contains(r#"tipoff_watcher_cursor_slot{token="usdc"} 4242"#), "{text}");
-    assert!(text.contains(r#"tipoff_outbox_events{state="pending"}"#), "{text}");
+    assert!(
+        text.contains(
+            r#"tipoff_http_requests_total{method="GET",route="/api/v1/games/{id}",status="404"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tipoff_service_state{service="db",state="running"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tipoff_settlements_total{outcome="settled"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tipoff_deposits_total{state="credited",token="usdc"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tipoff_watcher_cursor_slot{token="usdc"} 4242"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tipoff_outbox_events{state="pending"}"#),
+        "{text}"
+    );
     if let Some(families) = parse_with_prometheus_client(&text) {
         for family in FAMILIES {
             // The parser names counters without their `_total` suffix.
             let name = family.trim_end_matches("_total");
-            assert!(families.iter().any(|(n, _)| n == name), "parser did not find {name}: {families:?}");
+            assert!(
+                families.iter().any(|(n, _)| n == name),
+                "parser did not find {name}: {families:?}"
+            );
         }
-        let kind = |n: &str| families.iter().find(|(f, _)| f == n).map(|(_, t)| t.clone());
+        let kind = |n: &str| {
+            families
+                .iter()
+                .find(|(f, _)| f == n)
+                .map(|(_, t)| t.clone())
+        };
         assert_eq!(kind("tipoff_http_requests").as_deref(), Some("counter"));
-        assert_eq!(kind("tipoff_http_request_duration_seconds").as_deref(), Some("histogram"));
+        assert_eq!(
+            kind("tipoff_http_request_duration_seconds").as_deref(),
+            Some("histogram")
+        );
         assert_eq!(kind("tipoff_outbox_events").as_deref(), Some("gauge"));
     }
     app.stop().await;

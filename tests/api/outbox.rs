@@ -12,7 +12,10 @@ use crate::helpers::*;
 use crate::money::{finished, open_market, register};
 use crate::webhook_mock::{MockWebhook, WEBHOOK_SECRET};
 
-fn outbox_env(hook: &MockWebhook, extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, String)> {
+fn outbox_env(
+    hook: &MockWebhook,
+    extra: &[(&'static str, &'static str)],
+) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("TIPOFF_WEBHOOK_URLS", hook.url.clone()),
         ("TIPOFF_WEBHOOK_SECRET", WEBHOOK_SECRET.to_string()),
@@ -57,18 +60,34 @@ async fn healthy_receiver_sees_every_event_once(db: Db) {
     types.sort();
     assert_eq!(
         types,
-        ["market.created", "market.settled", "user.registered", "user.registered"]
+        [
+            "market.created",
+            "market.settled",
+            "user.registered",
+            "user.registered"
+        ]
     );
     for r in &received {
-        assert!(r.verifies(WEBHOOK_SECRET), "signature of event {} verifies", r.id);
-        assert!(!r.verifies("some-other-secret-000000"), "and only under the secret");
+        assert!(
+            r.verifies(WEBHOOK_SECRET),
+            "signature of event {} verifies",
+            r.id
+        );
+        assert!(
+            !r.verifies("some-other-secret-000000"),
+            "and only under the secret"
+        );
         let body = r.json();
         assert_eq!(body["id"].as_i64(), Some(r.id));
         assert_eq!(body["type"].as_str(), Some(r.event_type.as_str()));
         assert!(body["created_at"].is_string());
         assert!(body["payload"].is_object());
     }
-    let settled = received.iter().find(|r| r.event_type == "market.settled").unwrap().json();
+    let settled = received
+        .iter()
+        .find(|r| r.event_type == "market.settled")
+        .unwrap()
+        .json();
     assert_eq!(settled["payload"]["winning_outcome"], "home");
     assert_eq!(settled["league"], "mlb");
     // No API key or key hash leaks into an event.
@@ -76,7 +95,12 @@ async fn healthy_receiver_sees_every_event_once(db: Db) {
         let text = String::from_utf8_lossy(&r.body);
         assert!(!text.contains("api_key"), "{text}");
     }
-    let listed: Value = app.admin_get("/admin/outbox?state=delivered").await.json().await.unwrap();
+    let listed: Value = app
+        .admin_get("/admin/outbox?state=delivered")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed["items"].as_array().unwrap().len(), n);
     assert_eq!(listed["stats"]["pending"], 0);
     app.stop().await;
@@ -104,15 +128,26 @@ async fn failing_receiver_gets_the_same_ids_after_recovery(db: Db) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let refused: std::collections::BTreeSet<i64> = hook.received().iter().map(|r| r.id).collect();
-    let stats: Value = app.admin_get("/admin/outbox?state=pending").await.json().await.unwrap();
+    let stats: Value = app
+        .admin_get("/admin/outbox?state=pending")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats["stats"]["pending"], n as i64);
-    assert!(stats["items"][0]["last_error"].as_str().unwrap().contains("HTTP 503"));
+    assert!(stats["items"][0]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("HTTP 503"));
     assert!(stats["items"][0]["attempts"].as_i64().unwrap() >= 1);
 
     hook.recover();
     let accepted = hook.wait_accepted(n, Duration::from_secs(10)).await;
     let delivered: std::collections::BTreeSet<i64> = accepted.iter().map(|r| r.id).collect();
-    assert_eq!(delivered, refused, "the same event ids come again after recovery");
+    assert_eq!(
+        delivered, refused,
+        "the same event ids come again after recovery"
+    );
     assert_eq!(accepted.len(), n, "each accepted once");
     for r in &accepted {
         assert!(r.verifies(WEBHOOK_SECRET));
@@ -131,11 +166,19 @@ async fn dead_events_are_listed_and_retried(db: Db) {
     register(&app.client, &app.address).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let dead = loop {
-        let body: Value = app.admin_get("/admin/outbox?state=dead").await.json().await.unwrap();
+        let body: Value = app
+            .admin_get("/admin/outbox?state=dead")
+            .await
+            .json()
+            .await
+            .unwrap();
         if body["items"].as_array().unwrap().len() == 2 {
             break body;
         }
-        assert!(std::time::Instant::now() < deadline, "events not dead: {body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events not dead: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(dead["stats"]["dead"], 2);
@@ -143,18 +186,26 @@ async fn dead_events_are_listed_and_retried(db: Db) {
     // Dead means no more attempts.
     let tries = hook.received().len();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(hook.received().len(), tries, "a dead event is not tried again");
+    assert_eq!(
+        hook.received().len(),
+        tries,
+        "a dead event is not tried again"
+    );
 
     hook.recover();
     let first = dead["items"][0]["id"].as_i64().unwrap();
     let second = dead["items"][1]["id"].as_i64().unwrap();
-    let res = app.admin_post(&format!("/admin/outbox/{first}/retry")).await;
+    let res = app
+        .admin_post(&format!("/admin/outbox/{first}/retry"))
+        .await;
     assert_eq!(res.status(), 200);
     let accepted = hook.wait_accepted(1, Duration::from_secs(5)).await;
     assert_eq!(accepted[0].id, first);
     // Retrying an event that is not dead is a conflict; an unknown one is a 404.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let res = app.admin_post(&format!("/admin/outbox/{first}/retry")).await;
+    let res = app
+        .admin_post(&format!("/admin/outbox/{first}/retry"))
+        .await;
     assert_eq!(res.status(), 409);
     let res = app.admin_post("/admin/outbox/999999/retry").await;
     assert_eq!(res.status(), 404);
@@ -221,6 +272,10 @@ fn undelivered_events_survive_sigkill() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let types: Vec<String> = hook.accepted().iter().map(|r| r.event_type.clone()).collect();
+    let types: Vec<String> = hook
+        .accepted()
+        .iter()
+        .map(|r| r.event_type.clone())
+        .collect();
     assert_eq!(types, ["user.registered"; 3]);
 }

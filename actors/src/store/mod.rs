@@ -25,13 +25,14 @@ mod sqlite;
 pub use games::{
     Activity, GameFilter, GameRow, MarketFilter, MarketRow, MarketTransition, Upserted,
 };
-pub use outbox::{
-    Attempt, Counts, EventBody, OutboxEvent, OutboxStats, EVENT_TYPES, OUTBOX_STATES, PUBLIC_EVENT_TYPES,
-};
 pub use imports::{FailedDate, ImportFilter, ImportJob, ACTIVE_IMPORT_STATES, IMPORT_STATES};
 pub use money::{
     parimutuel, user_account, Audit, Balance, Credited, Cursor, Deposit, IncomingDeposit,
     LedgerEntry, Stake, TokenTotals, User, Withdrawal, WithdrawalOutcome, DEFAULT_FEE_BPS,
+};
+pub use outbox::{
+    Attempt, Counts, EventBody, OutboxEvent, OutboxStats, EVENT_TYPES, OUTBOX_STATES,
+    PUBLIC_EVENT_TYPES,
 };
 
 use std::sync::Arc;

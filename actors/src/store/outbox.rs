@@ -259,7 +259,8 @@ impl Store {
             "SELECT created_at FROM outbox_events WHERE state = 'pending' ORDER BY id LIMIT 1",
         ).fetch_optional(pool).await?);
         let mut stats = OutboxStats {
-            oldest_pending_secs: oldest.map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
+            oldest_pending_secs: oldest
+                .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
             ..OutboxStats::default()
         };
         for (state, n) in rows {
