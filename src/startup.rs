@@ -289,7 +289,9 @@ pub struct Reloader {
 }
 
 /// Settings a reload cannot change, with how to read them for comparison.
-const RESTART_ONLY: &[(&str, fn(&Config) -> String)] = &[
+type Reading = fn(&Config) -> String;
+
+const RESTART_ONLY: &[(&str, Reading)] = &[
     ("env", |c| c.env.as_str().to_string()),
     ("listen", |c| c.listen.to_string()),
     ("database_url", |c| c.database_url.expose().to_string()),

@@ -49,7 +49,7 @@ struct Filter {
 
 impl Filter {
     fn admits(&self, e: &OutboxEvent) -> bool {
-        self.types.iter().any(|t| *t == e.event_type)
+        self.types.contains(&e.event_type)
             && self
                 .league
                 .as_ref()
