@@ -1,4 +1,4 @@
-//! The command line (clap): `serve` (default), `migrate`, `check-config`.
+//! The command line (clap): `serve` (default), `migrate`, `check-config`, `status`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,6 +34,25 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration (secrets redacted); exit 78 when it is invalid.
     CheckConfig,
+    /// Ask a running daemon for its services and print them as a table. Exit 0 when it is
+    /// ready, 1 when it answers but is not ready, 2 when it cannot be reached or refuses.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The daemon's base URL (default: http:// and the configured listen address).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Admin token (default: the configured TIPOFF_ADMIN_TOKEN).
+    #[arg(long, env = "TIPOFF_STATUS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "5s", value_parser = |s: &str| crate::config::parse_duration(s))]
+    pub timeout: std::time::Duration,
+    /// Print the raw JSON of /debug/status instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Reads `.env` (outside production), the file and the environment.
@@ -73,6 +92,7 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Status(args) => crate::status::run(&config, args),
         Command::Migrate => {
             telemetry::init(&config.log, config.log_format);
             actix_rt::System::new().block_on(migrate(config))

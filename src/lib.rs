@@ -3,7 +3,8 @@
 //! # Layout
 //! - `config`: settings from environment > TOML file > defaults; validation that names the
 //!   setting (exit 78); the redacted rendering for `check-config`.
-//! - `cli`: `serve` (default), `migrate`, `check-config`.
+//! - `cli`: `serve` (default), `migrate`, `check-config`, `status`.
+//! - `status`: `tipoff status`, the table of a running daemon's services.
 //! - `services`: **what runs**: the root supervisor's children in start order, gated by config.
 //! - `startup`: `Application::build` (database, supervisor, bound listener) and
 //!   `run_until_stopped` (ready, then the phased shutdown under one deadline).
@@ -20,5 +21,6 @@ pub mod http;
 pub mod services;
 pub mod signals;
 pub mod startup;
+pub mod status;
 pub mod systemd;
 pub mod telemetry;

@@ -355,3 +355,61 @@ fn sighup_starts_and_stops_services_and_applies_intervals() {
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(15)).0, Some(0));
 }
+
+/// `tipoff status` prints the services of a running daemon and exits 0 while it is ready; it
+/// exits non-zero, saying why, when the daemon is unreachable or refuses the token.
+#[test]
+fn status_command_prints_the_table_and_fails_when_unreachable() {
+    let d = Daemon::spawn(&[]);
+    d.wait_notify("READY=1", Duration::from_secs(15));
+    let status = |listen: &str, token: &str| {
+        tipoff_command(d.dir.path())
+            .arg("status")
+            .env("TIPOFF_LISTEN", listen)
+            .env("TIPOFF_ADMIN_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let out = status(&format!("127.0.0.1:{}", d.port), ADMIN_TOKEN);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("SERVICE") && stdout.contains("RESTARTS"),
+        "{stdout}"
+    );
+    let db = stdout
+        .lines()
+        .find(|l| l.starts_with("db "))
+        .expect("a db row");
+    assert!(db.contains("running"), "{db}");
+    let poller = stdout
+        .lines()
+        .find(|l| l.starts_with("poller "))
+        .expect("a poller row");
+    assert!(
+        poller.contains("skipped") && poller.contains("TIPOFF_LEAGUES"),
+        "{poller}"
+    );
+    assert!(stdout.contains("ready"), "{stdout}");
+
+    let out = status(&format!("127.0.0.1:{}", free_port()), ADMIN_TOKEN);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unreachable"));
+
+    let out = status(&format!("127.0.0.1:{}", d.port), "a-wrong-token-0123456789");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("invalid admin token"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("a-wrong-token"),
+        "the token is not echoed: {stderr}"
+    );
+}
