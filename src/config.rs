@@ -910,6 +910,28 @@ mod tests {
     }
 
     #[test]
+    fn the_toml_example_lists_every_setting_with_its_default_and_loads() {
+        let example = include_str!("../deploy/tipoff.toml.example");
+        for key in KEYS {
+            let line = example
+                .lines()
+                .find(|l| {
+                    l.trim_start_matches("# ")
+                        .starts_with(&format!("{} = ", key.name))
+                })
+                .unwrap_or_else(|| panic!("deploy/tipoff.toml.example lacks {}", key.name));
+            if !key.default.is_empty() {
+                assert_eq!(line, format!("{} = \"{}\"", key.name, key.default));
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tipoff.toml");
+        std::fs::write(&file, example).unwrap();
+        let config = Config::load(Some(&file), &HashMap::new()).expect("the example loads");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
     fn durations_parse_with_units() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));

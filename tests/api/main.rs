@@ -7,6 +7,7 @@
 //! `rpc_mock.rs` serving the real fixtures, `webhook_mock.rs`).
 
 mod crash;
+mod deploy;
 mod espn_mock;
 mod games;
 mod helpers;
