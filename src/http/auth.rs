@@ -107,6 +107,13 @@ impl FromRequest for Admin {
     }
 }
 
+/// Whether `req` is authenticated as admin (bearer token or dashboard cookie), with the error
+/// the admin extractor would give.
+pub fn check_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let token = presented(req)?;
+    state.admin.check(token.as_deref())
+}
+
 /// Whether the request carries the admin token (for endpoints open to all that show admins
 /// more); never an error.
 pub struct IsAdmin(pub bool);

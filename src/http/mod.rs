@@ -9,8 +9,10 @@
 //! - `ops.rs`: `/health`, `/ready`, `/debug/status`, `/admin/services/{name}/{action}`.
 //! - `error.rs`: the JSON error format; `auth.rs`: the admin bearer token.
 
+pub mod api;
 pub mod auth;
 pub mod cache;
+mod dashboard;
 pub mod error;
 mod events;
 mod imports;
@@ -156,51 +158,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::QueryConfig::default()
             .error_handler(|err, _| ApiError::BadRequest(format!("invalid query: {err}")).into()),
     )
-    .route("/health", web::get().to(ops::health))
-    .route("/ready", web::get().to(ops::ready))
-    .route("/debug/status", web::get().to(ops::debug_status))
-    .route("/metrics", web::get().to(metrics::metrics))
-    .route("/api/v1/events", web::get().to(events::stream))
-    .route("/api/v1/leagues", web::get().to(read::leagues))
-    .route("/api/v1/games", web::get().to(read::games))
-    .route("/api/v1/games/{id}", web::get().to(read::game_by_id))
-    .route("/api/v1/markets", web::get().to(read::markets))
-    .route("/api/v1/markets/{id}", web::get().to(read::market_by_id))
-    .route("/api/v1/markets/{id}/stakes", web::post().to(money::stake))
-    .route("/api/v1/users", web::post().to(money::register))
-    .route("/api/v1/me", web::get().to(money::me))
-    .route("/api/v1/me/ledger", web::get().to(money::ledger))
-    .route("/api/v1/me/stakes", web::get().to(money::stakes))
-    .route("/api/v1/me/withdrawals", web::post().to(money::withdraw))
-    .route("/api/v1/me/withdrawals", web::get().to(money::withdrawals))
-    .route("/admin/users", web::post().to(money::admin_create_user))
-    .route("/admin/deposits", web::get().to(money::deposits))
-    .route(
-        "/admin/deposits/{id}/assign",
-        web::post().to(money::assign_deposit),
-    )
-    .route(
-        "/admin/withdrawals/{id}/{action}",
-        web::post().to(money::finish_withdrawal),
-    )
-    .route("/admin/ledger/audit", web::get().to(money::audit))
-    .route("/admin/imports", web::post().to(imports::create))
-    .route("/admin/imports", web::get().to(imports::list))
-    .route("/admin/imports/{id}", web::get().to(imports::get))
-    .route(
-        "/admin/imports/{id}/cancel",
-        web::post().to(imports::cancel),
-    )
-    .route("/admin/outbox", web::get().to(events::list))
-    .route(
-        "/admin/outbox/retry-dead",
-        web::post().to(events::retry_dead),
-    )
-    .route("/admin/outbox/{id}/retry", web::post().to(events::retry))
-    .route(
-        "/admin/services/{name}/{action}",
-        web::post().to(ops::control_service),
-    )
+    .configure(api::register)
     .default_service(web::to(not_found));
 }
 

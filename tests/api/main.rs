@@ -7,6 +7,7 @@
 //! `rpc_mock.rs` serving the real fixtures, `webhook_mock.rs`).
 
 mod crash;
+mod dashboard;
 mod deploy;
 mod espn_mock;
 mod games;
@@ -17,6 +18,7 @@ mod events;
 mod lifecycle;
 mod metrics;
 mod money;
+mod openapi;
 mod ops;
 mod outbox;
 mod poller;

@@ -1,0 +1,275 @@
+//! The route table: every endpoint once, with its handler and its documentation. The same
+//! table registers the routes with actix-web ([`register`]) and generates the OpenAPI 3
+//! document served at `/openapi.json` ([`openapi`]), so a route cannot exist undocumented.
+
+use actix_web::web;
+use serde_json::{json, Map, Value};
+
+use super::{dashboard, events, imports, metrics, money, ops, read};
+
+/// Who may call an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    /// `Authorization: Bearer <api key>` of a registered user.
+    User,
+    /// `Authorization: Bearer <admin token>` (or the dashboard's session cookie).
+    Admin,
+}
+
+/// One documented endpoint.
+pub struct Endpoint {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub tag: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+    /// Query parameters: (name, description).
+    pub query: &'static [(&'static str, &'static str)],
+    /// JSON request body schema, if the endpoint takes one.
+    pub body: Option<fn() -> Value>,
+    /// The success status and what it returns.
+    pub ok: (u16, &'static str),
+    /// Content type of the success answer.
+    pub produces: &'static str,
+}
+
+macro_rules! endpoints {
+    ($( $method:ident $path:literal => $handler:path {
+        tag: $tag:literal, access: $access:ident, summary: $summary:literal
+        $(, query: [$( ($qn:literal, $qd:literal) ),* $(,)?])?
+        $(, body: $body:expr)?
+        $(, ok: ($status:literal, $okd:literal))?
+        $(, produces: $produces:literal)?
+        $(,)?
+    } )* ) => {
+        /// Registers every route of the table.
+        pub fn register(cfg: &mut web::ServiceConfig) {
+            $( cfg.route($path, web::$method().to($handler)); )*
+        }
+
+        /// The table.
+        pub fn endpoints() -> Vec<Endpoint> {
+            vec![ $( Endpoint {
+                method: stringify!($method),
+                path: $path,
+                tag: $tag,
+                access: Access::$access,
+                summary: $summary,
+                query: &[ $($( ($qn, $qd) ),*)? ],
+                body: endpoints!(@body $($body)?),
+                ok: endpoints!(@ok $(($status, $okd))?),
+                produces: endpoints!(@produces $($produces)?),
+            } ),* ]
+        }
+    };
+    (@body) => { None };
+    (@body $body:expr) => { Some($body) };
+    (@ok) => { (200, "OK") };
+    (@ok ($status:literal, $okd:literal)) => { ($status, $okd) };
+    (@produces) => { "application/json" };
+    (@produces $p:literal) => { $p };
+}
+
+fn s(t: &str) -> Value {
+    json!({"type": t})
+}
+
+fn amount() -> Value {
+    json!({"description": "base units of the token, as a string (or an integer up to 2^53)", "oneOf": [{"type": "string", "pattern": "^[0-9]+$"}, {"type": "integer", "minimum": 1}]})
+}
+
+endpoints! {
+    get "/health" => ops::health { tag: "operations", access: Public, summary: "Liveness: the process answers HTTP" }
+    get "/ready" => ops::ready { tag: "operations", access: Public, summary: "Readiness: started, not stopping, database reachable (503 otherwise)" }
+    get "/metrics" => metrics::metrics { tag: "operations", access: Public, summary: "Prometheus metrics (text format 0.0.4)", produces: "text/plain" }
+    get "/openapi.json" => openapi_json { tag: "operations", access: Public, summary: "This OpenAPI 3 document" }
+    get "/docs" => docs_page { tag: "operations", access: Public, summary: "API reference page (self-contained; off in production unless TIPOFF_DOCS=true)", produces: "text/html" }
+    get "/debug/status" => ops::debug_status { tag: "operations", access: Admin, summary: "Instance facts and the status registry of every service" }
+    get "/api/v1/leagues" => read::leagues { tag: "games", access: Public, summary: "The league catalog, each with whether its poller is enabled" }
+    get "/api/v1/games" => read::games { tag: "games", access: Public, summary: "Games in start order",
+        query: [("league", "league key, e.g. nba"), ("date", "UTC start date YYYY-MM-DD"), ("state", "scheduled, live, final, postponed, canceled, delayed or suspended"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+    get "/api/v1/games/{id}" => read::game_by_id { tag: "games", access: Public, summary: "One game" }
+    get "/api/v1/markets" => read::markets { tag: "markets", access: Public, summary: "Markets in id order",
+        query: [("league", "league key"), ("state", "open, locked, settled or void"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+    get "/api/v1/markets/{id}" => read::market_by_id { tag: "markets", access: Public, summary: "One market with its pools per token" }
+    post "/api/v1/markets/{id}/stakes" => money::stake { tag: "money", access: User, summary: "Stake on an outcome of an open market",
+        body: || json!({"type": "object", "required": ["outcome", "token", "amount"], "properties": {"outcome": {"type": "string", "enum": ["home", "away"]}, "token": s("string"), "amount": amount()}}),
+        ok: (201, "the stake") }
+    get "/api/v1/events" => events::stream { tag: "events", access: Public, summary: "Server-Sent Events: live domain events (market events public; the rest need the admin token)",
+        query: [("types", "comma-separated event types"), ("league", "only events of this league"), ("last_event_id", "resume after this id (or the Last-Event-ID header)")],
+        produces: "text/event-stream" }
+    post "/api/v1/users" => money::register { tag: "money", access: Public, summary: "Register a user (when registration is enabled); the API key is shown once",
+        body: || json!({"type": "object", "properties": {"name": s("string")}}),
+        ok: (201, "the user with its API key and deposit code") }
+    get "/api/v1/me" => money::me { tag: "money", access: User, summary: "The caller, its deposit code and balances" }
+    get "/api/v1/me/ledger" => money::ledger { tag: "money", access: User, summary: "The caller's ledger entries, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+    get "/api/v1/me/stakes" => money::stakes { tag: "money", access: User, summary: "The caller's stakes, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+    post "/api/v1/me/withdrawals" => money::withdraw { tag: "money", access: User, summary: "Request a withdrawal (places a hold)",
+        body: || json!({"type": "object", "required": ["token", "amount", "destination"], "properties": {"token": s("string"), "amount": amount(), "destination": {"type": "string", "description": "base58 Solana address"}}}),
+        ok: (201, "the pending withdrawal") }
+    get "/api/v1/me/withdrawals" => money::withdrawals { tag: "money", access: User, summary: "The caller's withdrawals, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+    post "/admin/users" => money::admin_create_user { tag: "admin", access: Admin, summary: "Create a user (works with registration off)",
+        body: || json!({"type": "object", "properties": {"name": s("string")}}), ok: (201, "the user with its API key") }
+    get "/admin/deposits" => money::deposits { tag: "admin", access: Admin, summary: "Deposits, newest first",
+        query: [("unattributed", "true: only deposits no user's code matched"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+    post "/admin/deposits/{id}/assign" => money::assign_deposit { tag: "admin", access: Admin, summary: "Credit an unattributed deposit to a user (once)",
+        body: || json!({"type": "object", "required": ["user_id"], "properties": {"user_id": s("integer")}}) }
+    post "/admin/withdrawals/{id}/{action}" => money::finish_withdrawal { tag: "admin", access: Admin, summary: "Complete (with the transaction signature) or fail (hold released) a pending withdrawal; action is complete or fail",
+        body: || json!({"type": "object", "properties": {"signature": s("string"), "reason": s("string")}}) }
+    get "/admin/ledger/audit" => money::audit { tag: "admin", access: Admin, summary: "Check every money invariant over one snapshot" }
+    post "/admin/imports" => imports::create { tag: "admin", access: Admin, summary: "Start (or join an overlapping) import job for a league and date range",
+        body: || json!({"type": "object", "required": ["league", "from", "to"], "properties": {"league": s("string"), "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"}}}),
+        ok: (202, "the job") }
+    get "/admin/imports" => imports::list { tag: "admin", access: Admin, summary: "Import jobs, newest first",
+        query: [("league", "league key"), ("state", "queued, running, succeeded, failed or canceled"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+    get "/admin/imports/{id}" => imports::get { tag: "admin", access: Admin, summary: "One import job with its progress" }
+    post "/admin/imports/{id}/cancel" => imports::cancel { tag: "admin", access: Admin, summary: "Cancel a queued or running import job" }
+    get "/admin/outbox" => events::list { tag: "admin", access: Admin, summary: "Outbox events (webhook deliveries), newest first, with backlog figures",
+        query: [("state", "pending, delivered or dead"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+    post "/admin/outbox/retry-dead" => events::retry_dead { tag: "admin", access: Admin, summary: "Queue every dead event again" }
+    post "/admin/outbox/{id}/retry" => events::retry { tag: "admin", access: Admin, summary: "Queue one dead event again with fresh attempts" }
+    post "/admin/services/{name}/{action}" => ops::control_service { tag: "admin", access: Admin, summary: "Restart, stop or start a service; action is restart, stop or start" }
+    get "/admin/ui" => dashboard::page { tag: "admin", access: Admin, summary: "Status dashboard (HTML); without a session it answers 401 with a sign-in form", produces: "text/html" }
+    post "/admin/ui/login" => dashboard::login { tag: "admin", access: Public, summary: "Dashboard sign-in: form field `token`; sets the session cookie",
+        ok: (303, "redirect to /admin/ui"), produces: "text/html" }
+    post "/admin/ui/logout" => dashboard::logout { tag: "admin", access: Public, summary: "Dashboard sign-out: clears the session cookie", ok: (303, "redirect to /admin/ui"), produces: "text/html" }
+}
+
+/// The OpenAPI 3 document of the table.
+pub fn openapi() -> Value {
+    let mut paths = Map::new();
+    for e in endpoints() {
+        let mut params: Vec<Value> = e
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| {
+                let schema = if name == "id" {
+                    s("integer")
+                } else {
+                    s("string")
+                };
+                json!({"name": name, "in": "path", "required": true, "schema": schema})
+            })
+            .collect();
+        params.extend(e.query.iter().map(|(name, description)| {
+            json!({"name": name, "in": "query", "required": false, "description": description, "schema": s("string")})
+        }));
+        let ok_content = match e.produces {
+            "application/json" => json!({"application/json": {"schema": s("object")}}),
+            other => {
+                let mut m = Map::new();
+                m.insert(other.to_string(), json!({"schema": s("string")}));
+                Value::Object(m)
+            }
+        };
+        let mut responses = Map::new();
+        let ok = if e.ok.0 == 303 {
+            json!({"description": e.ok.1})
+        } else {
+            json!({"description": e.ok.1, "content": ok_content})
+        };
+        responses.insert(e.ok.0.to_string(), ok);
+        let error = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+        if !params.is_empty() || e.body.is_some() {
+            responses.insert(
+                "400".into(),
+                error("bad input; the message names the problem"),
+            );
+        }
+        match e.access {
+            Access::Admin => {
+                responses.insert("401".into(), error("missing or wrong admin token"));
+                responses.insert(
+                    "403".into(),
+                    error("admin endpoints are disabled (TIPOFF_ADMIN_TOKEN unset)"),
+                );
+            }
+            Access::User => {
+                responses.insert("401".into(), error("missing or unknown API key"));
+            }
+            Access::Public => {}
+        }
+        if e.path.contains('{') {
+            responses.insert("404".into(), error("no such resource"));
+        }
+        if e.method == "post" {
+            responses.insert("409".into(), error("conflicts with the current state"));
+        }
+        responses.insert("503".into(), error("unavailable: starting, stopping, database down, or an actor did not answer in time"));
+        let mut op = json!({
+            "tags": [e.tag],
+            "summary": e.summary,
+            "operationId": format!("{}_{}", e.method, e.path.trim_matches('/').replace(['/', '{', '}', '.', '-'], "_")),
+            "parameters": params,
+            "responses": responses,
+        });
+        match e.access {
+            Access::Admin => op["security"] = json!([{"admin": []}, {"dashboard": []}]),
+            Access::User => op["security"] = json!([{"apiKey": []}]),
+            Access::Public => {}
+        }
+        if let Some(body) = e.body {
+            op["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": body()}}});
+        }
+        if e.path == "/admin/ui/login" {
+            op["requestBody"] = json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["token"], "properties": {"token": s("string")}}}}});
+        }
+        let entry = paths
+            .entry(e.path.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        entry[e.method] = op;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "tipoff",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Sports prediction-market daemon: games and markets from ESPN, deposits from Solana, stakes and parimutuel settlement, live events, operations. Amounts are integers in base units, carried as strings. Lists answer {\"items\": [...], \"next\": cursor or null}.",
+        },
+        "tags": [
+            {"name": "games"}, {"name": "markets"}, {"name": "money"}, {"name": "events"},
+            {"name": "admin"}, {"name": "operations"},
+        ],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "admin": {"type": "http", "scheme": "bearer", "description": "the admin token (TIPOFF_ADMIN_TOKEN)"},
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "a user's API key"},
+                "dashboard": {"type": "apiKey", "in": "cookie", "name": super::auth::UI_COOKIE},
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": s("string"), "message": s("string")}}},
+                },
+            },
+        },
+    })
+}
+
+async fn openapi_json() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().json(openapi())
+}
+
+const DOCS_HTML: &str = include_str!("docs.html");
+
+async fn docs_page(
+    state: web::Data<super::AppState>,
+) -> Result<actix_web::HttpResponse, super::ApiError> {
+    if !state.docs {
+        return Err(super::ApiError::NotFound(
+            "the docs page is off in production; set TIPOFF_DOCS=true to serve it (/openapi.json is always served)".into(),
+        ));
+    }
+    Ok(actix_web::HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            "content-security-policy",
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+        ))
+        .body(DOCS_HTML))
+}

@@ -1,0 +1,96 @@
+//! The status dashboard, `GET /admin/ui`: one self-contained page (inline CSS and JS, no
+//! external assets, no build step) served by the daemon.
+//!
+//! Signing in: without a session the page answers 401 with a sign-in form; the form posts the
+//! admin token to `/admin/ui/login`, which sets it as an `HttpOnly`, `SameSite=Strict` cookie
+//! and redirects back. The page then polls `/debug/status`, `/admin/imports` and
+//! `/admin/outbox` every 2 s and drives the service and import endpoints, sending
+//! `X-Tipoff-UI: 1` with every request (see `auth.rs`).
+
+use actix_web::cookie::{time::Duration as CookieAge, Cookie, SameSite};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::auth::{check_admin, UI_COOKIE};
+use super::{error::ApiError, AppState};
+
+const PAGE: &str = include_str!("dashboard.html");
+
+fn login_page(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
+    let html = format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>tipoff: sign in</title>
+<style>body{{font:15px system-ui,sans-serif;background:#f6f7f9;display:flex;justify-content:center;padding-top:12vh}}
+form{{background:#fff;border:1px solid #d0d5dd;border-radius:8px;padding:24px;min-width:320px}}
+input{{width:100%;padding:8px;margin:8px 0 14px;box-sizing:border-box}}button{{padding:8px 16px}}.msg{{color:#b42318}}</style></head>
+<body><form method="post" action="/admin/ui/login"><h2>tipoff dashboard</h2><p class="msg">{message}</p>
+<label for="token">Admin token</label><input id="token" name="token" type="password" autocomplete="current-password" autofocus>
+<button id="sign-in" type="submit">Sign in</button></form></body></html>"#
+    );
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("cache-control", "no-store"))
+        .body(html)
+}
+
+/// `GET /admin/ui`
+pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    match check_admin(&req, &state) {
+        Ok(()) => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .insert_header(("cache-control", "no-store"))
+            .insert_header((
+                "content-security-policy",
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:",
+            ))
+            .body(PAGE),
+        Err(ApiError::Forbidden(m)) => {
+            login_page(actix_web::http::StatusCode::FORBIDDEN, &m)
+        }
+        Err(_) => login_page(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "Sign in with the admin token.",
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Login {
+    token: String,
+}
+
+/// `POST /admin/ui/login` (form): a right token sets the session cookie.
+pub async fn login(state: web::Data<AppState>, form: web::Form<Login>) -> HttpResponse {
+    if !state.admin.configured() {
+        return login_page(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "admin endpoints are disabled: TIPOFF_ADMIN_TOKEN is not set",
+        );
+    }
+    if !state.admin.matches(form.token.trim()) {
+        tracing::warn!("dashboard sign-in with a wrong token");
+        return login_page(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "That token is not the admin token.",
+        );
+    }
+    let cookie = Cookie::build(UI_COOKIE, form.token.trim().to_string())
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .max_age(CookieAge::hours(12))
+        .finish();
+    HttpResponse::SeeOther()
+        .insert_header(("location", "/admin/ui"))
+        .cookie(cookie)
+        .finish()
+}
+
+/// `POST /admin/ui/logout`
+pub async fn logout() -> HttpResponse {
+    let mut cookie = Cookie::build(UI_COOKIE, "").path("/").finish();
+    cookie.make_removal();
+    HttpResponse::SeeOther()
+        .insert_header(("location", "/admin/ui"))
+        .cookie(cookie)
+        .finish()
+}
