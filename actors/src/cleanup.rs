@@ -15,7 +15,7 @@ use actix::prelude::*;
 use chrono::Utc;
 
 use crate::db::humantime;
-use crate::service::{Control, ServiceCtx};
+use crate::service::{Control, ServiceCtx, TickGate};
 use crate::store::{Store, StoreError, WithdrawalOutcome};
 
 #[derive(Debug, Clone)]
@@ -94,8 +94,7 @@ pub struct Cleanup {
     store: Store,
     settings: CleanupSettings,
     svc: ServiceCtx,
-    busy: bool,
-    stop_requested: bool,
+    gate: TickGate,
 }
 
 impl Cleanup {
@@ -104,23 +103,21 @@ impl Cleanup {
             store,
             settings,
             svc,
-            busy: false,
-            stop_requested: false,
+            gate: TickGate::default(),
         }
     }
 
     fn pass(&mut self, ctx: &mut Context<Self>) {
-        if self.busy || self.stop_requested || !self.svc.db_healthy() {
+        if !self.gate.ready() || !self.svc.db_healthy() {
             return;
         }
-        self.busy = true;
-        self.svc.tick_begin();
+        self.gate.begin(&self.svc);
         let (store, settings) = (self.store.clone(), self.settings.clone());
         ctx.spawn(
             async move { sweep(&store, &settings).await }
                 .into_actor(self)
                 .map(|res, act, ctx| {
-                    act.busy = false;
+                    let stop = act.gate.end();
                     match res {
                         Ok(swept) => {
                             act.svc.tick_ok();
@@ -139,7 +136,7 @@ impl Cleanup {
                     let every = act.settings.interval;
                     act.svc
                         .schedule(every, format!("sweep: {}", humantime(every)));
-                    if act.stop_requested {
+                    if stop {
                         ctx.stop();
                     }
                 }),
@@ -160,16 +157,8 @@ impl Handler<Control> for Cleanup {
     type Result = ();
 
     fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
-        match msg {
-            Control::Ping => {}
-            Control::Wake => self.pass(ctx),
-            Control::Stop => {
-                if self.busy {
-                    self.stop_requested = true;
-                } else {
-                    ctx.stop();
-                }
-            }
+        if self.gate.control(msg, ctx) {
+            self.pass(ctx);
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::service::{Control, ServiceCtx};
+use crate::service::{Control, ServiceCtx, TickGate};
 use crate::store::Store;
 
 /// The db health actor.
@@ -21,8 +21,7 @@ pub struct DbService {
     store: Store,
     svc: ServiceCtx,
     interval: Duration,
-    busy: bool,
-    stop_requested: bool,
+    gate: TickGate,
 }
 
 impl DbService {
@@ -31,17 +30,15 @@ impl DbService {
             store,
             svc,
             interval,
-            busy: false,
-            stop_requested: false,
+            gate: TickGate::default(),
         }
     }
 
     fn ping(&mut self, ctx: &mut Context<Self>) {
-        if self.busy {
+        if !self.gate.ready() {
             return;
         }
-        self.busy = true;
-        self.svc.tick_begin();
+        self.gate.begin(&self.svc);
         let store = self.store.clone();
         let bound = self.interval.max(Duration::from_secs(2));
         let fut = async move {
@@ -51,7 +48,7 @@ impl DbService {
             }
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
-            act.busy = false;
+            let stop = act.gate.end();
             let was_healthy = match &res {
                 Ok(()) => {
                     act.svc.tick_ok();
@@ -74,7 +71,7 @@ impl DbService {
                 act.interval,
                 format!("health ping: {}", humantime(act.interval)),
             );
-            if act.stop_requested {
+            if stop {
                 ctx.stop();
             }
         }));
@@ -108,12 +105,7 @@ impl Handler<Control> for DbService {
     type Result = ();
 
     fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
-        if msg == Control::Stop {
-            if self.busy {
-                self.stop_requested = true;
-            } else {
-                ctx.stop();
-            }
-        }
+        // Nothing to wake: the ping runs on its own timer.
+        self.gate.control(msg, ctx);
     }
 }

@@ -23,7 +23,7 @@ use actix::prelude::*;
 use tokio::sync::broadcast;
 
 use crate::db::humantime;
-use crate::service::{Control, ServiceCtx};
+use crate::service::{Control, ServiceCtx, TickGate};
 use crate::store::{OutboxEvent, Store, StoreError};
 
 /// How long an id skipped over is looked for again.
@@ -113,8 +113,7 @@ pub struct EventsFeed {
     interval: Duration,
     svc: ServiceCtx,
     gaps: BTreeMap<i64, Instant>,
-    busy: bool,
-    stop_requested: bool,
+    gate: TickGate,
 }
 
 impl EventsFeed {
@@ -125,17 +124,15 @@ impl EventsFeed {
             interval,
             svc,
             gaps: BTreeMap::new(),
-            busy: false,
-            stop_requested: false,
+            gate: TickGate::default(),
         }
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        if self.busy || self.stop_requested || !self.svc.db_healthy() {
+        if !self.gate.ready() || !self.svc.db_healthy() {
             return;
         }
-        self.busy = true;
-        self.svc.tick_begin();
+        self.gate.begin(&self.svc);
         let (store, hub) = (self.store.clone(), self.hub.clone());
         let mut gaps = std::mem::take(&mut self.gaps);
         ctx.spawn(
@@ -145,7 +142,7 @@ impl EventsFeed {
             }
             .into_actor(self)
             .map(|(res, gaps), act, ctx| {
-                act.busy = false;
+                let stop = act.gate.end();
                 act.gaps = gaps;
                 match res {
                     Ok(_) => act.svc.tick_ok(),
@@ -154,7 +151,7 @@ impl EventsFeed {
                 let every = act.interval;
                 act.svc
                     .schedule(every, format!("poll: {}", humantime(every)));
-                if act.stop_requested {
+                if stop {
                     ctx.stop();
                 }
             }),
@@ -175,16 +172,8 @@ impl Handler<Control> for EventsFeed {
     type Result = ();
 
     fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
-        match msg {
-            Control::Ping => {}
-            Control::Wake => self.poll(ctx),
-            Control::Stop => {
-                if self.busy {
-                    self.stop_requested = true;
-                } else {
-                    ctx.stop();
-                }
-            }
+        if self.gate.control(msg, ctx) {
+            self.poll(ctx);
         }
     }
 }

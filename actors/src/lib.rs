@@ -39,7 +39,7 @@ pub mod supervisor;
 pub mod watcher;
 
 pub use restart::RestartSettings;
-pub use service::{factory, ChildFactory, Control, ServiceCtx, Shared};
+pub use service::{factory, ChildFactory, Control, ServiceCtx, Shared, TickGate};
 pub use status::{Registry, ServiceState, ServiceStatus};
 pub use store::{Backend, Store, StoreError, StoreOptions};
 pub use supervisor::{ChildSpec, RestartPolicy, Supervisor, SupervisorSettings};

@@ -29,7 +29,7 @@ use sha2::Sha256;
 
 use crate::db::humantime;
 use crate::restart::exponential;
-use crate::service::{Control, ServiceCtx};
+use crate::service::{Control, ServiceCtx, TickGate};
 use crate::store::{Attempt, OutboxEvent, Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -271,8 +271,7 @@ pub struct Outbox {
     client: WebhookClient,
     settings: OutboxSettings,
     svc: ServiceCtx,
-    busy: bool,
-    stop_requested: bool,
+    gate: TickGate,
 }
 
 impl Outbox {
@@ -287,17 +286,15 @@ impl Outbox {
             client,
             settings,
             svc,
-            busy: false,
-            stop_requested: false,
+            gate: TickGate::default(),
         }
     }
 
     fn pass(&mut self, ctx: &mut Context<Self>) {
-        if self.busy || self.stop_requested || !self.svc.db_healthy() {
+        if !self.gate.ready() || !self.svc.db_healthy() {
             return;
         }
-        self.busy = true;
-        self.svc.tick_begin();
+        self.gate.begin(&self.svc);
         let (store, client, settings) = (
             self.store.clone(),
             self.client.clone(),
@@ -307,7 +304,7 @@ impl Outbox {
             async move { deliver_due(&store, &client, &settings).await }
                 .into_actor(self)
                 .map(|res, act, ctx| {
-                    act.busy = false;
+                    let stop = act.gate.end();
                     let mut again = false;
                     match res {
                         Ok(done) => {
@@ -334,7 +331,7 @@ impl Outbox {
                     let every = act.settings.interval;
                     act.svc
                         .schedule(every, format!("deliver: {}", humantime(every)));
-                    if act.stop_requested {
+                    if stop {
                         ctx.stop();
                     } else if again {
                         act.pass(ctx);
@@ -357,16 +354,8 @@ impl Handler<Control> for Outbox {
     type Result = ();
 
     fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
-        match msg {
-            Control::Ping => {}
-            Control::Wake => self.pass(ctx),
-            Control::Stop => {
-                if self.busy {
-                    self.stop_requested = true;
-                } else {
-                    ctx.stop();
-                }
-            }
+        if self.gate.control(msg, ctx) {
+            self.pass(ctx);
         }
     }
 }

@@ -197,6 +197,55 @@ impl ServiceCtx {
     }
 }
 
+/// The one-tick-at-a-time bookkeeping of a timer-driven service: at most one tick in flight,
+/// and a `Stop` that arrives mid-tick takes effect when the tick ends (actix drops in-flight
+/// spawned futures when an actor stops, so stopping at once would cut the tick short).
+#[derive(Debug, Default)]
+pub struct TickGate {
+    busy: bool,
+    stop_requested: bool,
+}
+
+impl TickGate {
+    /// Whether a tick may start: none in flight and no stop asked.
+    pub fn ready(&self) -> bool {
+        !self.busy && !self.stop_requested
+    }
+
+    /// A tick starts (call after [`ready`](Self::ready)): marks it in flight and starts the
+    /// hang clock.
+    pub fn begin(&mut self, svc: &ServiceCtx) {
+        self.busy = true;
+        svc.tick_begin();
+    }
+
+    /// The tick in flight ended; `true` when the actor must now stop (a stop came meanwhile).
+    pub fn end(&mut self) -> bool {
+        self.busy = false;
+        self.stop_requested
+    }
+
+    /// Handles a [`Control`] message: `Stop` stops the actor now when idle, else when the tick
+    /// ends; answers `true` for `Wake` (the caller looks for work now).
+    pub fn control<A>(&mut self, msg: Control, ctx: &mut Context<A>) -> bool
+    where
+        A: Actor<Context = Context<A>>,
+    {
+        match msg {
+            Control::Ping => false,
+            Control::Wake => true,
+            Control::Stop => {
+                if self.busy {
+                    self.stop_requested = true;
+                } else {
+                    ctx.stop();
+                }
+                false
+            }
+        }
+    }
+}
+
 /// A freshly built service, not yet running.
 pub struct Spawned {
     pub control: Recipient<Control>,

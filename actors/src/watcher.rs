@@ -26,7 +26,7 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use crate::db::humantime;
 use crate::restart::exponential;
-use crate::service::{Control, ServiceCtx};
+use crate::service::{Control, ServiceCtx, TickGate};
 use crate::solana::{memos, treasury_delta, RpcClient, RpcError, SignatureInfo, Token};
 use crate::store::{Credited, Cursor, IncomingDeposit, Store, StoreError};
 
@@ -93,8 +93,7 @@ pub struct Watcher {
     rpc: Arc<RpcClient>,
     settings: WatcherSettings,
     svc: ServiceCtx,
-    busy: bool,
-    stop_requested: bool,
+    gate: TickGate,
     failures: u32,
     next: Option<SpawnHandle>,
 }
@@ -113,8 +112,7 @@ impl Watcher {
             rpc,
             settings,
             svc,
-            busy: false,
-            stop_requested: false,
+            gate: TickGate::default(),
             failures: 0,
             next: None,
         }
@@ -132,7 +130,7 @@ impl Watcher {
     }
 
     fn pass(&mut self, ctx: &mut Context<Self>) {
-        if self.busy || self.stop_requested {
+        if !self.gate.ready() {
             return;
         }
         if !self.svc.db_healthy() {
@@ -140,8 +138,7 @@ impl Watcher {
             self.later(ctx, every, "database unhealthy: waiting".into());
             return;
         }
-        self.busy = true;
-        self.svc.tick_begin();
+        self.gate.begin(&self.svc);
         let (token, store, rpc, settings) = (
             self.token.clone(),
             self.store.clone(),
@@ -150,7 +147,7 @@ impl Watcher {
         );
         let fut = async move { run_pass(&token, &store, &rpc, &settings).await };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
-            act.busy = false;
+            let stop = act.gate.end();
             match res {
                 Ok(pass) => {
                     act.failures = 0;
@@ -189,7 +186,7 @@ impl Watcher {
                     );
                 }
             }
-            if act.stop_requested {
+            if stop {
                 ctx.stop();
             }
         }));
@@ -297,16 +294,8 @@ impl Handler<Control> for Watcher {
     type Result = ();
 
     fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
-        match msg {
-            Control::Ping => {}
-            Control::Wake => self.pass(ctx),
-            Control::Stop => {
-                if self.busy {
-                    self.stop_requested = true;
-                } else {
-                    ctx.stop();
-                }
-            }
+        if self.gate.control(msg, ctx) {
+            self.pass(ctx);
         }
     }
 }
