@@ -12,6 +12,8 @@
 //!   Then `GET /admin/ledger/audit` must answer 200 with no problem.
 
 #[allow(dead_code)]
+#[path = "../tests/api/mock_server.rs"]
+mod mock_server;
 #[path = "../tests/api/rpc_mock.rs"]
 mod rpc_mock;
 

@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDate;
 use serde_json::Value;
 
@@ -117,26 +117,12 @@ impl MockEspn {
     pub fn start() -> MockEspn {
         let state = Arc::new(Mutex::new(State::default()));
         let data = state.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new().app_data(web::Data::new(data.clone())).route(
-                        "/apis/site/v2/sports/{sport}/{league}/scoreboard",
-                        web::get().to(scoreboard),
-                    )
-                })
-                .workers(2)
-                .disable_signals()
-                .bind(("127.0.0.1", 0))
-                .expect("mock ESPN binds");
-                let port = server.addrs()[0].port();
-                let server = server.run();
-                tx.send((port, server.handle())).unwrap();
-                let _ = server.await;
-            })
+        let (port, handle) = crate::mock_server::serve("ESPN", 2, data, |cfg| {
+            cfg.route(
+                "/apis/site/v2/sports/{sport}/{league}/scoreboard",
+                web::get().to(scoreboard),
+            );
         });
-        let (port, handle) = rx.recv().expect("mock ESPN started");
         MockEspn {
             base_url: format!("http://127.0.0.1:{port}"),
             state,

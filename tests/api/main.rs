@@ -17,6 +17,7 @@ mod imports;
 mod events;
 mod lifecycle;
 mod metrics;
+mod mock_server;
 mod money;
 mod openapi;
 mod ops;

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 /// A real fixture of `../shared/fixtures/solana`, parsed.
@@ -106,26 +106,10 @@ impl MockRpc {
     pub fn start() -> MockRpc {
         let state = Arc::new(Mutex::new(State::default()));
         let data = state.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(web::Data::new(data.clone()))
-                        .app_data(web::JsonConfig::default().limit(64 << 20))
-                        .route("/", web::post().to(rpc))
-                })
-                .workers(2)
-                .disable_signals()
-                .bind(("127.0.0.1", 0))
-                .expect("mock RPC binds");
-                let port = server.addrs()[0].port();
-                let server = server.run();
-                tx.send((port, server.handle())).unwrap();
-                let _ = server.await;
-            })
+        let (port, handle) = crate::mock_server::serve("RPC", 2, data, |cfg| {
+            cfg.app_data(web::JsonConfig::default().limit(64 << 20))
+                .route("/", web::post().to(rpc));
         });
-        let (port, handle) = rx.recv().expect("mock RPC started");
         MockRpc {
             url: format!("http://127.0.0.1:{port}/"),
             state,

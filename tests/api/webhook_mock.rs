@@ -1,11 +1,11 @@
 //! A local webhook receiver: records every POST (event id and type headers, signature, body)
 //! and answers 200, or, while told to fail, a chosen status with an optional `Retry-After`.
-//! Runs on its own thread with its own actix system, like the other mocks.
+//! Served by `mock_server::serve`, like the other mocks.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -96,25 +96,9 @@ impl MockWebhook {
     pub fn start() -> MockWebhook {
         let state = Arc::new(Mutex::new(State::default()));
         let data = state.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(web::Data::new(data.clone()))
-                        .route("/hook", web::post().to(receive))
-                })
-                .workers(1)
-                .disable_signals()
-                .bind(("127.0.0.1", 0))
-                .expect("mock webhook binds");
-                let port = server.addrs()[0].port();
-                let server = server.run();
-                tx.send((port, server.handle())).unwrap();
-                let _ = server.await;
-            })
+        let (port, handle) = crate::mock_server::serve("webhook", 1, data, |cfg| {
+            cfg.route("/hook", web::post().to(receive));
         });
-        let (port, handle) = rx.recv().expect("mock webhook started");
         MockWebhook {
             url: format!("http://127.0.0.1:{port}/hook"),
             state,

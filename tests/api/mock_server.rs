@@ -1,0 +1,34 @@
+//! What every local mock (ESPN, Solana RPC, webhook receiver) shares: an actix-web server on
+//! its own thread with its own actix system, so a test that blocks (waiting on a daemon
+//! process) never starves it.
+
+use actix_web::{web, App, HttpServer};
+
+/// Serves the routes `configure` registers, with `data` as `web::Data`, on a free loopback
+/// port; returns the port and the server's handle (stop it with `handle.stop(false)`).
+pub fn serve<T: Clone + Send + 'static>(
+    name: &'static str,
+    workers: usize,
+    data: T,
+    configure: fn(&mut web::ServiceConfig),
+) -> (u16, actix_web::dev::ServerHandle) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(web::Data::new(data.clone()))
+                    .configure(configure)
+            })
+            .workers(workers)
+            .disable_signals()
+            .bind(("127.0.0.1", 0))
+            .unwrap_or_else(|e| panic!("mock {name} binds: {e}"));
+            let port = server.addrs()[0].port();
+            let server = server.run();
+            tx.send((port, server.handle())).unwrap();
+            let _ = server.await;
+        })
+    });
+    rx.recv().unwrap_or_else(|_| panic!("mock {name} started"))
+}
