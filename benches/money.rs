@@ -11,9 +11,9 @@
 //!   `POST /api/v1/markets/{id}/stakes`, 32 requests in flight, `STAKES` in all (default 4,000).
 //!   Then `GET /admin/ledger/audit` must answer 200 with no problem.
 
-#[allow(dead_code)]
 #[path = "../tests/api/mock_server.rs"]
 mod mock_server;
+#[allow(dead_code)]
 #[path = "../tests/api/rpc_mock.rs"]
 mod rpc_mock;
 

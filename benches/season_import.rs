@@ -11,6 +11,8 @@
 #[allow(dead_code)]
 #[path = "../tests/api/espn_mock.rs"]
 mod espn_mock;
+#[path = "../tests/api/mock_server.rs"]
+mod mock_server;
 
 mod common;
 
