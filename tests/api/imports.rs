@@ -110,6 +110,23 @@ async fn an_import_creates_each_game_once_settles_finals_and_a_rerun_changes_not
     assert_eq!(job["dates_failed"], 0);
     assert_eq!(job["games_upserted"], 23);
     assert_eq!(job["failed_dates"], json!([]));
+    // Its import.finished event was written with the job's end, and each new market's event.
+    let events = app.store.events_after(0, 1000).await.unwrap();
+    let finished: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == "import.finished")
+        .collect();
+    assert_eq!(finished.len(), 1);
+    let payload: serde_json::Value = serde_json::from_str(&finished[0].payload).unwrap();
+    assert_eq!(payload["state"], "succeeded");
+    assert_eq!(payload["games_upserted"], 23);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event_type == "market.created")
+            .count(),
+        23
+    );
 
     let games = all(&app, "/api/v1/games").await;
     assert_eq!(games.len(), 23);

@@ -272,23 +272,9 @@ impl Store {
         } else {
             "failed"
         };
-        let writer = self.writer().await;
-        let finished = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let row: Option<(String, i64, i64, i64)> = sqlx::query_as(
-                "UPDATE import_jobs SET state = $1, error = $2, finished_at = $3, updated_at = $3 WHERE id = $4 AND state = 'running' \
-                 RETURNING league, dates_total, dates_done, games_upserted",
-            ).bind(state).bind(&error).bind(now).bind(job_id).fetch_optional(&mut *tx).await?;
-            if let Some((league, total, done, games)) = &row {
-                emit!(tx, "import.finished", Some(league.as_str()), serde_json::json!({
-                    "job_id": job_id, "league": league, "state": state, "error": error,
-                    "dates_total": total, "dates_done": done, "games_upserted": games,
-                }), now);
-            }
-            tx.commit().await?;
-            row.is_some()
-        });
-        drop(writer);
+        let finished = self
+            .end_import(job_id, state, error, &["running"], now)
+            .await?;
         if !finished {
             return Ok(None);
         }
@@ -302,28 +288,48 @@ impl Store {
         id: i64,
         now: DateTime<Utc>,
     ) -> Result<(ImportJob, bool), StoreError> {
-        let writer = self.writer().await;
-        let canceled = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let row: Option<(String, i64, i64, i64)> = sqlx::query_as(
-                "UPDATE import_jobs SET state = 'canceled', finished_at = $1, updated_at = $1 WHERE id = $2 AND state IN ('queued', 'running') \
-                 RETURNING league, dates_total, dates_done, games_upserted",
-            ).bind(now).bind(id).fetch_optional(&mut *tx).await?;
-            if let Some((league, total, done, games)) = &row {
-                emit!(tx, "import.finished", Some(league.as_str()), serde_json::json!({
-                    "job_id": id, "league": league, "state": "canceled", "error": null,
-                    "dates_total": total, "dates_done": done, "games_upserted": games,
-                }), now);
-            }
-            tx.commit().await?;
-            row.is_some()
-        });
-        drop(writer);
+        let canceled = self
+            .end_import(id, "canceled", None, &["queued", "running"], now)
+            .await?;
         Ok((self.import_job(id).await?, canceled))
     }
 }
 
 impl Store {
+    /// Moves a job in one of `from` to the final `state` and writes its `import.finished`
+    /// event in the same transaction; `false` when the job was not in `from` any more.
+    async fn end_import(
+        &self,
+        id: i64,
+        state: &str,
+        error: Option<String>,
+        from: &[&str],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let _writer = self.writer().await;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut q = sqlx::QueryBuilder::new("UPDATE import_jobs SET state = ");
+            q.push_bind(state).push(", error = ").push_bind(error.clone());
+            q.push(", finished_at = ").push_bind(now).push(", updated_at = ").push_bind(now);
+            q.push(" WHERE id = ").push_bind(id).push(" AND state IN (");
+            let mut list = q.separated(", ");
+            for s in from {
+                list.push_bind(*s);
+            }
+            q.push(") RETURNING league, dates_total, dates_done, games_upserted");
+            let row: Option<(String, i64, i64, i64)> = q.build_query_as().fetch_optional(&mut *tx).await?;
+            if let Some((league, total, done, games)) = &row {
+                emit!(tx, "import.finished", Some(league.as_str()), serde_json::json!({
+                    "job_id": id, "league": league, "state": state, "error": error,
+                    "dates_total": total, "dates_done": done, "games_upserted": games,
+                }), now);
+            }
+            tx.commit().await?;
+            Ok(row.is_some())
+        })
+    }
+
     /// Deletes import jobs that ended before `cutoff` (their dates go with them); returns how
     /// many jobs were removed.
     pub async fn prune_import_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
