@@ -62,7 +62,13 @@ async fn deposits(label: &str, url: &str, rpc: &rpc_mock::MockRpc) {
         decimals: 6,
         treasury: TREASURY.into(),
     };
-    let client = RpcClient::new(&rpc.url, Duration::from_secs(2), Duration::from_secs(10)).unwrap();
+    let client = RpcClient::new(
+        &rpc.url,
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+        "bench",
+    )
+    .unwrap();
     let settings = WatcherSettings::default();
     let started = Instant::now();
     let pass = run_pass(&token, &store, &client, &settings).await.unwrap();

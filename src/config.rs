@@ -118,6 +118,7 @@ const KEYS: &[Key] = &[
     key("db_startup_timeout", "10s"),
     key("db_ping_interval", "5s"),
     key("db_max_connections", "8"),
+    key("leader_ttl", "15s"),
     key("restart_backoff_base", "1s"),
     key("restart_backoff_cap", "5m"),
     key("restart_reset_after", "60s"),
@@ -245,6 +246,8 @@ pub struct Config {
     /// A withdrawal still pending after this expires (its hold is refunded).
     pub withdrawal_ttl: Duration,
     pub cleanup_interval: Duration,
+    /// The leader lease's time to live (PostgreSQL); renewed every third of it.
+    pub leader_ttl: Duration,
     /// Finished history (import jobs) older than this is pruned.
     pub history_retention: Duration,
     /// Signs every webhook body (HMAC-SHA256); required when `webhook_urls` is set.
@@ -559,6 +562,11 @@ impl Config {
                 get("webhook_backoff_cap").err("must not be smaller than webhook_backoff_base")
             );
         }
+        let leader_ttl_raw = get("leader_ttl");
+        let leader_ttl = leader_ttl_raw.duration()?;
+        if leader_ttl < Duration::from_secs(1) {
+            return Err(leader_ttl_raw.err("must be at least 1s (it is renewed every third of it)"));
+        }
         let docs_raw = get("docs");
         let docs = match docs_raw.value.trim() {
             "" => environment == Environment::Development,
@@ -622,6 +630,7 @@ impl Config {
             solana_backoff_cap,
             withdrawal_ttl: nonzero("withdrawal_ttl")?,
             cleanup_interval: nonzero("cleanup_interval")?,
+            leader_ttl,
             history_retention: nonzero("history_retention")?,
             webhook_secret,
             webhook_timeout: nonzero("webhook_timeout")?,

@@ -4,6 +4,11 @@
 //! ```text
 //! root supervisor
 //! ├── db               critical, permanent: database health pings; /ready and dependent services follow it
+//! ├── leader           (PostgreSQL; skipped on SQLite, whose one process always leads) critical,
+//! │                    permanent: takes and renews the leader lease; the singletons below run
+//! │                    only while this replica holds it, and write fenced by its epoch
+//! ├── listener         (PostgreSQL) permanent, every replica: LISTEN for other replicas' writes
+//! │                    (read caches), a released lease, commands forwarded to the leader
 //! ├── poller:<league>  one per league in TIPOFF_LEAGUES (skipped when empty), permanent, singleton:
 //! │                    schedule loop, adaptive score loop, import jobs (markets settle here,
 //! │                    with their payouts); one shared ESPN client
@@ -25,13 +30,15 @@ use tipoff_actors::cleanup::{Cleanup, CleanupSettings};
 use tipoff_actors::db::DbService;
 use tipoff_actors::espn::EspnClient;
 use tipoff_actors::events::{EventHub, EventsFeed};
+use tipoff_actors::leader::{Leader, LeaderSettings};
+use tipoff_actors::listener::Listener;
 use tipoff_actors::outbox::{Outbox, OutboxSettings, WebhookClient};
 use tipoff_actors::poller::{Poller, PollerSettings};
 use tipoff_actors::restart::RestartSettings;
 use tipoff_actors::solana::RpcClient;
 use tipoff_actors::store::catalog_league;
 use tipoff_actors::watcher::{Watcher, WatcherSettings};
-use tipoff_actors::{factory, ChildSpec, Store, SupervisorSettings};
+use tipoff_actors::{factory, Backend, ChildSpec, Store, SupervisorSettings};
 
 use crate::config::Config;
 
@@ -40,6 +47,7 @@ pub fn child_specs(
     config: &Config,
     store: &Store,
     hub: &Arc<EventHub>,
+    instance: &str,
 ) -> Result<Vec<ChildSpec>, String> {
     let mut specs = Vec::new();
     let db_store = store.clone();
@@ -54,6 +62,38 @@ pub fn child_specs(
         .fingerprint(format!("{ping:?}")),
     );
 
+    if store.backend() == Backend::Sqlite {
+        specs.push(ChildSpec::skipped(
+            "leader",
+            "SQLite: this process holds the database file's lock and always leads (epoch 1)",
+        ));
+        specs.push(ChildSpec::skipped(
+            "listener",
+            "SQLite: one process, no other replica to hear from",
+        ));
+    } else {
+        let settings = leader_settings(config);
+        let (leader_store, fingerprint) = (store.clone(), format!("{settings:?}"));
+        specs.push(
+            ChildSpec::new(
+                "leader",
+                factory(move |svc| Ok(Leader::new(leader_store.clone(), settings.clone(), svc))),
+            )
+            .critical()
+            .stop_timeout(Duration::from_secs(15))
+            .hang_deadline(config.hang_timeout)
+            .fingerprint(fingerprint),
+        );
+        let listener_store = store.clone();
+        specs.push(
+            ChildSpec::new(
+                "listener",
+                factory(move |svc| Ok(Listener::new(listener_store.clone(), svc))),
+            )
+            .hang_deadline(config.hang_timeout),
+        );
+    }
+
     if config.leagues.is_empty() {
         specs.push(ChildSpec::skipped(
             "poller",
@@ -64,6 +104,7 @@ pub fn child_specs(
             &config.espn_base_url,
             config.espn_connect_timeout,
             config.espn_timeout,
+            instance,
         )
         .map_err(|e| format!("cannot build the ESPN client: {e}"))?;
         let settings = poller_settings(config);
@@ -87,7 +128,7 @@ pub fn child_specs(
                         Ok(Poller::new(
                             key,
                             espn_path,
-                            store.clone(),
+                            svc.store(&store),
                             espn.clone(),
                             settings.clone(),
                             svc,
@@ -113,8 +154,13 @@ pub fn child_specs(
         )),
         (Some(url), false) => {
             let rpc = Arc::new(
-                RpcClient::new(url, config.solana_connect_timeout, config.solana_timeout)
-                    .map_err(|e| format!("cannot build the Solana RPC client: {e}"))?,
+                RpcClient::new(
+                    url,
+                    config.solana_connect_timeout,
+                    config.solana_timeout,
+                    instance,
+                )
+                .map_err(|e| format!("cannot build the Solana RPC client: {e}"))?,
             );
             for (i, token) in config.tokens.iter().enumerate() {
                 let settings = WatcherSettings {
@@ -143,7 +189,7 @@ pub fn child_specs(
                         factory(move |svc| {
                             Ok(Watcher::new(
                                 token.clone(),
-                                store.clone(),
+                                svc.store(&store),
                                 rpc.clone(),
                                 settings.clone(),
                                 svc,
@@ -171,7 +217,13 @@ pub fn child_specs(
     specs.push(
         ChildSpec::new(
             "cleanup",
-            factory(move |svc| Ok(Cleanup::new(cleanup_store.clone(), cleanup.clone(), svc))),
+            factory(move |svc| {
+                Ok(Cleanup::new(
+                    svc.store(&cleanup_store),
+                    cleanup.clone(),
+                    svc,
+                ))
+            }),
         )
         .singleton()
         .hang_deadline(config.hang_timeout)
@@ -186,7 +238,7 @@ pub fn child_specs(
         (_, None) => return Err("TIPOFF_WEBHOOK_SECRET is required with webhook URLs".into()),
         (urls, Some(secret)) => {
             let settings = outbox_settings(config, urls);
-            let client = WebhookClient::new(secret.expose(), config.webhook_timeout)
+            let client = WebhookClient::new(secret.expose(), config.webhook_timeout, instance)
                 .map_err(|e| format!("cannot build the webhook client: {e}"))?;
             let deadline = outbox_hang_deadline(config, &settings);
             let secret_digest: [u8; 32] = Sha256::digest(secret.expose().as_bytes()).into();
@@ -197,7 +249,7 @@ pub fn child_specs(
                     "outbox",
                     factory(move |svc| {
                         Ok(Outbox::new(
-                            outbox_store.clone(),
+                            svc.store(&outbox_store),
                             client.clone(),
                             settings.clone(),
                             svc,
@@ -229,6 +281,13 @@ pub fn child_specs(
         .fingerprint(format!("{every:?}")),
     );
     Ok(specs)
+}
+
+/// The leader lease's settings from configuration.
+pub fn leader_settings(config: &Config) -> LeaderSettings {
+    LeaderSettings {
+        ttl: config.leader_ttl,
+    }
 }
 
 /// The pacing part of the poller settings, as text (the clock is left out).

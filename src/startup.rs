@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr};
 use actix_web::{web, HttpServer};
 use tipoff_actors::events::EventHub;
+use tipoff_actors::leader;
 use tipoff_actors::supervisor::{self, Fatal, GetStatus};
-use tipoff_actors::{ChildSpec, Registry, Shared, Store, StoreOptions, Supervisor};
+use tipoff_actors::{Backend, ChildSpec, Registry, Shared, Store, StoreOptions, Supervisor};
 use tokio::sync::mpsc;
 
 use crate::config::{redact_url, Config};
@@ -106,10 +107,38 @@ impl Application {
             "database ready"
         );
 
-        let shared = Arc::new(Shared::default());
+        let instance = uuid::Uuid::new_v4().to_string();
+        let shared = Arc::new(Shared::new(
+            instance.as_str(),
+            store.backend() == Backend::Sqlite,
+        ));
+        if store.backend() == Backend::Postgres {
+            // One attempt before the services start, so a lone replica's singletons start in
+            // order with the others; the `leader` service renews (or keeps trying) from here.
+            let settings = services::leader_settings(&config);
+            let sent = Instant::now();
+            match tokio::time::timeout(
+                settings.renew_every(),
+                store.acquire_lease(&instance, settings.ttl),
+            )
+            .await
+            {
+                Ok(Ok(lease)) => shared.set_lease(leader::view_of(&lease, &instance, sent, &settings)),
+                Ok(Err(e)) => tracing::warn!(error = %e, "leader lease not taken at startup; the leader service keeps trying"),
+                Err(_) => tracing::warn!("leader lease not taken at startup (timed out); the leader service keeps trying"),
+            }
+            let lease = shared.lease();
+            tracing::info!(
+                instance = %instance,
+                leader = lease.leader,
+                epoch = lease.epoch,
+                leader_instance = lease.leader_instance.as_deref().unwrap_or("none"),
+                "leader lease"
+            );
+        }
         let events = EventHub::new(1024, store.last_event_id().await?);
-        let mut specs =
-            services::child_specs(&config, &store, &events).map_err(StartupError::Supervisor)?;
+        let mut specs = services::child_specs(&config, &store, &events, &instance)
+            .map_err(StartupError::Supervisor)?;
         specs.extend(extra);
         for spec in &specs {
             match &spec.skip_reason {
@@ -314,7 +343,12 @@ const RESTART_ONLY: &[(&str, Reading)] = &[
 impl Reloader {
     /// Reconciles the supervisor with `config`; returns what changed.
     pub async fn apply(&self, config: &Config) -> Result<supervisor::Reconciled, String> {
-        let specs = services::child_specs(config, &self.store, &self.state.events)?;
+        let specs = services::child_specs(
+            config,
+            &self.store,
+            &self.state.events,
+            self.state.shared.instance_id(),
+        )?;
         let done = supervisor::ask(
             &self.supervisor,
             supervisor::Reconcile { specs },
@@ -342,7 +376,8 @@ impl Reloader {
     }
 }
 
-/// `STATUS=` text: the registry summary (when the supervisor answered) and the database state.
+/// `STATUS=` text: the role (leader or follower), the registry summary (when the supervisor
+/// answered) and the database state.
 fn status_line(registry: Option<&Registry>, state: &AppState) -> String {
     let services =
         registry.map_or_else(|| "supervisor not answering".to_string(), Registry::summary);
@@ -351,7 +386,16 @@ fn status_line(registry: Option<&Registry>, state: &AppState) -> String {
     } else {
         "unavailable"
     };
-    format!("services: {services}; database: {db}")
+    let lease = state.shared.lease();
+    let role = if lease.leader {
+        format!("leader (epoch {})", lease.epoch.unwrap_or_default())
+    } else {
+        format!(
+            "follower (leader: {})",
+            lease.leader_instance.as_deref().unwrap_or("none")
+        )
+    };
+    format!("{role}; services: {services}; database: {db}")
 }
 
 /// Keeps `STATUS=` current and sends `WATCHDOG=1` at half of `WATCHDOG_USEC`, only while the

@@ -108,7 +108,7 @@ impl Cleanup {
     }
 
     fn pass(&mut self, ctx: &mut Context<Self>) {
-        if !self.gate.ready() || !self.svc.db_healthy() {
+        if !self.gate.ready() || !self.svc.may_work() {
             return;
         }
         self.gate.begin(&self.svc);

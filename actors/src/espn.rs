@@ -292,16 +292,18 @@ pub struct EspnClient {
 }
 
 impl EspnClient {
+    /// `instance` names this replica in the `User-Agent` (see [`crate::user_agent`]).
     pub fn new(
         base_url: &str,
         connect_timeout: Duration,
         request_timeout: Duration,
+        instance: &str,
     ) -> Result<Self, EspnError> {
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .timeout(request_timeout)
             .pool_max_idle_per_host(8)
-            .user_agent(concat!("tipoff/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::user_agent(instance))
             .build()
             .map_err(|e| EspnError::Transport(e.to_string()))?;
         Ok(EspnClient {
@@ -604,8 +606,13 @@ mod tests {
             (200, vec![], body),
         ])
         .await;
-        let client =
-            EspnClient::new(&base, Duration::from_secs(2), Duration::from_secs(5)).unwrap();
+        let client = EspnClient::new(
+            &base,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            "test",
+        )
+        .unwrap();
         let date = NaiveDate::from_ymd_opt(2024, 1, 29).unwrap();
         let started = std::time::Instant::now();
         let games = client
@@ -628,8 +635,13 @@ mod tests {
             (200, vec![], b"{\"events\": 3}".to_vec()),
         ])
         .await;
-        let client =
-            EspnClient::new(&base, Duration::from_secs(2), Duration::from_secs(5)).unwrap();
+        let client = EspnClient::new(
+            &base,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            "test",
+        )
+        .unwrap();
         let date = NaiveDate::from_ymd_opt(2024, 1, 29).unwrap();
         assert_eq!(
             client.scoreboard("basketball/nba", date).await.unwrap_err(),

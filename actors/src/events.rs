@@ -129,7 +129,7 @@ impl EventsFeed {
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        if !self.gate.ready() || !self.svc.db_healthy() {
+        if !self.gate.ready() || !self.svc.may_work() {
             return;
         }
         self.gate.begin(&self.svc);

@@ -10,6 +10,9 @@
 //! - [`restart`]: backoff and intensity arithmetic.
 //! - [`status`]: the registry's types, as served by `/debug/status`.
 //! - [`db`]: the `db` child: database health pings.
+//! - [`leader`]: the `leader` child: holds the leader lease (PostgreSQL); singletons follow it.
+//! - [`listener`]: the `listener` child (PostgreSQL, every replica): other replicas' writes
+//!   drop the read caches, a released lease wakes `leader`, followers' commands reach the leader.
 //! - [`espn`]: ESPN scoreboard client and parser (for the league pollers).
 //! - [`poller`]: the `poller:<league>` children: schedule loop, adaptive score loop, import jobs.
 //! - [`solana`] and [`watcher`]: the `watcher:<token>` children: Solana deposits credited once.
@@ -18,7 +21,8 @@
 //! - [`events`]: the `events` child: feeds the live SSE stream from the outbox table.
 //! - [`store`]: the storage seam over SQLite and PostgreSQL, with their migrations: leagues,
 //!   games and markets (`games.rs`), import jobs (`imports.rs`), users, ledger, stakes,
-//!   deposits and withdrawals (`money.rs`), the outbox of domain events (`outbox.rs`).
+//!   deposits and withdrawals (`money.rs`), the outbox of domain events (`outbox.rs`), the
+//!   leader lease and the fencing of singleton writes (`lease.rs`).
 //!
 //! Data flow: the daemon builds a [`Store`](store::Store) and the child specs, starts the
 //! [`Supervisor`](supervisor::Supervisor), and hands both to its HTTP handlers. Handlers read
@@ -28,6 +32,8 @@ pub mod cleanup;
 pub mod db;
 pub mod espn;
 pub mod events;
+pub mod leader;
+pub mod listener;
 pub mod outbox;
 pub mod poller;
 pub mod restart;
@@ -39,7 +45,15 @@ pub mod supervisor;
 pub mod watcher;
 
 pub use restart::RestartSettings;
-pub use service::{factory, ChildFactory, Control, ServiceCtx, Shared, TickGate};
+
+/// The `User-Agent` of every outgoing request: the version and the replica that sent it, so an
+/// upstream (or a test's mock) can tell replicas apart.
+pub fn user_agent(instance: &str) -> String {
+    format!("tipoff/{} (instance {instance})", env!("CARGO_PKG_VERSION"))
+}
+pub use service::{
+    factory, ChildFactory, Control, LeaseView, ServiceCtx, Shared, StepDown, TickGate,
+};
 pub use status::{Registry, ServiceState, ServiceStatus};
 pub use store::{Backend, Store, StoreError, StoreOptions};
 pub use supervisor::{ChildSpec, RestartPolicy, Supervisor, SupervisorSettings};

@@ -94,11 +94,12 @@ pub struct PostError {
 }
 
 impl WebhookClient {
-    pub fn new(secret: &str, timeout: Duration) -> Result<Self, String> {
+    /// `instance` names this replica in the `User-Agent` (see [`crate::user_agent`]).
+    pub fn new(secret: &str, timeout: Duration, instance: &str) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("tipoff/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::user_agent(instance))
             .build()
             .map_err(|e| e.to_string())?;
         Ok(WebhookClient {
@@ -291,7 +292,7 @@ impl Outbox {
     }
 
     fn pass(&mut self, ctx: &mut Context<Self>) {
-        if !self.gate.ready() || !self.svc.db_healthy() {
+        if !self.gate.ready() || !self.svc.may_work() {
             return;
         }
         self.gate.begin(&self.svc);

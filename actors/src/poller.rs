@@ -452,7 +452,7 @@ impl Poller {
     /// Starts the most urgent due pass unless one is running (or the database is down: the
     /// import check timer comes back here).
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.busy || self.stop_requested || self.manual || !self.svc.db_healthy() {
+        if self.busy || self.stop_requested || self.manual || !self.svc.may_work() {
             return;
         }
         let work = if self.due_schedule {

@@ -15,13 +15,18 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::oneshot;
 
 use crate::status::LastError;
+use crate::store::lease::Fence;
+use crate::store::Store;
+use crate::supervisor::Supervisor;
 
 /// Control messages every service handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
@@ -36,21 +41,72 @@ pub enum Control {
     Wake,
 }
 
-/// Health facts shared by the whole tree.
+/// Health and leadership facts shared by the whole tree.
 #[derive(Debug)]
 pub struct Shared {
     db_healthy: AtomicBool,
+    instance_id: Arc<str>,
+    lease: RwLock<LeaseView>,
+    /// A pending `POST /admin/leader/step-down`, answered by the `leader` service.
+    step_down: Mutex<Option<oneshot::Sender<Result<StepDown, String>>>>,
+}
+
+/// Who leads, as this instance knows it (`/debug/status`, metrics, `STATUS=`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LeaseView {
+    /// This instance holds the lease (and its local bound has not run out).
+    pub leader: bool,
+    pub leader_instance: Option<String>,
+    pub epoch: Option<i64>,
+    /// The lease's expiry by the database's clock.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// How often this instance became leader or stopped being it.
+    pub changes: u64,
+    /// Past this instant this instance no longer counts itself leader, renewed or not: a
+    /// margin before the database's expiry, so it steps down before another can take over.
+    #[serde(skip)]
+    pub valid_until: Option<Instant>,
+}
+
+/// What a step-down did.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepDown {
+    pub epoch: i64,
+    /// The lease was released in the database (so another replica takes over at once).
+    pub released: bool,
+    pub elapsed_ms: u64,
 }
 
 impl Default for Shared {
+    /// An instance that always leads with epoch 1 (SQLite, and tests without a database).
     fn default() -> Self {
-        Shared {
-            db_healthy: AtomicBool::new(true),
-        }
+        Shared::new(uuid::Uuid::new_v4().to_string(), true)
     }
 }
 
 impl Shared {
+    /// `always_leader`: the one process on a SQLite file, which leads with epoch 1 for ever;
+    /// otherwise leadership comes and goes with the lease (the `leader` service).
+    pub fn new(instance_id: impl Into<Arc<str>>, always_leader: bool) -> Self {
+        let instance_id: Arc<str> = instance_id.into();
+        let lease = if always_leader {
+            LeaseView {
+                leader: true,
+                leader_instance: Some(instance_id.to_string()),
+                epoch: Some(1),
+                ..LeaseView::default()
+            }
+        } else {
+            LeaseView::default()
+        };
+        Shared {
+            db_healthy: AtomicBool::new(true),
+            instance_id,
+            lease: RwLock::new(lease),
+            step_down: Mutex::new(None),
+        }
+    }
+
     pub fn db_healthy(&self) -> bool {
         self.db_healthy.load(Ordering::Acquire)
     }
@@ -59,10 +115,62 @@ impl Shared {
         self.db_healthy.swap(healthy, Ordering::AcqRel)
     }
 
-    /// Whether this instance runs the singleton services. There is no leader lease yet
-    /// (SPEC §9), so every instance leads: right on SQLite, where one process owns the file.
+    /// This process's id: the lease holder's name, in `/debug/status` and outgoing requests.
+    pub fn instance_id(&self) -> &Arc<str> {
+        &self.instance_id
+    }
+
+    /// Whether this instance runs the singleton services now.
     pub fn leader(&self) -> bool {
-        true
+        self.leading_epoch().is_some()
+    }
+
+    /// The epoch this instance leads with, while it holds the lease and its local bound has
+    /// not run out.
+    pub fn leading_epoch(&self) -> Option<i64> {
+        let lease = self.lease.read().unwrap_or_else(|e| e.into_inner());
+        let valid = lease.valid_until.is_none_or(|until| Instant::now() < until);
+        (lease.leader && valid).then_some(lease.epoch).flatten()
+    }
+
+    /// The lease as last seen (`leader` reflects the local bound too).
+    pub fn lease(&self) -> LeaseView {
+        let mut view = self.lease.read().unwrap_or_else(|e| e.into_inner()).clone();
+        view.leader = view.leader && view.valid_until.is_none_or(|u| Instant::now() < u);
+        view
+    }
+
+    /// Records the lease as the `leader` service saw it; counts a change of role.
+    pub fn set_lease(&self, mut view: LeaseView) {
+        let mut lease = self.lease.write().unwrap_or_else(|e| e.into_inner());
+        let was = lease.leader.then_some(lease.epoch).flatten();
+        let now = view.leader.then_some(view.epoch).flatten();
+        view.changes = lease.changes + u64::from(was != now && (was.is_some() || now.is_some()));
+        *lease = view;
+    }
+
+    /// Asks the `leader` service to step down; the answer comes through `reply`. A request
+    /// already pending is answered with an error.
+    pub fn request_step_down(&self, reply: oneshot::Sender<Result<StepDown, String>>) {
+        let mut pending = self.step_down.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = pending.replace(reply) {
+            let _ = old.send(Err("another step-down request replaced this one".into()));
+        }
+    }
+
+    pub fn step_down_pending(&self) -> bool {
+        self.step_down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// The pending step-down request, if any (taken by the `leader` service).
+    pub fn take_step_down(&self) -> Option<oneshot::Sender<Result<StepDown, String>>> {
+        self.step_down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }
 
@@ -92,6 +200,9 @@ pub struct ServiceCtx {
     generation: u64,
     telemetry: Arc<Mutex<Telemetry>>,
     shared: Arc<Shared>,
+    /// For a singleton, the lease epoch it was started under: its writes are fenced with it.
+    epoch: Option<i64>,
+    supervisor: Option<Addr<Supervisor>>,
 }
 
 impl std::fmt::Debug for ServiceCtx {
@@ -115,7 +226,38 @@ impl ServiceCtx {
             generation,
             telemetry,
             shared,
+            epoch: None,
+            supervisor: None,
         }
+    }
+
+    /// A singleton's context: its writes are fenced with `epoch`.
+    pub fn with_epoch(mut self, epoch: Option<i64>) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// The supervisor that owns this service (to wake a sibling or follow the lease).
+    pub fn with_supervisor(mut self, supervisor: Addr<Supervisor>) -> Self {
+        self.supervisor = Some(supervisor);
+        self
+    }
+
+    pub fn supervisor(&self) -> Option<&Addr<Supervisor>> {
+        self.supervisor.as_ref()
+    }
+
+    /// The fence a singleton writes under (`None` for services that run on every replica).
+    pub fn fence(&self) -> Option<Fence> {
+        self.epoch.map(|epoch| Fence {
+            instance: self.shared.instance_id().clone(),
+            epoch,
+        })
+    }
+
+    /// `store` as this service must write through it: fenced for a singleton.
+    pub fn store(&self, store: &Store) -> Store {
+        store.fenced(self.fence())
     }
 
     pub fn name(&self) -> &str {
@@ -126,9 +268,14 @@ impl ServiceCtx {
         &self.shared
     }
 
-    /// Dependent services skip their ticks while this is false instead of crash-looping.
-    pub fn db_healthy(&self) -> bool {
+    /// Whether a tick may start now: the database is healthy (dependent services skip their
+    /// ticks while it is not, instead of crash-looping) and, for a singleton, this instance
+    /// still leads with the epoch it was started under.
+    pub fn may_work(&self) -> bool {
         self.shared.db_healthy()
+            && self
+                .epoch
+                .is_none_or(|epoch| self.shared.leading_epoch() == Some(epoch))
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Telemetry) -> R) -> Option<R> {

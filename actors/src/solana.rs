@@ -105,11 +105,17 @@ pub struct RpcClient {
 }
 
 impl RpcClient {
-    pub fn new(url: &str, connect_timeout: Duration, timeout: Duration) -> Result<Self, String> {
+    /// `instance` names this replica in the `User-Agent` (see [`crate::user_agent`]).
+    pub fn new(
+        url: &str,
+        connect_timeout: Duration,
+        timeout: Duration,
+        instance: &str,
+    ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .timeout(timeout)
-            .user_agent(concat!("tipoff/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::user_agent(instance))
             .build()
             .map_err(|e| e.to_string())?;
         Ok(RpcClient {

@@ -15,6 +15,9 @@ pub enum ServiceState {
     Stopped,
     Skipped,
     Failed,
+    /// A singleton on a replica that does not hold the leader lease: it starts when this
+    /// replica becomes leader.
+    Standby,
 }
 
 impl ServiceState {
@@ -27,6 +30,7 @@ impl ServiceState {
             ServiceState::Stopped => "stopped",
             ServiceState::Skipped => "skipped",
             ServiceState::Failed => "failed",
+            ServiceState::Standby => "standby",
         }
     }
 }
@@ -57,6 +61,8 @@ pub struct ServiceStatus {
     /// Why the interval is what it is, e.g. `live games: 60s`.
     pub interval_reason: Option<String>,
     pub skip_reason: Option<String>,
+    /// Why a singleton is in `standby`, e.g. `follower (leader: <instance>)`.
+    pub standby_reason: Option<String>,
     pub ticks: u64,
     pub errors: u64,
 }
@@ -81,6 +87,7 @@ impl Registry {
             ServiceState::Stopping,
             ServiceState::Stopped,
             ServiceState::Failed,
+            ServiceState::Standby,
             ServiceState::Skipped,
         ];
         let parts: Vec<String> = order

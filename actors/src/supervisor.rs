@@ -170,6 +170,12 @@ pub enum SupervisorError {
     Skipped(String, String),
     #[error("the supervisor is shutting down")]
     ShuttingDown,
+    /// A singleton on a replica that does not lead: the command belongs to the leader.
+    #[error("service `{service}` is in standby on this replica (leader: {})", leader.as_deref().unwrap_or("none"))]
+    Standby {
+        service: String,
+        leader: Option<String>,
+    },
 }
 
 /// How a child's task ended.
@@ -193,6 +199,8 @@ struct Child {
     since: DateTime<Utc>,
     /// Generation of the live instance; 0 when there is none.
     generation: u64,
+    /// The lease epoch a singleton's live instance was started under.
+    epoch: Option<i64>,
     link: Option<Link>,
     telemetry: Arc<Mutex<Telemetry>>,
     restarts: u64,
@@ -221,6 +229,7 @@ impl Child {
             state,
             since: Utc::now(),
             generation: 0,
+            epoch: None,
             link: None,
             telemetry: Arc::new(Mutex::new(Telemetry::default())),
             restarts: 0,
@@ -234,6 +243,21 @@ impl Child {
             stop_waiters: Vec::new(),
             retired: false,
         }
+    }
+
+    fn active(&self) -> bool {
+        matches!(
+            self.state,
+            ServiceState::Starting
+                | ServiceState::Running
+                | ServiceState::BackingOff
+                | ServiceState::Stopping
+        )
+    }
+
+    /// A singleton configuration enables (the ones that follow the lease).
+    fn follows_lease(&self) -> bool {
+        self.spec.singleton && self.spec.factory.is_some() && !self.retired
     }
 
     fn set_state(&mut self, state: ServiceState) {
@@ -257,7 +281,7 @@ impl Child {
         });
     }
 
-    fn status(&self) -> ServiceStatus {
+    fn status(&self, leader: Option<&str>) -> ServiceStatus {
         let t = self.telemetry();
         let next_run_at = match self.state {
             ServiceState::BackingOff => self.restart_at,
@@ -278,6 +302,8 @@ impl Child {
             interval_secs: t.interval.map(|d| d.as_secs_f64()),
             interval_reason: t.interval_reason.clone(),
             skip_reason: self.spec.skip_reason.clone(),
+            standby_reason: (self.state == ServiceState::Standby)
+                .then(|| format!("follower (leader: {})", leader.unwrap_or("none"))),
             ticks: t.ticks,
             errors: t.errors,
         }
@@ -322,6 +348,8 @@ pub struct Supervisor {
     fatal: mpsc::UnboundedSender<Fatal>,
     next_generation: u64,
     shutting_down: bool,
+    /// The lease epoch singletons run under here; `None` on a follower.
+    leading: Option<i64>,
 }
 
 impl Supervisor {
@@ -335,10 +363,11 @@ impl Supervisor {
         let supervisor = Supervisor {
             children: specs.into_iter().map(Child::new).collect(),
             settings,
-            shared,
+            shared: shared.clone(),
             fatal,
             next_generation: 0,
             shutting_down: false,
+            leading: shared.leading_epoch(),
         };
         (supervisor, fatal_rx)
     }
@@ -366,14 +395,91 @@ impl Supervisor {
     }
 
     fn registry(&self) -> Registry {
+        let leader = self.shared.lease().leader_instance;
         Registry {
             services: self
                 .children
                 .iter()
                 .filter(|c| !c.retired)
-                .map(Child::status)
+                .map(|c| c.status(leader.as_deref()))
                 .collect(),
         }
+    }
+
+    /// A singleton in standby takes no start or restart here: the leader runs it.
+    fn not_standby(&self, idx: usize) -> Result<(), SupervisorError> {
+        let child = &self.children[idx];
+        if child.state == ServiceState::Standby {
+            return Err(SupervisorError::Standby {
+                service: child.spec.name.clone(),
+                leader: self.shared.lease().leader_instance,
+            });
+        }
+        Ok(())
+    }
+
+    fn status_of(&self, idx: usize) -> ServiceStatus {
+        let leader = self.shared.lease().leader_instance;
+        self.children[idx].status(leader.as_deref())
+    }
+
+    /// Brings singleton `idx` in line with the lease: stopped (then `standby`) on a follower,
+    /// started on the leader, restarted when the epoch it runs under is not the one held now.
+    /// A singleton an admin stopped, or one that failed, stays down while this replica leads.
+    fn follow_lease(
+        &mut self,
+        idx: usize,
+        ctx: &mut Context<Self>,
+    ) -> LocalBoxActorFuture<Self, ()> {
+        let leading = self.leading;
+        let shutting_down = self.shutting_down;
+        let child = &mut self.children[idx];
+        if !child.follows_lease() {
+            return Box::pin(actix::fut::ready(()));
+        }
+        match (leading, child.state) {
+            (None, ServiceState::Stopped | ServiceState::Failed) if !shutting_down => {
+                child.set_state(ServiceState::Standby);
+            }
+            (None, _) if child.active() => {
+                tracing::info!(service = %child.spec.name, "not the leader any more; stopping");
+                return Box::pin(self.stop(idx, ctx).map(move |_, act: &mut Self, _| {
+                    let child = &mut act.children[idx];
+                    if act.leading.is_none() && !act.shutting_down && !child.active() {
+                        child.set_state(ServiceState::Standby);
+                    }
+                }));
+            }
+            (Some(_), ServiceState::Standby) if !shutting_down => return self.launch(idx, ctx),
+            (
+                Some(epoch),
+                ServiceState::Starting | ServiceState::Running | ServiceState::Stopping,
+            ) if child.epoch != Some(epoch) => {
+                tracing::info!(service = %child.spec.name, epoch, "lease epoch changed; restarting under the new one");
+                return Box::pin(self.stop(idx, ctx).then(move |_, act: &mut Self, ctx| {
+                    act.children[idx].set_state(ServiceState::Standby);
+                    act.follow_lease(idx, ctx)
+                }));
+            }
+            _ => {}
+        }
+        Box::pin(actix::fut::ready(()))
+    }
+
+    /// [`follow_lease`](Self::follow_lease) for every singleton, one after the other (reverse
+    /// start order when stopping, start order when starting).
+    fn follow_lease_all(&mut self) -> LocalBoxActorFuture<Self, ()> {
+        let mut order: Vec<usize> = (0..self.children.len())
+            .filter(|&i| self.children[i].follows_lease())
+            .collect();
+        if self.leading.is_none() {
+            order.reverse();
+        }
+        let mut chain: LocalBoxActorFuture<Self, ()> = Box::pin(actix::fut::ready(()));
+        for idx in order {
+            chain = Box::pin(chain.then(move |(), act: &mut Self, ctx| act.follow_lease(idx, ctx)));
+        }
+        chain
     }
 
     /// Spawns a fresh instance of child `idx` on its own arbiter. Resolves once the instance is
@@ -383,11 +489,19 @@ impl Supervisor {
         let generation = self.next_generation;
         let shared = self.shared.clone();
         let sup = ctx.address();
+        let leading = self.leading;
         let child = &mut self.children[idx];
         let Some(factory) = child.spec.factory.clone() else {
             return Box::pin(actix::fut::ready(()));
         };
+        if child.spec.singleton && leading.is_none() {
+            child.cancel_restart(ctx);
+            child.set_state(ServiceState::Standby);
+            return Box::pin(actix::fut::ready(()));
+        }
+        let epoch = if child.spec.singleton { leading } else { None };
         child.cancel_restart(ctx);
+        child.epoch = epoch;
         child.generation = generation;
         child.ping_inflight = false;
         child.set_state(ServiceState::Starting);
@@ -403,7 +517,9 @@ impl Supervisor {
             generation,
             child.telemetry.clone(),
             shared,
-        );
+        )
+        .with_epoch(epoch)
+        .with_supervisor(sup.clone());
         let span = tracing::info_span!("service", name = %child.spec.name, generation);
         let (tx, rx) = oneshot::channel::<(Recipient<Control>, AbortHandle)>();
         let arbiter = Arbiter::new();
@@ -464,6 +580,10 @@ impl Supervisor {
             tracing::error!(service = %child.spec.name, reason = %reason, "service failed");
         } else {
             tracing::info!(service = %child.spec.name, reason = %reason, "service exited");
+        }
+        if child.spec.singleton && self.leading.is_none() && !shutting_down {
+            child.set_state(ServiceState::Standby);
+            return;
         }
         let restart = !shutting_down
             && match child.spec.restart {
@@ -527,8 +647,16 @@ impl Supervisor {
         }));
     }
 
-    /// Liveness probe and hang deadlines, on the supervisor's own timer.
+    /// Liveness probe and hang deadlines, on the supervisor's own timer; also the lease's
+    /// local bound (should the `leader` service itself hang, singletons still stop in time).
     fn check(&mut self, ctx: &mut Context<Self>) {
+        let leading = self.shared.leading_epoch();
+        if leading != self.leading && !self.shutting_down {
+            tracing::info!(from = ?self.leading, to = ?leading, "leadership changed");
+            self.leading = leading;
+            let fut = self.follow_lease_all();
+            ctx.spawn(fut);
+        }
         let now = Instant::now();
         for idx in 0..self.children.len() {
             let child = &mut self.children[idx];
@@ -573,9 +701,12 @@ impl Supervisor {
     fn stop(&mut self, idx: usize, ctx: &mut Context<Self>) -> LocalBoxActorFuture<Self, Stopped> {
         let child = &mut self.children[idx];
         match child.state {
-            ServiceState::Skipped | ServiceState::Stopped | ServiceState::Failed => {
+            ServiceState::Skipped
+            | ServiceState::Stopped
+            | ServiceState::Failed
+            | ServiceState::Standby => {
                 return Box::pin(actix::fut::ready(Stopped {
-                    status: child.status(),
+                    status: self.status_of(idx),
                     cut_off: false,
                 }));
             }
@@ -583,7 +714,7 @@ impl Supervisor {
                 child.cancel_restart(ctx);
                 child.finish_stop();
                 return Box::pin(actix::fut::ready(Stopped {
-                    status: child.status(),
+                    status: self.status_of(idx),
                     cut_off: false,
                 }));
             }
@@ -611,7 +742,7 @@ impl Supervisor {
                     cut_off = true;
                 }
                 Stopped {
-                    status: child.status(),
+                    status: act.status_of(idx),
                     cut_off,
                 }
             }),
@@ -684,6 +815,25 @@ impl Handler<ChildExited> for Supervisor {
     }
 }
 
+/// The lease changed hands (or its epoch did): singletons start, stop or restart to match
+/// [`Shared::leading_epoch`]. Answers once they have.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FollowLease;
+
+impl Handler<FollowLease> for Supervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: FollowLease, _: &mut Self::Context) -> Self::Result {
+        let leading = self.shared.leading_epoch();
+        if leading != self.leading {
+            tracing::info!(from = ?self.leading, to = ?leading, "leadership changed");
+        }
+        self.leading = leading;
+        self.follow_lease_all()
+    }
+}
+
 /// Read the status registry.
 #[derive(Debug, Message)]
 #[rtype(result = "Registry")]
@@ -712,6 +862,9 @@ impl Handler<StartChild> for Supervisor {
             Ok(idx) => idx,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
+        if let Err(e) = self.not_standby(idx) {
+            return Box::pin(actix::fut::ready(Err(e)));
+        }
         let child = &mut self.children[idx];
         match child.state {
             ServiceState::Stopped | ServiceState::Failed | ServiceState::BackingOff => {
@@ -721,10 +874,10 @@ impl Handler<StartChild> for Supervisor {
                 }
                 Box::pin(
                     self.launch(idx, ctx)
-                        .map(move |(), act, _| Ok(act.children[idx].status())),
+                        .map(move |(), act, _| Ok(act.status_of(idx))),
                 )
             }
-            _ => Box::pin(actix::fut::ready(Ok(child.status()))),
+            _ => Box::pin(actix::fut::ready(Ok(self.status_of(idx)))),
         }
     }
 }
@@ -770,13 +923,16 @@ impl Handler<RestartChild> for Supervisor {
             Ok(idx) => idx,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
+        if let Err(e) = self.not_standby(idx) {
+            return Box::pin(actix::fut::ready(Err(e)));
+        }
         let child = &mut self.children[idx];
         child.restarts += 1;
         child.intensity.clear();
         child.attempt = 0;
         Box::pin(self.stop(idx, ctx).then(move |_, act: &mut Self, ctx| {
             act.launch(idx, ctx)
-                .map(move |(), act: &mut Self, _| Ok(act.children[idx].status()))
+                .map(move |(), act: &mut Self, _| Ok(act.status_of(idx)))
         }))
     }
 }

@@ -133,7 +133,7 @@ impl Watcher {
         if !self.gate.ready() {
             return;
         }
-        if !self.svc.db_healthy() {
+        if !self.svc.may_work() {
             let every = self.settings.interval;
             self.later(ctx, every, "database unhealthy: waiting".into());
             return;

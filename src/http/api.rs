@@ -30,6 +30,8 @@ pub struct Endpoint {
     pub body: Option<fn() -> Value>,
     /// The success status and what it returns.
     pub ok: (u16, &'static str),
+    /// Another success answer, e.g. 202 when a follower forwards a command to the leader.
+    pub also: Option<(u16, &'static str)>,
     /// Content type of the success answer.
     pub produces: &'static str,
 }
@@ -40,6 +42,7 @@ macro_rules! endpoints {
         $(, query: [$( ($qn:literal, $qd:literal) ),* $(,)?])?
         $(, body: $body:expr)?
         $(, ok: ($status:literal, $okd:literal))?
+        $(, also: ($astatus:literal, $aokd:literal))?
         $(, produces: $produces:literal)?
         $(,)?
     } )* ) => {
@@ -59,6 +62,7 @@ macro_rules! endpoints {
                 query: &[ $($( ($qn, $qd) ),*)? ],
                 body: endpoints!(@body $($body)?),
                 ok: endpoints!(@ok $(($status, $okd))?),
+                also: None $(.or(Some(($astatus, $aokd))))?,
                 produces: endpoints!(@produces $($produces)?),
             } ),* ]
         }
@@ -129,7 +133,9 @@ endpoints! {
         query: [("state", "pending, delivered or dead"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     post "/admin/outbox/retry-dead" => events::retry_dead { tag: "admin", access: Admin, summary: "Queue every dead event again" }
     post "/admin/outbox/{id}/retry" => events::retry { tag: "admin", access: Admin, summary: "Queue one dead event again with fresh attempts" }
-    post "/admin/services/{name}/{action}" => ops::control_service { tag: "admin", access: Admin, summary: "Restart, stop or start a service; action is restart, stop or start" }
+    post "/admin/services/{name}/{action}" => ops::control_service { tag: "admin", access: Admin, summary: "Restart, stop or start a service; action is restart, stop or start. On a follower, a singleton's command is forwarded to the leader (202)",
+        also: (202, "forwarded to the leader, which carries it out") }
+    post "/admin/leader/step-down" => ops::step_down { tag: "admin", access: Admin, summary: "The leader stops its singletons (current ticks finished), releases the lease at once and does not take it again for one lease TTL; 409 on a follower or on SQLite" }
     get "/admin/ui" => dashboard::page { tag: "admin", access: Admin, summary: "Status dashboard (HTML); without a session it answers 401 with a sign-in form", produces: "text/html" }
     post "/admin/ui/login" => dashboard::login { tag: "admin", access: Public, summary: "Dashboard sign-in: form field `token`; sets the session cookie",
         ok: (303, "redirect to /admin/ui"), produces: "text/html" }
@@ -171,6 +177,12 @@ pub fn openapi() -> Value {
             json!({"description": e.ok.1, "content": ok_content})
         };
         responses.insert(e.ok.0.to_string(), ok);
+        if let Some((status, description)) = e.also {
+            responses.insert(
+                status.to_string(),
+                json!({"description": description, "content": {"application/json": {"schema": {"type": "object"}}}}),
+            );
+        }
         let error = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
         if !params.is_empty() || e.body.is_some() {
             responses.insert(

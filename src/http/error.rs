@@ -86,6 +86,7 @@ impl From<tipoff_actors::StoreError> for ApiError {
             tipoff_actors::StoreError::NotFound => ApiError::NotFound("not found".into()),
             tipoff_actors::StoreError::Conflict(m) => ApiError::Conflict(m),
             tipoff_actors::StoreError::Invalid(m) => ApiError::BadRequest(m),
+            e @ tipoff_actors::StoreError::Fenced(_) => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -104,6 +105,7 @@ impl From<tipoff_actors::supervisor::SupervisorError> for ApiError {
             SupervisorError::NotFound(_) => ApiError::NotFound(e.to_string()),
             SupervisorError::Skipped(..) => ApiError::Conflict(e.to_string()),
             SupervisorError::ShuttingDown => ApiError::Unavailable(e.to_string()),
+            SupervisorError::Standby { .. } => ApiError::Conflict(e.to_string()),
         }
     }
 }

@@ -73,12 +73,22 @@ pub async fn create(
     let poller = format!("poller:{league}");
     match ask(
         &state.supervisor,
-        WakeChild { name: poller },
+        WakeChild {
+            name: poller.clone(),
+        },
         state.actor_timeout,
     )
     .await
     {
-        Ok(Ok(_)) => {}
+        Ok(Ok(true)) => {}
+        // Not running here (a follower): the leader's poller finds the durable job on its
+        // timer; the nudge only makes it look now.
+        Ok(Ok(false)) if !state.shared.leader() => {
+            if let Err(e) = super::ops::forward(&state, &poller, "wake").await {
+                tracing::debug!(error = %e, "wake not forwarded; the leader finds the job on its timer");
+            }
+        }
+        Ok(Ok(false)) => {}
         Ok(Err(e)) => tracing::debug!(error = %e, "poller not woken"),
         Err(e) => tracing::warn!(error = %e, "poller not woken; it will find the job on its timer"),
     }

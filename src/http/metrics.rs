@@ -28,6 +28,7 @@ const SERVICE_STATES: &[ServiceState] = &[
     ServiceState::Stopped,
     ServiceState::Skipped,
     ServiceState::Failed,
+    ServiceState::Standby,
 ];
 
 /// Every metric family, registered once. Cheap to clone (the vectors are shared).
@@ -54,6 +55,10 @@ pub struct Metrics {
     settlements: IntCounterVec,
     sse_streams: IntGauge,
     ready: IntGauge,
+    leader: IntGauge,
+    lease_epoch: IntGauge,
+    leadership_changes: prometheus::IntCounter,
+    fenced_writes: prometheus::IntCounter,
     build_info: IntGaugeVec,
 }
 
@@ -206,6 +211,22 @@ impl Metrics {
                 "ready",
                 "1 while /ready answers 200."
             ))),
+            leader: reg!(IntGauge::with_opts(opts(
+                "leader",
+                "1 while this replica holds the leader lease and runs the singleton services."
+            ))),
+            lease_epoch: reg!(IntGauge::with_opts(opts(
+                "lease_epoch",
+                "Epoch of the leader lease as this replica last saw it (0 before any)."
+            ))),
+            leadership_changes: reg!(prometheus::IntCounter::with_opts(opts(
+                "leadership_changes_total",
+                "Times this replica became leader or stopped being it."
+            ))),
+            fenced_writes: reg!(prometheus::IntCounter::with_opts(opts(
+                "fenced_writes_total",
+                "Writes of a singleton rolled back because this replica no longer held the lease epoch it started under."
+            ))),
             build_info: reg!(IntGaugeVec::new(
                 opts(
                     "build_info",
@@ -287,6 +308,11 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     m.ready.set(i64::from(
         state.lifecycle.ready() && state.shared.db_healthy(),
     ));
+    let lease = state.shared.lease();
+    m.leader.set(i64::from(lease.leader));
+    m.lease_epoch.set(lease.epoch.unwrap_or(0));
+    advance(&m.leadership_changes, lease.changes);
+    advance(&m.fenced_writes, tipoff_actors::Store::fenced_writes());
     m.build_info
         .with_label_values(&[env!("CARGO_PKG_VERSION"), state.store.backend().as_str()])
         .set(1);

@@ -42,7 +42,6 @@ pub struct Lifecycle {
     stopping: AtomicBool,
     closing: tokio::sync::watch::Sender<bool>,
     pub started_at: DateTime<Utc>,
-    pub instance_id: String,
 }
 
 impl Lifecycle {
@@ -52,7 +51,6 @@ impl Lifecycle {
             stopping: AtomicBool::new(false),
             closing: tokio::sync::watch::channel(false).0,
             started_at: Utc::now(),
-            instance_id: uuid::Uuid::new_v4().to_string(),
         }
     }
 

@@ -5,9 +5,14 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use serde_json::json;
+use tipoff_actors::listener::Forwarded;
 use tipoff_actors::status::ServiceStatus;
+use tipoff_actors::store::lease::CONTROL_CHANNEL;
 use tipoff_actors::store::PoolStats;
-use tipoff_actors::supervisor::{ask, GetStatus, RestartChild, StartChild, StopChild};
+use tipoff_actors::supervisor::{
+    ask, GetStatus, RestartChild, StartChild, StopChild, SupervisorError, WakeChild,
+};
+use tipoff_actors::Backend;
 
 use super::{auth::Admin, error::ApiError, AppState};
 
@@ -48,6 +53,9 @@ struct DebugStatus {
     started_at: chrono::DateTime<chrono::Utc>,
     ready: bool,
     leader: bool,
+    leader_instance: Option<String>,
+    epoch: Option<i64>,
+    lease_expires_at: Option<chrono::DateTime<chrono::Utc>>,
     database: Database,
     services: Vec<ServiceStatus>,
 }
@@ -55,13 +63,17 @@ struct DebugStatus {
 /// The status registry and process facts.
 pub async fn debug_status(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let registry = ask(&state.supervisor, GetStatus, state.actor_timeout).await?;
+    let lease = state.shared.lease();
     Ok(HttpResponse::Ok().json(DebugStatus {
-        instance_id: state.lifecycle.instance_id.clone(),
+        instance_id: state.shared.instance_id().to_string(),
         version: env!("CARGO_PKG_VERSION"),
         environment: state.environment,
         started_at: state.lifecycle.started_at,
         ready: state.lifecycle.ready() && state.shared.db_healthy(),
-        leader: state.shared.leader(),
+        leader: lease.leader,
+        leader_instance: lease.leader_instance,
+        epoch: lease.epoch,
+        lease_expires_at: lease.lease_expires_at,
         database: Database {
             backend: state.store.backend().as_str(),
             healthy: state.shared.db_healthy(),
@@ -69,6 +81,76 @@ pub async fn debug_status(_: Admin, state: web::Data<AppState>) -> Result<HttpRe
         },
         services: registry.services,
     }))
+}
+
+/// Forwards an admin command for a singleton to the leader (`NOTIFY tipoff_control`; the
+/// leader's `listener` carries it out). Only a replica on PostgreSQL can be a follower.
+pub async fn forward(state: &AppState, service: &str, action: &str) -> Result<(), ApiError> {
+    if state.store.backend() != Backend::Postgres {
+        return Err(ApiError::Conflict(format!(
+            "service `{service}` is in standby and there is no other replica to forward to"
+        )));
+    }
+    let command = Forwarded {
+        service: service.to_string(),
+        action: action.to_string(),
+        from: state.shared.instance_id().to_string(),
+    };
+    let payload = serde_json::to_string(&command).map_err(|e| ApiError::Internal(e.to_string()))?;
+    state.store.notify(CONTROL_CHANNEL, &payload).await?;
+    Ok(())
+}
+
+/// Bound on a step-down: the singletons finish their ticks (each within its stop timeout).
+const STEP_DOWN_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// `POST /admin/leader/step-down`: the leader's singletons stop, the lease is released and
+/// another replica takes over at once; this one does not take the lease again for one TTL.
+pub async fn step_down(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.store.backend() == Backend::Sqlite {
+        return Err(ApiError::Conflict(
+            "SQLite: the one process always leads; there is no lease to give up".into(),
+        ));
+    }
+    if !state.shared.leader() {
+        return Err(ApiError::Conflict(format!(
+            "this replica is not the leader (leader: {})",
+            state
+                .shared
+                .lease()
+                .leader_instance
+                .as_deref()
+                .unwrap_or("none")
+        )));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    state.shared.request_step_down(tx);
+    ask(
+        &state.supervisor,
+        WakeChild {
+            name: "leader".into(),
+        },
+        state.actor_timeout,
+    )
+    .await??;
+    match tokio::time::timeout(STEP_DOWN_TIMEOUT, rx).await {
+        Ok(Ok(Ok(done))) => {
+            tracing::info!(
+                epoch = done.epoch,
+                released = done.released,
+                elapsed_ms = done.elapsed_ms,
+                "stepped down on request"
+            );
+            Ok(HttpResponse::Ok().json(done))
+        }
+        Ok(Ok(Err(message))) => Err(ApiError::Conflict(message)),
+        Ok(Err(_)) => Err(ApiError::Unavailable(
+            "the leader service ended before answering".into(),
+        )),
+        Err(_) => Err(ApiError::Unavailable(format!(
+            "the step-down did not finish within {STEP_DOWN_TIMEOUT:?}"
+        ))),
+    }
 }
 
 /// `POST /admin/services/{name}/{restart|stop|start}`: answers with the service's status after.
@@ -80,19 +162,43 @@ pub async fn control_service(
     let (name, action) = path.into_inner();
     let timeout = state.actor_timeout + CONTROL_GRACE;
     let sup = &state.supervisor;
-    let status = match action.as_str() {
-        "start" => ask(sup, StartChild { name: name.clone() }, timeout).await??,
-        "restart" => ask(sup, RestartChild { name: name.clone() }, timeout).await??,
+    let answer = match action.as_str() {
+        "start" => ask(sup, StartChild { name: name.clone() }, timeout).await?,
+        "restart" => ask(sup, RestartChild { name: name.clone() }, timeout).await?,
         "stop" => {
-            ask(sup, StopChild { name: name.clone() }, timeout)
-                .await??
-                .status
+            let registry = ask(sup, GetStatus, state.actor_timeout).await?;
+            let standby = registry
+                .get(&name)
+                .is_some_and(|s| s.state == tipoff_actors::ServiceState::Standby);
+            if standby {
+                Err(SupervisorError::Standby {
+                    service: name.clone(),
+                    leader: state.shared.lease().leader_instance,
+                })
+            } else {
+                ask(sup, StopChild { name: name.clone() }, timeout)
+                    .await?
+                    .map(|s| s.status)
+            }
         }
         other => {
             return Err(ApiError::NotFound(format!(
                 "unknown action `{other}`: use start, stop or restart"
             )))
         }
+    };
+    let status = match answer {
+        Err(SupervisorError::Standby { service, leader }) => {
+            forward(&state, &service, &action).await?;
+            tracing::info!(service = %service, %action, leader = leader.as_deref().unwrap_or("none"), "service control forwarded to the leader");
+            return Ok(HttpResponse::Accepted().json(json!({
+                "forwarded": true,
+                "service": service,
+                "action": action,
+                "leader": leader,
+            })));
+        }
+        other => other?,
     };
     tracing::info!(service = %name, %action, state = status.state.as_str(), "service control");
     Ok(HttpResponse::Ok().json(status))

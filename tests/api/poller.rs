@@ -51,6 +51,7 @@ async fn the_score_loop_runs_at_the_live_pace_while_games_are_live_or_imminent_a
         &espn.base_url,
         Duration::from_secs(2),
         Duration::from_secs(5),
+        "test",
     )
     .unwrap();
     let poller = Poller::new("nba", NBA, store, client, settings, svc)

@@ -238,7 +238,13 @@ async fn the_thousand_entry_page_walks_back_replays_nothing_and_resumes(db: Db) 
     let (total, ok) = serve_page(&rpc);
     assert_eq!(ok, 969);
     let dir = tempfile::tempdir().unwrap();
-    let client = RpcClient::new(&rpc.url, Duration::from_secs(2), Duration::from_secs(5)).unwrap();
+    let client = RpcClient::new(
+        &rpc.url,
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+        "test",
+    )
+    .unwrap();
     let settings = WatcherSettings {
         page_limit: 100,
         ..Default::default()
@@ -313,7 +319,7 @@ async fn the_thousand_entry_page_walks_back_replays_nothing_and_resumes(db: Db) 
             .execute(pool)
             .await
             .map(drop),
-        Store::Postgres(pool) => sqlx::query("DELETE FROM watcher_cursors")
+        Store::Postgres(pool, _) => sqlx::query("DELETE FROM watcher_cursors")
             .execute(pool)
             .await
             .map(drop),

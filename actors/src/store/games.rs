@@ -331,7 +331,8 @@ impl Store {
             for game in games {
                 done.push(upsert_in_tx!(tx, league, board, game, now, fee_bps));
             }
-            tx.commit().await?;
+            crate::store::lease::Fenced::announce_writes(&mut *tx).await?;
+            commit!(self, tx);
             Store::wrote();
             Ok(done)
         })

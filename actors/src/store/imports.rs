@@ -118,7 +118,7 @@ impl Store {
             };
             let sql = format!("SELECT {JOB_COLUMNS} FROM import_jobs WHERE id = $1");
             let job: ImportJob = sqlx::query_as(&sql).bind(id).fetch_one(&mut *tx).await?;
-            tx.commit().await?;
+            commit!(self, tx);
             Ok((job, is_new))
         })
     }
@@ -167,14 +167,16 @@ impl Store {
             let job: Option<ImportJob> = sqlx::query_as(&sql).bind(league).fetch_optional(pool).await?;
             let Some(mut job) = job else { return Ok(None) };
             if job.state == "queued" {
+                let mut tx = pool.begin().await?;
                 let n = sqlx::query(
                     "UPDATE import_jobs SET state = 'running', started_at = $1, updated_at = $1 WHERE id = $2 AND state = 'queued'",
                 )
                 .bind(now).bind(job.id)
-                .execute(pool).await?.rows_affected();
+                .execute(&mut *tx).await?.rows_affected();
                 if n == 0 {
                     return Ok(None);
                 }
+                commit!(self, tx);
                 job.state = "running".into();
                 job.started_at = Some(now);
             }
@@ -229,7 +231,8 @@ impl Store {
                 .bind(ok).bind(1 - ok).bind(games).bind(now).bind(job_id)
                 .execute(&mut *tx).await?;
             }
-            tx.commit().await?;
+            crate::store::lease::Fenced::announce_writes(&mut *tx).await?;
+            commit!(self, tx);
             Store::wrote();
             Ok(done)
         })
@@ -325,7 +328,7 @@ impl Store {
                     "dates_total": total, "dates_done": done, "games_upserted": games,
                 }), now);
             }
-            tx.commit().await?;
+            commit!(self, tx);
             Ok(row.is_some())
         })
     }
@@ -335,6 +338,11 @@ impl Store {
     pub async fn prune_import_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let sql = "DELETE FROM import_jobs WHERE state IN ('succeeded', 'failed', 'canceled') AND finished_at < $1";
         let _writer = self.writer().await;
-        on_pool!(self, pool => Ok(sqlx::query(sql).bind(cutoff).execute(pool).await?.rows_affected()))
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(sql).bind(cutoff).execute(&mut *tx).await?.rows_affected();
+            commit!(self, tx);
+            Ok(n)
+        })
     }
 }

@@ -7,11 +7,13 @@ macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store {
             Store::Sqlite($pool, _) => $body,
-            Store::Postgres($pool) => $body,
+            Store::Postgres($pool, _) => $body,
         }
     };
 }
 
+#[macro_use]
+pub mod lease;
 #[macro_use]
 mod outbox;
 #[macro_use]
@@ -105,6 +107,10 @@ pub enum StoreError {
     /// The request names something that does not exist or cannot be used.
     #[error("{0}")]
     Invalid(String),
+    /// A singleton's write was rolled back: this instance no longer holds the leader lease
+    /// with the epoch it started under.
+    #[error("fenced: this instance no longer holds the leader lease (epoch {0}); the write was rolled back")]
+    Fenced(i64),
     #[error("database error: {0}")]
     Query(sqlx::Error),
 }
@@ -180,7 +186,8 @@ pub struct SqliteShared {
 pub enum Store {
     /// The lock file is held for as long as any clone lives.
     Sqlite(SqlitePool, Arc<SqliteShared>),
-    Postgres(PgPool),
+    /// With the fence its writes check, when it belongs to a singleton (see `lease.rs`).
+    Postgres(PgPool, Option<Arc<lease::Fence>>),
 }
 
 impl Store {
@@ -212,14 +219,14 @@ impl Store {
     pub(crate) async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match self {
             Store::Sqlite(_, shared) => Some(shared.writer.lock().await),
-            Store::Postgres(_) => None,
+            Store::Postgres(..) => None,
         }
     }
 
     pub fn backend(&self) -> Backend {
         match self {
             Store::Sqlite(..) => Backend::Sqlite,
-            Store::Postgres(_) => Backend::Postgres,
+            Store::Postgres(..) => Backend::Postgres,
         }
     }
 
@@ -227,7 +234,7 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(pool, _) => sqlite::MIGRATOR.run(pool).await?,
-            Store::Postgres(pool) => postgres::MIGRATOR.run(pool).await?,
+            Store::Postgres(pool, _) => postgres::MIGRATOR.run(pool).await?,
         }
         Ok(())
     }
@@ -273,7 +280,7 @@ impl Store {
                     .fetch_all(pool)
                     .await?
             }
-            Store::Postgres(pool) => {
+            Store::Postgres(pool, _) => {
                 sqlx::query_scalar("SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() AND table_name NOT LIKE '_sqlx%' ORDER BY table_name")
                     .fetch_all(pool)
                     .await?

@@ -347,7 +347,7 @@ impl Store {
                     _ => StoreError::from(e),
                 })?;
             emit!(tx, "user.registered", None::<&str>, serde_json::json!({"user_id": user.id, "name": user.name}), now);
-            tx.commit().await?;
+            commit!(self, tx);
             Ok(user)
         })
     }
@@ -422,7 +422,8 @@ impl Store {
             .bind(market_id).bind(user_id).bind(outcome).bind(token).bind(amount).bind(now)
             .fetch_one(&mut *tx).await?;
             transfer!(tx, debit_first, token, &user_account(user_id), &escrow_account(market_id), amount, "stake", &format!("stake:{}", stake.id), now);
-            tx.commit().await?;
+            crate::store::lease::Fenced::announce_writes(&mut *tx).await?;
+            commit!(self, tx);
             stake
         });
         Store::wrote();
@@ -535,7 +536,7 @@ impl Store {
                 .bind(token).bind(&c.signature).bind(c.slot).bind(now)
                 .execute(&mut *tx).await?;
             }
-            tx.commit().await?;
+            commit!(self, tx);
         });
         Ok(done)
     }
@@ -591,7 +592,7 @@ impl Store {
                 "deposit_id": deposit_id, "user_id": user_id, "token": deposit.token, "amount": deposit.amount.to_string(),
                 "signature": deposit.signature, "slot": deposit.slot, "assigned": true,
             }), now);
-            tx.commit().await?;
+            commit!(self, tx);
             Ok(deposit)
         })
     }
@@ -614,7 +615,7 @@ impl Store {
             .bind(user_id).bind(token).bind(amount).bind(destination).bind(now)
             .fetch_one(&mut *tx).await?;
             transfer!(tx, debit_first, token, &user_account(user_id), &holds_account(user_id), amount, "withdrawal_hold", &format!("withdrawal:{}", w.id), now);
-            tx.commit().await?;
+            commit!(self, tx);
             Ok(w)
         })
     }
@@ -669,7 +670,7 @@ impl Store {
                 "withdrawal_id": w.id, "user_id": w.user_id, "token": w.token, "amount": w.amount.to_string(),
                 "signature": w.signature, "reason": w.reason,
             }), now);
-            tx.commit().await?;
+            commit!(self, tx);
             Ok(w)
         })
     }

@@ -145,7 +145,11 @@ impl Store {
             Attempt::Delivered => {
                 let sql = "UPDATE outbox_events SET state = 'delivered', attempts = attempts + 1, delivered_to = $1, delivered_at = $2, last_error = NULL \
                            WHERE id = $3 AND state = 'pending'";
-                on_pool!(self, pool => sqlx::query(sql).bind(delivered_to).bind(now).bind(id).execute(pool).await.map(drop)?);
+                on_pool!(self, pool => {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query(sql).bind(delivered_to).bind(now).bind(id).execute(&mut *tx).await?;
+                    commit!(self, tx);
+                });
             }
             Attempt::Failed {
                 error,
@@ -155,7 +159,11 @@ impl Store {
                 let state = if *dead { "dead" } else { "pending" };
                 let sql = "UPDATE outbox_events SET state = $1, attempts = attempts + 1, delivered_to = $2, next_attempt_at = $3, last_error = $4 \
                            WHERE id = $5 AND state = 'pending'";
-                on_pool!(self, pool => sqlx::query(sql).bind(state).bind(delivered_to).bind(next_at).bind(error).bind(id).execute(pool).await.map(drop)?);
+                on_pool!(self, pool => {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query(sql).bind(state).bind(delivered_to).bind(next_at).bind(error).bind(id).execute(&mut *tx).await?;
+                    commit!(self, tx);
+                });
             }
         }
         Ok(())
@@ -287,7 +295,12 @@ impl Store {
             "DELETE FROM outbox_events WHERE created_at < $1 AND state = 'delivered'"
         };
         let _writer = self.writer().await;
-        on_pool!(self, pool => Ok(sqlx::query(sql).bind(cutoff).execute(pool).await?.rows_affected()))
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(sql).bind(cutoff).execute(&mut *tx).await?.rows_affected();
+            commit!(self, tx);
+            Ok(n)
+        })
     }
 }
 

@@ -55,5 +55,5 @@ pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Store, 
             target: target.clone(),
             cause: e.to_string(),
         })?;
-    Ok(Store::Postgres(pool))
+    Ok(Store::Postgres(pool, None))
 }
