@@ -215,6 +215,10 @@ struct Child {
     stop_waiters: Vec<oneshot::Sender<()>>,
     /// Removed by a reload: stopped, hidden from the registry, revived if configured again.
     retired: bool,
+    /// The thread (and runtime) of the last instance, kept for the next one: database
+    /// connections opened on it stay usable by everyone after the instance stops (a stopped
+    /// runtime would break them mid-query). Only a cut-off instance's thread is abandoned.
+    idle_arbiter: Option<Arbiter>,
 }
 
 impl Child {
@@ -242,6 +246,7 @@ impl Child {
             restart_at: None,
             stop_waiters: Vec::new(),
             retired: false,
+            idle_arbiter: None,
         }
     }
 
@@ -522,7 +527,7 @@ impl Supervisor {
         .with_supervisor(sup.clone());
         let span = tracing::info_span!("service", name = %child.spec.name, generation);
         let (tx, rx) = oneshot::channel::<(Recipient<Control>, AbortHandle)>();
-        let arbiter = Arbiter::new();
+        let arbiter = child.idle_arbiter.take().unwrap_or_else(Arbiter::new);
         let handle = arbiter.handle();
         handle.spawn_fn(move || {
             actix_rt::spawn(async move {
@@ -544,17 +549,22 @@ impl Supervisor {
                     generation,
                     exit,
                 });
-                Arbiter::current().stop();
             });
         });
         let mut arbiter = Some(arbiter);
         Box::pin(wrap_future(rx).map(move |res, act: &mut Self, _ctx| {
             let child = &mut act.children[idx];
             let Ok((control, abort)) = res else {
+                // It never started: its thread serves the next attempt.
+                if child.idle_arbiter.is_none() {
+                    child.idle_arbiter = arbiter.take();
+                }
                 return;
             };
             let arbiter = arbiter.take().expect("link installed once");
             if child.generation != generation {
+                // Abandoned (cut off) before it was linked: its thread goes with it.
+                arbiter.stop();
                 return;
             }
             child.running_since = Some(Instant::now());
@@ -787,7 +797,9 @@ impl Handler<ChildExited> for Supervisor {
             return;
         }
         child.generation = 0;
-        child.link = None;
+        if let Some(link) = child.link.take() {
+            child.idle_arbiter = Some(link.arbiter);
+        }
         child.ping_inflight = false;
         let failure = child.telemetry().failure.take();
         if child.state == ServiceState::Stopping {
@@ -1189,6 +1201,23 @@ pub async fn start_all(supervisor: &Addr<Supervisor>) -> Result<(), MailboxError
     Ok(())
 }
 
+/// Stops the threads kept for restarts (the last step of a shutdown).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct ReleaseThreads;
+
+impl Handler<ReleaseThreads> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReleaseThreads, _: &mut Self::Context) {
+        for child in &mut self.children {
+            if let Some(arbiter) = child.idle_arbiter.take() {
+                arbiter.stop();
+            }
+        }
+    }
+}
+
 /// What [`shutdown`] did.
 #[derive(Debug, Clone, Default)]
 pub struct ShutdownReport {
@@ -1236,6 +1265,7 @@ pub async fn shutdown(supervisor: &Addr<Supervisor>, deadline: Duration) -> Shut
         tracing::error!(services = ?report.stragglers, deadline_ms = deadline.as_millis() as u64, "shutdown deadline reached; still running");
         let _ = supervisor.send(AbortAll).await;
     }
+    let _ = supervisor.send(ReleaseThreads).await;
     report.elapsed = started.elapsed();
     report
 }

@@ -26,7 +26,7 @@ fn random(below: u64) -> u64 {
 
 /// CONSTRUCTED: the real 2025-09-28 MLB board (15 scheduled games) moved to start tomorrow,
 /// with the games in `finals` final (home wins when the index is even).
-fn board(finals: usize) -> Vec<u8> {
+pub(crate) fn board(finals: usize) -> Vec<u8> {
     let fixture = espn_fixture("mlb-scoreboard-20250928.json");
     let mut value: Value = serde_json::from_slice(&fixture).unwrap();
     let start = (Utc::now() + chrono::Duration::days(1))

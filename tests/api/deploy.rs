@@ -82,6 +82,12 @@ fn kubernetes_example_has_probes_prestop_and_grace() {
     assert!(K8S.contains("livenessProbe:\n            httpGet: { path: /health, port: http }"));
     assert!(K8S.contains("readinessProbe:\n            httpGet: { path: /ready, port: http }"));
     assert!(K8S.contains("preStop:"));
+    assert!(
+        K8S.contains("replicas: 3"),
+        "replicas behind the leader lease"
+    );
+    assert!(K8S.contains("kind: PodDisruptionBudget"));
+    assert!(K8S.contains("TIPOFF_DATABASE_URL: postgres://"));
     let grace: u64 = K8S
         .lines()
         .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds: "))
@@ -114,8 +120,8 @@ fn kubernetes_example_has_probes_prestop_and_grace() {
     if out.status.success() {
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
-            "4",
-            "Secret, ConfigMap, Deployment, Service"
+            "5",
+            "Secret, ConfigMap, Deployment, PodDisruptionBudget, Service"
         );
     } else {
         eprintln!("SKIPPED: PyYAML missing; the Kubernetes example was checked as text only");

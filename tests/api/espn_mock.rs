@@ -66,6 +66,8 @@ impl Reply {
 struct State {
     scripts: HashMap<String, VecDeque<Reply>>,
     hits: HashMap<String, usize>,
+    /// Requests per tipoff instance.
+    agents: HashMap<String, usize>,
     /// Added to every reply (to keep imports in flight long enough to interrupt them).
     delay: Duration,
 }
@@ -95,6 +97,7 @@ async fn scoreboard(
     let (reply, extra) = {
         let mut s = state.lock().unwrap();
         *s.hits.entry(board.clone()).or_default() += 1;
+        crate::mock_server::count(&mut s.agents, crate::mock_server::instance_of(&req));
         let reply = match s.scripts.get_mut(&board) {
             Some(queue) if queue.len() > 1 => queue.pop_front().unwrap(),
             Some(queue) => queue.front().cloned().unwrap(),
@@ -149,6 +152,11 @@ impl MockEspn {
     pub fn hits(&self, espn_path: &str, date: NaiveDate) -> usize {
         let s = self.state.lock().unwrap();
         s.hits.get(&key(espn_path, date)).copied().unwrap_or(0)
+    }
+
+    /// Requests so far per tipoff instance (by `User-Agent`).
+    pub fn agents(&self) -> HashMap<String, usize> {
+        self.state.lock().unwrap().agents.clone()
     }
 
     /// Delays every reply by `delay` (on top of its own).

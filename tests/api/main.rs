@@ -23,6 +23,7 @@ mod openapi;
 mod ops;
 mod outbox;
 mod poller;
+mod replicas;
 mod rpc_mock;
 mod storage;
 mod watcher;

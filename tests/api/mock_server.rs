@@ -2,7 +2,25 @@
 //! its own thread with its own actix system, so a test that blocks (waiting on a daemon
 //! process) never starves it.
 
-use actix_web::{web, App, HttpServer};
+use std::collections::HashMap;
+
+use actix_web::{web, App, HttpRequest, HttpServer};
+
+/// The tipoff instance a request came from, read from its `User-Agent`
+/// (`tipoff/<version> (instance <id>)`); `"?"` for other clients.
+pub fn instance_of(req: &HttpRequest) -> String {
+    req.headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split("(instance ").nth(1))
+        .map(|rest| rest.trim_end_matches(')').to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Counts one request of `instance`.
+pub fn count(agents: &mut HashMap<String, usize>, instance: String) {
+    *agents.entry(instance).or_default() += 1;
+}
 
 /// Serves the routes `configure` registers, with `data` as `web::Data`, on a free loopback
 /// port; returns the port and the server's handle (stop it with `handle.stop(false)`).

@@ -40,6 +40,8 @@ struct State {
     null_once: HashSet<String>,
     faults: VecDeque<Fault>,
     log: Vec<(String, Value, std::time::Instant)>,
+    /// Requests per tipoff instance.
+    agents: HashMap<String, usize>,
 }
 
 pub struct MockRpc {
@@ -48,11 +50,16 @@ pub struct MockRpc {
     handle: actix_web::dev::ServerHandle,
 }
 
-async fn rpc(body: web::Json<Value>, state: web::Data<Arc<Mutex<State>>>) -> HttpResponse {
+async fn rpc(
+    req: actix_web::HttpRequest,
+    body: web::Json<Value>,
+    state: web::Data<Arc<Mutex<State>>>,
+) -> HttpResponse {
     let method = body["method"].as_str().unwrap_or_default().to_string();
     let params = body["params"].clone();
     let id = body["id"].clone();
     let mut s = state.lock().unwrap();
+    crate::mock_server::count(&mut s.agents, crate::mock_server::instance_of(&req));
     s.log
         .push((method.clone(), params.clone(), std::time::Instant::now()));
     if let Some(fault) = s.faults.pop_front() {
@@ -150,6 +157,11 @@ impl MockRpc {
     /// Calls received: (method, params, when).
     pub fn log(&self) -> Vec<(String, Value, std::time::Instant)> {
         self.state.lock().unwrap().log.clone()
+    }
+
+    /// Requests so far per tipoff instance (by `User-Agent`).
+    pub fn agents(&self) -> HashMap<String, usize> {
+        self.state.lock().unwrap().agents.clone()
     }
 
     pub fn clear_log(&self) {

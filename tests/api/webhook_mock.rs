@@ -20,6 +20,8 @@ pub struct Received {
     pub body: Vec<u8>,
     /// Whether it was answered 2xx.
     pub accepted: bool,
+    /// The tipoff instance that sent it.
+    pub instance: String,
 }
 
 impl Received {
@@ -78,6 +80,7 @@ async fn receive(
         signature: header("x-tipoff-signature"),
         body: body.to_vec(),
         accepted: failing.is_none(),
+        instance: crate::mock_server::instance_of(&req),
     });
     match failing {
         None => HttpResponse::Ok().finish(),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, SqliteConnection};
+use sqlx::{ConnectOptions, PgConnection, SqliteConnection};
 
 use super::{Store, StoreError};
 
@@ -214,7 +214,11 @@ impl Store {
         let Store::Postgres(pool, _) = self else {
             return Ok(false);
         };
-        let mut tx = pool.begin().await?;
+        // A connection of its own: the pool's idle ones may have been opened on the thread of
+        // a service that just stopped (as all singletons do right before the release), and
+        // their I/O dies with it.
+        let mut conn = pool.connect_options().connect().await?;
+        let mut tx = sqlx::Connection::begin(&mut conn).await?;
         let n = sqlx::query(
             "UPDATE leader_lease SET expires_at = clock_timestamp() \
              WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > clock_timestamp()",
@@ -233,6 +237,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        let _ = sqlx::Connection::close(conn).await;
         Ok(n == 1)
     }
 
