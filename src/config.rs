@@ -154,6 +154,8 @@ const KEYS: &[Key] = &[
     key("solana_backoff_base", "5s"),
     key("solana_backoff_cap", "5m"),
     key("withdrawal_ttl", "30m"),
+    key("min_withdrawal", "1"),
+    key("max_pending_withdrawals", "10"),
     key("cleanup_interval", "60s"),
     key("history_retention", "30d"),
     secret("webhook_secret"),
@@ -230,6 +232,10 @@ pub struct Config {
     pub read_cache_ttl: Duration,
     /// SPL tokens: stakes, balances and one deposit watcher each.
     pub tokens: Vec<Token>,
+    /// The smallest withdrawal, in base units, per token.
+    pub min_withdrawal: PerToken,
+    /// Pending and claimed withdrawals one user may have at once.
+    pub max_pending_withdrawals: i64,
     /// Settlement fee in basis points of the losing side's pool (0 to 10000).
     pub settlement_fee_bps: u32,
     /// Whether `POST /api/v1/users` registers (default: on in development, off in production).
@@ -562,6 +568,7 @@ impl Config {
                 get("webhook_backoff_cap").err("must not be smaller than webhook_backoff_base")
             );
         }
+        let tokens = parse_tokens(get("tokens"))?;
         let leader_ttl_raw = get("leader_ttl");
         let leader_ttl = leader_ttl_raw.duration()?;
         if leader_ttl < Duration::from_secs(1) {
@@ -617,7 +624,9 @@ impl Config {
             poller_backoff_base: nonzero("poller_backoff_base")?,
             poller_backoff_cap,
             read_cache_ttl: get("read_cache_ttl").duration()?,
-            tokens: parse_tokens(get("tokens"))?,
+            min_withdrawal: PerToken::parse(get("min_withdrawal"), &tokens)?,
+            max_pending_withdrawals: get("max_pending_withdrawals").number(1i64)?,
+            tokens,
             settlement_fee_bps,
             registration,
             solana_poll_interval: nonzero("solana_poll_interval")?,
@@ -698,6 +707,63 @@ impl Config {
 }
 
 /// `name:mint:decimals:treasury` entries, comma separated.
+/// An amount in base units for each configured token: one number for every token, or
+/// `name=amount` pairs separated by commas (tokens not named get the default of 1).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PerToken {
+    all: Option<i64>,
+    per: Vec<(String, i64)>,
+}
+
+impl PerToken {
+    fn parse(raw: &Raw<'_>, tokens: &[Token]) -> Result<PerToken, ConfigError> {
+        let value = raw.value.trim();
+        let positive = |v: &str| -> Result<i64, ConfigError> {
+            match v.trim().parse::<i64>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(raw.err(format!(
+                    "`{v}` is not a whole number of base units of at least 1"
+                ))),
+            }
+        };
+        if value.is_empty() {
+            return Ok(PerToken::default());
+        }
+        if !value.contains('=') {
+            return Ok(PerToken {
+                all: Some(positive(value)?),
+                per: Vec::new(),
+            });
+        }
+        let mut per = Vec::new();
+        for pair in raw.list() {
+            let Some((name, amount)) = pair.split_once('=') else {
+                return Err(raw.err(format!(
+                    "`{pair}` is not name=amount (or give one number for every token)"
+                )));
+            };
+            let name = name.trim().to_ascii_lowercase();
+            if !tokens.iter().any(|t| t.name == name) {
+                return Err(raw.err(format!(
+                    "`{name}` is not a configured token (TIPOFF_TOKENS)"
+                )));
+            }
+            per.push((name, positive(amount)?));
+        }
+        Ok(PerToken { all: None, per })
+    }
+
+    /// The amount for token `name` (1 when none is set).
+    pub fn of(&self, name: &str) -> i64 {
+        self.per
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .or(self.all)
+            .unwrap_or(1)
+    }
+}
+
 fn parse_tokens(raw: &Raw<'_>) -> Result<Vec<Token>, ConfigError> {
     let mut tokens: Vec<Token> = Vec::new();
     for entry in raw.list() {
@@ -730,6 +796,19 @@ fn parse_tokens(raw: &Raw<'_>) -> Result<Vec<Token>, ConfigError> {
             return Err(raw.err(format!(
                 "token `{name}`: treasury `{treasury}` is not a base58 public key"
             )));
+        }
+        if let Some(other) = tokens.iter().find(|t| t.treasury == treasury) {
+            return Err(raw.err(if other.mint == mint {
+                format!(
+                    "tokens `{}` and `{name}` have the same mint and treasury: every deposit would be credited twice",
+                    other.name
+                )
+            } else {
+                format!(
+                    "tokens `{}` and `{name}` name the same treasury token account `{treasury}` (a token account holds one mint)",
+                    other.name
+                )
+            }));
         }
         let decimals: u8 = match decimals.parse() {
             Ok(d) if d <= 18 => d,

@@ -96,6 +96,8 @@ impl Application {
         let options = StoreOptions {
             max_connections: config.db_max_connections,
             connect_timeout: config.db_startup_timeout,
+            // A leader paused inside a transaction loses its locks within one lease TTL.
+            idle_in_transaction_timeout: config.leader_ttl,
             ..StoreOptions::default()
         };
         let store = Store::connect(&url, &options).await?;
@@ -175,6 +177,8 @@ impl Application {
             live: std::sync::RwLock::new(Reloadable {
                 leagues_enabled: config.leagues.clone(),
                 tokens: config.tokens.clone(),
+                min_withdrawal: config.min_withdrawal.clone(),
+                max_pending_withdrawals: config.max_pending_withdrawals,
             }),
             read_cache: http::cache::ReadCache::new(config.read_cache_ttl),
             registration: config.registration,
@@ -361,6 +365,8 @@ impl Reloader {
         self.state.set_live(Reloadable {
             leagues_enabled: config.leagues.clone(),
             tokens: config.tokens.clone(),
+            min_withdrawal: config.min_withdrawal.clone(),
+            max_pending_withdrawals: config.max_pending_withdrawals,
         });
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let ignored: Vec<&str> = RESTART_ONLY

@@ -119,8 +119,10 @@ endpoints! {
         query: [("unattributed", "true: only deposits no user's code matched"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     post "/admin/deposits/{id}/assign" => money::assign_deposit { tag: "admin", access: Admin, summary: "Credit an unattributed deposit to a user (once)",
         body: || json!({"type": "object", "required": ["user_id"], "properties": {"user_id": s("integer")}}) }
-    post "/admin/withdrawals/{id}/{action}" => money::finish_withdrawal { tag: "admin", access: Admin, summary: "Complete (with the transaction signature) or fail (hold released) a pending withdrawal; action is complete or fail",
-        body: || json!({"type": "object", "properties": {"signature": s("string"), "reason": s("string")}}) }
+    get "/admin/withdrawals" => money::admin_withdrawals { tag: "admin", access: Admin, summary: "Withdrawals, oldest first (the signer's queue), with their age and the age of an open claim",
+        query: [("state", "pending, processing, completed, failed or expired"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+    post "/admin/withdrawals/{id}/{action}" => money::finish_withdrawal { tag: "admin", access: Admin, summary: "The signer protocol: claim a pending withdrawal (pending → processing) before sending it on chain, then complete it (with the transaction signature, which pays one withdrawal only) or fail it (hold released); action is claim, complete or fail",
+        body: || json!({"type": "object", "properties": {"claimer": s("string"), "signature": s("string"), "reason": s("string")}}) }
     get "/admin/ledger/audit" => money::audit { tag: "admin", access: Admin, summary: "Check every money invariant over one snapshot" }
     post "/admin/imports" => imports::create { tag: "admin", access: Admin, summary: "Start (or join an overlapping) import job for a league and date range",
         body: || json!({"type": "object", "required": ["league", "from", "to"], "properties": {"league": s("string"), "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"}}}),

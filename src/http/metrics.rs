@@ -54,6 +54,8 @@ pub struct Metrics {
     deposits: IntCounterVec,
     settlements: IntCounterVec,
     sse_streams: IntGauge,
+    withdrawal_claims: IntGauge,
+    withdrawal_oldest_claim: prometheus::Gauge,
     ready: IntGauge,
     leader: IntGauge,
     lease_epoch: IntGauge,
@@ -207,6 +209,14 @@ impl Metrics {
                 "sse_streams",
                 "Open live event streams (GET /api/v1/events)."
             ))),
+            withdrawal_claims: reg!(IntGauge::with_opts(opts(
+                "withdrawal_claims_open",
+                "Withdrawals claimed by a signer (processing) and not yet completed or failed."
+            ))),
+            withdrawal_oldest_claim: reg!(prometheus::Gauge::with_opts(opts(
+                "withdrawal_oldest_claim_seconds",
+                "Age of the oldest open claim (0 when none): a claim is never refunded by itself, an operator completes or fails it."
+            ))),
             ready: reg!(IntGauge::with_opts(opts(
                 "ready",
                 "1 while /ready answers 200."
@@ -321,6 +331,9 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     if state.shared.db_healthy() {
         let counts = state.store.counts().await?;
         let outbox = state.store.outbox_stats(now).await?;
+        let (claims, oldest_claim) = state.store.open_claims(now).await?;
+        m.withdrawal_claims.set(claims);
+        m.withdrawal_oldest_claim.set(oldest_claim.unwrap_or(0.0));
         for st in tipoff_actors::store::IMPORT_STATES {
             let n = counts
                 .import_jobs

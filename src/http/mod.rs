@@ -88,6 +88,10 @@ pub struct Reloadable {
     pub leagues_enabled: Vec<String>,
     /// Configured tokens (stakes, balances, withdrawals).
     pub tokens: Vec<tipoff_actors::solana::Token>,
+    /// The smallest withdrawal per token.
+    pub min_withdrawal: crate::config::PerToken,
+    /// Pending and claimed withdrawals one user may have at once.
+    pub max_pending_withdrawals: i64,
 }
 
 impl Default for Lifecycle {
@@ -134,6 +138,12 @@ impl AppState {
             .unwrap_or_else(|e| e.into_inner())
             .tokens
             .clone()
+    }
+
+    /// The withdrawal rules in force: (minimum per token, pending cap per user).
+    pub fn withdrawal_rules(&self) -> (crate::config::PerToken, i64) {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        (live.min_withdrawal.clone(), live.max_pending_withdrawals)
     }
 
     pub fn set_live(&self, live: Reloadable) {

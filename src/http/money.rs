@@ -6,8 +6,9 @@
 //! - Stakes: `POST /api/v1/markets/{id}/stakes {outcome, amount, token}` while the market is
 //!   open and its game has not started; `GET /api/v1/me/stakes`.
 //! - Withdrawals: `POST /api/v1/me/withdrawals {token, amount, destination}` places a hold;
-//!   `GET /api/v1/me/withdrawals`; admin `POST /admin/withdrawals/{id}/complete {signature}`
-//!   and `/fail {reason}`.
+//!   `GET /api/v1/me/withdrawals`. The signer (admin): `GET /admin/withdrawals?state=`, then
+//!   `POST /admin/withdrawals/{id}/claim {claimer}` before sending anything on chain, then
+//!   `/complete {signature}` or `/fail {reason}`. Cleanup expires only unclaimed ones.
 //! - Deposits (admin): `GET /admin/deposits?unattributed=true`,
 //!   `POST /admin/deposits/{id}/assign {user_id}`; `GET /admin/ledger/audit` checks every
 //!   money invariant.
@@ -27,12 +28,16 @@ use sha2::{Digest, Sha256};
 use tipoff_actors::solana::{is_pubkey, is_signature, Token};
 use tipoff_actors::store::{
     user_account, Deposit, LedgerEntry, Stake, User, Withdrawal, WithdrawalOutcome,
+    WITHDRAWAL_STATES,
 };
 use tipoff_actors::StoreError;
 
 use super::auth::{bearer, Admin};
 use super::read::{id_cursor, limit, not_found, page};
 use super::{error::ApiError, AppState};
+
+/// The Solana system program: never a withdrawal destination.
+const SYSTEM_PROGRAM: &str = "11111111111111111111111111111111";
 
 /// Deposit codes: 8 characters without look-alikes (no 0/O, 1/I/L).
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
@@ -242,7 +247,18 @@ fn stake_json(s: &Stake) -> Value {
 fn withdrawal_json(w: &Withdrawal) -> Value {
     json!({"id": w.id, "user_id": w.user_id, "token": w.token, "amount": w.amount.to_string(),
            "destination": w.destination, "state": w.state, "signature": w.signature, "reason": w.reason,
+           "claimed_by": w.claimed_by, "claimed_at": w.claimed_at,
            "created_at": w.created_at, "updated_at": w.updated_at})
+}
+
+/// An admin's view of a withdrawal: with its age and, once claimed, the claim's age.
+fn admin_withdrawal_json(w: &Withdrawal) -> Value {
+    let now = Utc::now();
+    let secs = |t: chrono::DateTime<Utc>| (now - t).num_milliseconds().max(0) as f64 / 1000.0;
+    let mut v = withdrawal_json(w);
+    v["age_secs"] = json!(secs(w.created_at));
+    v["claim_age_secs"] = json!(w.claimed_at.filter(|_| w.state == "processing").map(secs));
+    v
 }
 
 fn deposit_json(d: &Deposit) -> Value {
@@ -355,12 +371,49 @@ pub async fn withdraw(
     let destination = body.destination.trim();
     if !is_pubkey(destination) {
         return Err(ApiError::BadRequest(format!(
-            "`destination` must be a base58 Solana public key (32 bytes), not `{destination}`"
+            "`destination` must be a base58 Solana public key (32 bytes), not `{}`",
+            destination.chars().take(64).collect::<String>()
+        )));
+    }
+    if destination == SYSTEM_PROGRAM {
+        return Err(ApiError::BadRequest(
+            "`destination` is the system program: tokens sent there are lost".into(),
+        ));
+    }
+    if let Some(t) = state.tokens().into_iter().find(|t| t.mint == destination) {
+        return Err(ApiError::BadRequest(format!(
+            "`destination` is the mint of token `{}`, not a wallet",
+            t.name
+        )));
+    }
+    if let Some(t) = state
+        .tokens()
+        .into_iter()
+        .find(|t| t.treasury == destination)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "`destination` is the treasury of token `{}`: a withdrawal there would come back as a deposit",
+            t.name
+        )));
+    }
+    let (minimum, max_pending) = state.withdrawal_rules();
+    let minimum = minimum.of(&token.name);
+    if amount < minimum {
+        return Err(ApiError::BadRequest(format!(
+            "`amount` {amount} is below the minimum withdrawal of {minimum} base units of {} (TIPOFF_MIN_WITHDRAWAL)",
+            token.name
         )));
     }
     let w = state
         .store
-        .request_withdrawal(user.id, &token.name, amount, destination, Utc::now())
+        .request_withdrawal(
+            user.id,
+            &token.name,
+            amount,
+            destination,
+            max_pending,
+            Utc::now(),
+        )
         .await?;
     tracing::info!(withdrawal = w.id, user = user.id, token = %w.token, amount = w.amount, "withdrawal requested");
     Ok(HttpResponse::Created().json(withdrawal_json(&w)))
@@ -380,13 +433,43 @@ pub async fn withdrawals(
     Ok(id_page(rows, limit, |w| w.id, withdrawal_json))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct WithdrawalQuery {
+    state: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /admin/withdrawals?state=&limit=&cursor=` (oldest first: the signer's queue)
+pub async fn admin_withdrawals(
+    _: Admin,
+    state: web::Data<AppState>,
+    q: web::Query<WithdrawalQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = limit(q.limit.as_deref())?;
+    let after = id_cursor(q.cursor.as_deref())?;
+    let wanted = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) if WITHDRAWAL_STATES.contains(&s) => Some(s),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "state must be one of {}, not `{other}`",
+                WITHDRAWAL_STATES.join(", ")
+            )))
+        }
+    };
+    let rows = state.store.withdrawals(wanted, after, limit + 1).await?;
+    Ok(id_page(rows, limit, |w| w.id, admin_withdrawal_json))
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct FinishWithdrawal {
     signature: Option<String>,
     reason: Option<String>,
+    claimer: Option<String>,
 }
 
-/// `POST /admin/withdrawals/{id}/complete {signature}` and `/fail {reason?}`
+/// `POST /admin/withdrawals/{id}/claim {claimer?}`, `/complete {signature}` and `/fail {reason?}`
 pub async fn finish_withdrawal(
     _: Admin,
     state: web::Data<AppState>,
@@ -395,6 +478,26 @@ pub async fn finish_withdrawal(
 ) -> Result<HttpResponse, ApiError> {
     let (id, action) = path.into_inner();
     let body = body.map(|b| b.into_inner()).unwrap_or_default();
+    if action == "claim" {
+        let claimer = body
+            .claimer
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .unwrap_or("admin");
+        if claimer.chars().count() > 100 {
+            return Err(ApiError::BadRequest(
+                "`claimer` must be at most 100 characters".into(),
+            ));
+        }
+        let w = state
+            .store
+            .claim_withdrawal(id, claimer, Utc::now())
+            .await
+            .map_err(not_found("withdrawal", id))?;
+        tracing::info!(withdrawal = id, claimer, "withdrawal claimed");
+        return Ok(HttpResponse::Ok().json(admin_withdrawal_json(&w)));
+    }
     let outcome = match action.as_str() {
         "complete" => {
             let signature = body.signature.as_deref().map(str::trim).unwrap_or_default();
@@ -415,7 +518,7 @@ pub async fn finish_withdrawal(
         },
         other => {
             return Err(ApiError::NotFound(format!(
-                "unknown action `{other}`: use complete or fail"
+                "unknown action `{other}`: use claim, complete or fail"
             )))
         }
     };

@@ -138,12 +138,51 @@ fn crash_consistency(db: Db) {
             )
         })
         .collect();
+    // A first deposit per user, credited before the kills begin, so stakes are possible from
+    // the first round however far the watcher lags behind the chain later.
+    let pushed = Arc::new(AtomicU64::new(0));
+    let pushed_amount = Arc::new(AtomicU64::new(0));
+    for (i, (_, code)) in users.iter().enumerate() {
+        let sig = constructed_signature("F", i as u64 + 1);
+        let slot = 900_000 + i as u64;
+        rpc.add_transaction(
+            &sig,
+            constructed_transfer(&sig, slot, USDC_MINT, USDC_TREASURY, 0, 5_000, Some(code)),
+        );
+        rpc.push_signatures(USDC_TREASURY, vec![signature_entry(&sig, slot, Some(code))]);
+        pushed.fetch_add(1, Ordering::AcqRel);
+        pushed_amount.fetch_add(5_000, Ordering::AcqRel);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (key, _) in &users {
+        loop {
+            let me: Value = client
+                .get(first.url("/api/v1/me"))
+                .bearer_auth(key)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            let funded = me["balances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|b| b["token"] == "usdc" && b["amount"] != "0");
+            if funded {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "first deposits not credited: {me}\n{}",
+                first.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     drop(first);
 
     // The chain: a new deposit to a random user (or with no memo) every 15 ms.
     let stop = Arc::new(AtomicBool::new(false));
-    let pushed = Arc::new(AtomicU64::new(0));
-    let pushed_amount = Arc::new(AtomicU64::new(0));
     let feeder = {
         let (stop, pushed, pushed_amount, rpc) = (
             stop.clone(),
@@ -217,7 +256,7 @@ fn crash_consistency(db: Db) {
                     if random(8) == 0 {
                         // Now and then a withdrawal, left pending for the cleanup to expire.
                         let _ = client.post(format!("{base}/api/v1/me/withdrawals")).bearer_auth(&key)
-                            .json(&json!({"token": "usdc", "amount": 1 + random(30), "destination": USDC_TREASURY})).send();
+                            .json(&json!({"token": "usdc", "amount": 1 + random(30), "destination": crate::money::WALLET})).send();
                     }
                     let market = ids[random(ids.len() as u64) as usize];
                     let outcome = if random(2) == 0 { "home" } else { "away" };

@@ -104,6 +104,26 @@ fn a_bad_setting_exits_78_naming_it() {
 }
 
 #[test]
+fn two_tokens_on_one_mint_and_treasury_exit_78_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mint, treasury) = (crate::money::USDC_MINT, crate::money::USDC_TREASURY);
+    let tokens = format!("usdc:{mint}:6:{treasury},usdc2:{mint}:6:{treasury}");
+    let out = tipoff_command(dir.path())
+        .env("TIPOFF_TOKENS", &tokens)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TIPOFF_TOKENS")
+            && stderr.contains("`usdc` and `usdc2`")
+            && stderr.contains("credited twice"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_config_prints_the_effective_config_and_never_a_secret() {
     let dir = tempfile::tempdir().unwrap();
     let out = tipoff_command(dir.path())
@@ -347,7 +367,12 @@ fn sighup_starts_and_stops_services_and_applies_intervals() {
     // A file that does not load is refused whole: everything keeps running.
     std::fs::write(&file, "leagues = \"cricket\"\n").unwrap();
     hup(&d);
-    assert!(d.stderr().contains("reload refused"));
+    // The log line travels through a pipe; it may land just after the notification.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !d.stderr().contains("reload refused") {
+        assert!(std::time::Instant::now() < deadline, "{}", d.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(
         service(&debug_status(&d), "cleanup").unwrap()["interval_secs"],
         7.0

@@ -19,6 +19,9 @@ pub const PUMP_MINT: &str = "3hUb4Av47q5XemKTf2rtmdrEDMUe7pun6NL5Vi1XrHvk";
 /// The receiving token account of the real v0 transaction with an inner `transfer`.
 pub const PUMP_TREASURY: &str = "93ZRXBKwom4XaejU5JB2VePPHkt4UnYYyANwWz1iit77";
 
+/// A wallet of the real fixtures (a transfer's authority): a valid withdrawal destination.
+pub const WALLET: &str = "8fusVwhgo4oS1fGpZKeRaXrJXQk9auKnAgcj9A97wR3t";
+
 pub fn tokens_setting() -> String {
     format!("usdc:{USDC_MINT}:6:{USDC_TREASURY},pump:{PUMP_MINT}:6:{PUMP_TREASURY}")
 }
@@ -490,15 +493,39 @@ async fn bad_input_is_refused_by_name_and_changes_nothing(db: Db) {
         ),
         (
             "/api/v1/me/withdrawals".into(),
-            json!({"token": "usdc", "amount": 1001, "destination": PUMP_TREASURY}),
+            json!({"token": "usdc", "amount": 1001, "destination": WALLET}),
             409,
             "insufficient balance",
         ),
         (
             "/api/v1/me/withdrawals".into(),
-            json!({"token": "usdc", "amount": "0", "destination": PUMP_TREASURY}),
+            json!({"token": "usdc", "amount": "0", "destination": WALLET}),
             400,
             "zero",
+        ),
+        (
+            "/api/v1/me/withdrawals".into(),
+            json!({"token": "usdc", "amount": 5, "destination": "11111111111111111111111111111111"}),
+            400,
+            "system program",
+        ),
+        (
+            "/api/v1/me/withdrawals".into(),
+            json!({"token": "usdc", "amount": 5, "destination": USDC_MINT}),
+            400,
+            "the mint of token `usdc`",
+        ),
+        (
+            "/api/v1/me/withdrawals".into(),
+            json!({"token": "usdc", "amount": 5, "destination": PUMP_TREASURY}),
+            400,
+            "the treasury of token `pump`",
+        ),
+        (
+            "/api/v1/me/withdrawals".into(),
+            json!({"token": "usdc", "amount": 5, "destination": USDC_TREASURY}),
+            400,
+            "the treasury of token `usdc`",
         ),
     ];
     for (path, body, status, needle) in &cases {
@@ -569,8 +596,7 @@ async fn withdrawals_hold_then_complete_fail_or_expire_exactly_once(db: Db) {
     let app = money_app(&db).await;
     let a = register(&app.client, &app.address).await;
     fund(&app.store, "usdc", &a, 1000).await;
-    let ask =
-        |amount: i64| json!({"token": "usdc", "amount": amount, "destination": PUMP_TREASURY});
+    let ask = |amount: i64| json!({"token": "usdc", "amount": amount, "destination": WALLET});
     let (status, w1) = post(&app, &a, "/api/v1/me/withdrawals", ask(300)).await;
     assert_eq!((status, w1["state"].as_str()), (201, Some("pending")));
     assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 700);
@@ -666,6 +692,193 @@ async fn withdrawals_hold_then_complete_fail_or_expire_exactly_once(db: Db) {
     app.stop().await;
 }
 both_backends!(withdrawals_hold_then_complete_fail_or_expire_exactly_once: withdrawals_sqlite, withdrawals_postgres);
+
+/// The signer protocol: a claimed withdrawal is never expired (the signer may already have sent
+/// it), an unclaimed one is expired and refunded once, and a signature pays one withdrawal.
+async fn a_claimed_withdrawal_is_never_refunded_and_a_signature_pays_once(db: Db) {
+    let app = money_app(&db).await;
+    let a = register(&app.client, &app.address).await;
+    fund(&app.store, "usdc", &a, 1000).await;
+    let ask = |amount: i64| json!({"token": "usdc", "amount": amount, "destination": WALLET});
+    let mut ids = Vec::new();
+    for amount in [300, 200, 100] {
+        let (status, w) = post(&app, &a, "/api/v1/me/withdrawals", ask(amount)).await;
+        assert_eq!(status, 201);
+        ids.push(w["id"].as_i64().unwrap());
+    }
+    let (claimed, unclaimed) = (ids[0], &ids[1..]);
+
+    // The signer's queue: oldest first, with ages, from the admin API (not the database).
+    let queue = app.json("/admin/withdrawals?state=pending&limit=2").await;
+    let items = queue["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["id"], claimed);
+    assert!(items[0]["age_secs"].as_f64().unwrap() >= 0.0);
+    let rest = app
+        .json(&format!(
+            "/admin/withdrawals?state=pending&cursor={}",
+            queue["next"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(rest["items"][0]["id"], ids[2]);
+    let res = app.admin_get("/admin/withdrawals?state=lost").await;
+    assert_eq!(res.status(), 400);
+
+    let res = app
+        .admin_post_json(
+            &format!("/admin/withdrawals/{claimed}/claim"),
+            &json!({"claimer": "signer-1"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        (body["state"].as_str(), body["claimed_by"].as_str()),
+        (Some("processing"), Some("signer-1"))
+    );
+    let res = app
+        .admin_post_json(
+            &format!("/admin/withdrawals/{claimed}/claim"),
+            &json!({"claimer": "signer-2"}),
+        )
+        .await;
+    assert_eq!(res.status(), 409, "one claim only");
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("signer-1"),
+        "{body}"
+    );
+
+    // The TTL passes for all three while the signer is sending the first on chain.
+    let settings = CleanupSettings {
+        withdrawal_ttl: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let swept = sweep(&app.store, &settings).await.unwrap();
+    assert_eq!(
+        swept.withdrawals_expired, 2,
+        "only the unclaimed ones: {swept:?}"
+    );
+    let again = sweep(&app.store, &settings).await.unwrap();
+    assert_eq!(again.withdrawals_expired, 0, "refunded once");
+    assert_eq!(
+        balance(&app.store, &user_account(a.id), "usdc").await,
+        1000 - 300
+    );
+    let open = app.json("/admin/withdrawals?state=processing").await;
+    assert_eq!(open["items"][0]["id"], claimed);
+    assert!(
+        open["items"][0]["claim_age_secs"].as_f64().is_some(),
+        "{open}"
+    );
+
+    let sig =
+        "2S2rTZjaqzxYRw9mnqzwtyqitKtSsnE8GVqLn1KrD5R2YpXZnU4GdjppsgfSAbrzJfaqadfi8CtrqEBy588WVQ3E";
+    let res = app
+        .admin_post_json(
+            &format!("/admin/withdrawals/{claimed}/complete"),
+            &json!({"signature": sig}),
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        200,
+        "the paid withdrawal completes after its TTL"
+    );
+    assert_eq!(balance(&app.store, "withdrawn", "usdc").await, 300);
+    assert_eq!(
+        balance(&app.store, &user_account(a.id), "usdc").await,
+        700,
+        "and is not refunded"
+    );
+    for id in unclaimed {
+        let res = app
+            .admin_post_json(&format!("/admin/withdrawals/{id}/claim"), &json!({}))
+            .await;
+        assert_eq!(res.status(), 409, "an expired withdrawal cannot be claimed");
+    }
+
+    // The same transaction cannot pay a second withdrawal.
+    let (_, w) = post(&app, &a, "/api/v1/me/withdrawals", ask(50)).await;
+    let id = w["id"].as_i64().unwrap();
+    app.admin_post_json(&format!("/admin/withdrawals/{id}/claim"), &json!({}))
+        .await;
+    let res = app
+        .admin_post_json(
+            &format!("/admin/withdrawals/{id}/complete"),
+            &json!({"signature": sig}),
+        )
+        .await;
+    assert_eq!(res.status(), 409, "a signature completes one withdrawal");
+    let res = app
+        .admin_post_json(
+            &format!("/admin/withdrawals/{id}/fail"),
+            &json!({"reason": "not sent"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "a claim can fail; the hold comes back");
+    assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 700);
+
+    // Every request was announced for the signer (webhook and SSE for admins).
+    let events = app.json("/admin/outbox?limit=200").await;
+    let requested = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "withdrawal.requested")
+        .count();
+    assert_eq!(requested, 4);
+    let audit = assert_audit(&app).await;
+    assert_eq!(audit["tokens"][0]["withdrawn"], 300);
+    app.stop().await;
+}
+both_backends!(a_claimed_withdrawal_is_never_refunded_and_a_signature_pays_once: claims_sqlite, claims_postgres);
+
+async fn withdrawals_below_the_minimum_or_past_the_pending_cap_are_refused(db: Db) {
+    let app = spawn_app(
+        &db,
+        &[
+            ("TIPOFF_TOKENS", &tokens_setting()),
+            ("TIPOFF_MIN_WITHDRAWAL", "usdc=100,pump=7"),
+            ("TIPOFF_MAX_PENDING_WITHDRAWALS", "3"),
+        ],
+    )
+    .await;
+    let a = register(&app.client, &app.address).await;
+    fund(&app.store, "usdc", &a, 10_000).await;
+    let ask = |amount: i64| json!({"token": "usdc", "amount": amount, "destination": WALLET});
+    let (status, body) = post(&app, &a, "/api/v1/me/withdrawals", ask(99)).await;
+    assert_eq!(status, 400);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("minimum withdrawal of 100"), "{message}");
+
+    // Ten at once against a cap of three: exactly three get through.
+    let calls: Vec<_> = (0..10)
+        .map(|_| post(&app, &a, "/api/v1/me/withdrawals", ask(100)))
+        .collect();
+    let answers = futures_util::future::join_all(calls).await;
+    let created = answers.iter().filter(|(s, _)| *s == 201).count();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 409)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!((created, refused.len()), (3, 7), "{answers:?}");
+    assert!(refused[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("at most 3 at once"));
+    assert_eq!(
+        balance(&app.store, &user_account(a.id), "usdc").await,
+        10_000 - 300
+    );
+    assert_audit(&app).await;
+    app.stop().await;
+}
+both_backends!(withdrawals_below_the_minimum_or_past_the_pending_cap_are_refused: withdrawal_limits_sqlite, withdrawal_limits_postgres);
 
 #[actix_rt::test]
 async fn registration_is_off_in_production_and_admins_still_create_users() {

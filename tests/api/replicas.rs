@@ -378,13 +378,11 @@ fn a_leader_paused_past_its_lease_commits_nothing_when_it_wakes() {
     let leader = r.one_leader(Duration::from_secs(5));
     let today = tipoff_actors::poller::espn_today(Utc::now());
     let slow = generated_board(today, 3);
+    // Every answer is slow, so whichever request is in flight at the pause still is after it.
     espn.script(
         NBA,
         today,
-        vec![
-            Reply::ok(slow.clone()).delayed(Duration::from_millis(1500)),
-            Reply::ok(slow),
-        ],
+        vec![Reply::ok(slow).delayed(Duration::from_millis(1500))],
     );
     let before = espn.hits(NBA, today);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -398,11 +396,17 @@ fn a_leader_paused_past_its_lease_commits_nothing_when_it_wakes() {
         r.daemons.push(Some(Daemon::spawn(&env)));
         let new = r.daemons.len() - 1;
         r.get(new).wait_notify("READY=1", Duration::from_secs(20));
+        let deadline = Instant::now() + Duration::from_secs(15);
         let s = loop {
             let s = r.status(new).unwrap();
             if s["leader"] == true {
                 break s;
             }
+            assert!(
+                Instant::now() < deadline,
+                "no takeover from the paused leader: {s:#}\n{}",
+                r.stderr()
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         s["epoch"].as_i64().unwrap() - 1
@@ -443,8 +447,16 @@ fn a_leader_paused_past_its_lease_commits_nothing_when_it_wakes() {
         "the rejected write is logged:\n{}",
         old.stderr()
     );
-    // Everything in the database was written under the new epoch or before the pause:
+    // Everything in the database was written under the new epoch (its passes are slow too):
     // the three games exist once, with one market each, and the ledger holds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scalar(&url, "SELECT COUNT(*) FROM games") < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the new leader never wrote the board"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(scalar(&url, "SELECT COUNT(*) FROM games"), 3);
     assert_eq!(scalar(&url, "SELECT COUNT(*) FROM markets"), 3);
     audit_ok(&http, r.get(1));

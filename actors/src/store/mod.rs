@@ -31,6 +31,7 @@ pub use imports::{FailedDate, ImportFilter, ImportJob, ACTIVE_IMPORT_STATES, IMP
 pub use money::{
     parimutuel, user_account, Audit, Balance, Credited, Cursor, Deposit, IncomingDeposit,
     LedgerEntry, Stake, TokenTotals, User, Withdrawal, WithdrawalOutcome, DEFAULT_FEE_BPS,
+    WITHDRAWAL_STATES,
 };
 pub use outbox::{
     Attempt, Counts, EventBody, OutboxEvent, OutboxStats, EVENT_TYPES, OUTBOX_STATES,
@@ -78,11 +79,16 @@ pub struct StoreOptions {
     /// Bound on connecting (and on acquiring a connection later).
     pub connect_timeout: Duration,
     pub sqlite_busy_timeout: Duration,
+    /// PostgreSQL ends a session left idle inside a transaction this long (a paused or stuck
+    /// process), releasing its locks: a leader paused mid-transaction cannot hold the lease
+    /// row (or any other) for ever. Our transactions never wait on anything but the database.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
+            idle_in_transaction_timeout: Duration::from_secs(15),
             max_connections: 8,
             connect_timeout: Duration::from_secs(10),
             sqlite_busy_timeout: Duration::from_secs(5),

@@ -7,12 +7,15 @@
 //!   entry with the same transfer id, written in the same transaction as the balance rows. So
 //!   each token's entries sum to zero and every balance equals the sum of its entries.
 //! - Accounts: `user:<id>`, `escrow:<market>` (stakes of an unsettled market), `holds:<user>`
-//!   (pending withdrawals), `house` (fees and rounding remainders), `unattributed` (deposits
+//!   (pending and claimed withdrawals), `house` (fees and rounding remainders), `unattributed` (deposits
 //!   with no known memo), `withdrawn` (paid out on chain) and `external` (the outside world,
 //!   minus every deposit). Only `external` may go below zero (a `CHECK` in the schema, and the
 //!   conditional debit below).
 //! - State changes are compare-and-set updates (`... WHERE state = 'pending'`), so a racing
 //!   second actor (another cleanup pass, another replica) changes nothing.
+//! - Withdrawals follow the signer protocol: a signer claims a pending one (`processing`)
+//!   before sending it on chain, then completes it with the transaction signature (unique) or
+//!   fails it. Cleanup expires only unclaimed `pending` ones: a paid withdrawal is never refunded.
 //! - Lock order on PostgreSQL: a transaction touches a user's balance row before any shared
 //!   account row, so two money transactions never wait on each other in a cycle. On SQLite,
 //!   money transactions queue on the store's one writer lock.
@@ -105,6 +108,9 @@ pub struct Withdrawal {
     pub state: String,
     pub signature: Option<String>,
     pub reason: Option<String>,
+    /// Who claimed it (`processing`) to send it on chain, and when.
+    pub claimed_by: Option<String>,
+    pub claimed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -317,7 +323,11 @@ const STAKE_COLUMNS: &str =
 const DEPOSIT_COLUMNS: &str =
     "id, token, signature, slot, amount, user_id, memo, state, created_at, assigned_at";
 const WITHDRAWAL_COLUMNS: &str =
-    "id, user_id, token, amount, destination, state, signature, reason, created_at, updated_at";
+    "id, user_id, token, amount, destination, state, signature, reason, claimed_by, claimed_at, created_at, updated_at";
+
+/// The states a withdrawal goes through: `pending` (held, unclaimed) → `processing` (claimed by
+/// a signer) → `completed` or `failed`; an unclaimed one may instead become `expired`.
+pub const WITHDRAWAL_STATES: &[&str] = &["pending", "processing", "completed", "failed", "expired"];
 
 /// Upper-case alphanumeric words of a memo: the candidates for a deposit code.
 pub fn memo_words(memo: &str) -> Vec<String> {
@@ -597,24 +607,45 @@ impl Store {
         })
     }
 
-    /// A withdrawal request: the amount moves from the user's balance to their hold.
+    /// A withdrawal request: the amount moves from the user's balance to their hold. A user
+    /// with `max_pending` withdrawals pending or claimed already is a [`StoreError::Conflict`].
     pub async fn request_withdrawal(
         &self,
         user_id: i64,
         token: &str,
         amount: i64,
         destination: &str,
+        max_pending: i64,
         now: DateTime<Utc>,
     ) -> Result<Withdrawal, StoreError> {
         let _writer = self.writer().await;
+        let lock_user = match self.backend() {
+            // Concurrent requests of one user queue here, so the count below is exact.
+            super::Backend::Postgres => "SELECT id FROM users WHERE id = $1 FOR UPDATE",
+            super::Backend::Sqlite => "SELECT id FROM users WHERE id = $1",
+        };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            sqlx::query(lock_user).bind(user_id).execute(&mut *tx).await?;
+            let open: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM withdrawals WHERE user_id = $1 AND state IN ('pending', 'processing')",
+            )
+            .bind(user_id).fetch_one(&mut *tx).await?;
+            if open >= max_pending {
+                return Err(StoreError::Conflict(format!(
+                    "{open} withdrawals are already pending or claimed; at most {max_pending} at once (TIPOFF_MAX_PENDING_WITHDRAWALS)"
+                )));
+            }
             let w: Withdrawal = sqlx::query_as(&format!(
                 "INSERT INTO withdrawals (user_id, token, amount, destination, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) RETURNING {WITHDRAWAL_COLUMNS}"
             ))
             .bind(user_id).bind(token).bind(amount).bind(destination).bind(now)
             .fetch_one(&mut *tx).await?;
             transfer!(tx, debit_first, token, &user_account(user_id), &holds_account(user_id), amount, "withdrawal_hold", &format!("withdrawal:{}", w.id), now);
+            emit!(tx, "withdrawal.requested", None::<&str>, serde_json::json!({
+                "withdrawal_id": w.id, "user_id": w.user_id, "token": w.token, "amount": w.amount.to_string(),
+                "destination": w.destination,
+            }), now);
             commit!(self, tx);
             Ok(w)
         })
@@ -630,9 +661,69 @@ impl Store {
         on_pool!(self, pool => Ok(sqlx::query_as(&sql).bind(user_id).bind(before.unwrap_or(i64::MAX)).bind(limit).fetch_all(pool).await?))
     }
 
-    /// Ends a pending withdrawal: `completed` (with its on-chain signature; the hold moves to
-    /// `withdrawn`), `failed` or `expired` (the hold returns to the user). A compare-and-set:
-    /// a withdrawal that is no longer pending is a [`StoreError::Conflict`].
+    /// Withdrawals in `state` (all when `None`), oldest first from `after` (an id cursor).
+    pub async fn withdrawals(
+        &self,
+        state: Option<&str>,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Withdrawal>, StoreError> {
+        let sql = format!(
+            "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE ($1 IS NULL OR state = $1) AND id > $2 ORDER BY id LIMIT $3"
+        );
+        on_pool!(self, pool => Ok(sqlx::query_as(&sql).bind(state).bind(after.unwrap_or(0)).bind(limit).fetch_all(pool).await?))
+    }
+
+    /// A signer takes a pending withdrawal before sending it on chain: `pending` →
+    /// `processing`, recording `claimer` and the time. A compare-and-set: a withdrawal no
+    /// longer pending (claimed by another, expired, ended) is a [`StoreError::Conflict`] naming
+    /// its state. A claimed withdrawal is never expired; it ends only by `complete` or `fail`.
+    pub async fn claim_withdrawal(
+        &self,
+        id: i64,
+        claimer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Withdrawal, StoreError> {
+        let _writer = self.writer().await;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let claimed: Option<Withdrawal> = sqlx::query_as(&format!(
+                "UPDATE withdrawals SET state = 'processing', claimed_by = $1, claimed_at = $2, updated_at = $2 \
+                 WHERE id = $3 AND state = 'pending' RETURNING {WITHDRAWAL_COLUMNS}"
+            ))
+            .bind(claimer).bind(now).bind(id)
+            .fetch_optional(&mut *tx).await?;
+            let Some(w) = claimed else {
+                let found: Option<(String, Option<String>)> = sqlx::query_as("SELECT state, claimed_by FROM withdrawals WHERE id = $1")
+                    .bind(id).fetch_optional(&mut *tx).await?;
+                return Err(match found {
+                    None => StoreError::NotFound,
+                    Some((state, Some(by))) if state == "processing" => StoreError::Conflict(format!("withdrawal {id} is already claimed by {by}")),
+                    Some((state, _)) => StoreError::Conflict(format!("withdrawal {id} is {state}, not pending")),
+                });
+            };
+            commit!(self, tx);
+            Ok(w)
+        })
+    }
+
+    /// Claims still `processing` (claimed, neither completed nor failed): how many, and the age
+    /// in seconds of the oldest at `now`.
+    pub async fn open_claims(&self, now: DateTime<Utc>) -> Result<(i64, Option<f64>), StoreError> {
+        let (n, oldest): (i64, Option<DateTime<Utc>>) = on_pool!(self, pool => sqlx::query_as(
+            "SELECT COUNT(*), MIN(claimed_at) FROM withdrawals WHERE state = 'processing'"
+        ).fetch_one(pool).await?);
+        Ok((
+            n,
+            oldest.map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
+        ))
+    }
+
+    /// Ends a withdrawal: `completed` (with its on-chain signature; the hold moves to
+    /// `withdrawn`) or `failed` from `pending` or `processing`; `expired` only from `pending`
+    /// (unclaimed). `failed` and `expired` return the hold to the user. A compare-and-set: a
+    /// withdrawal in any other state is a [`StoreError::Conflict`], and so is a signature that
+    /// already completed another withdrawal.
     pub async fn finish_withdrawal(
         &self,
         id: i64,
@@ -647,16 +738,32 @@ impl Store {
         let _writer = self.writer().await;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            if let Some(sig) = signature {
+                let used: Option<i64> = sqlx::query_scalar("SELECT id FROM withdrawals WHERE signature = $1")
+                    .bind(sig).fetch_optional(&mut *tx).await?;
+                if let Some(other) = used {
+                    return Err(StoreError::Conflict(format!(
+                        "signature already completed withdrawal {other}; a transaction pays one withdrawal"
+                    )));
+                }
+            }
+            let from = if state == "expired" { "('pending')" } else { "('pending', 'processing')" };
             let updated: Option<Withdrawal> = sqlx::query_as(&format!(
-                "UPDATE withdrawals SET state = $1, signature = $2, reason = $3, updated_at = $4 WHERE id = $5 AND state = 'pending' RETURNING {WITHDRAWAL_COLUMNS}"
+                "UPDATE withdrawals SET state = $1, signature = $2, reason = $3, updated_at = $4 WHERE id = $5 AND state IN {from} RETURNING {WITHDRAWAL_COLUMNS}"
             ))
             .bind(state).bind(signature).bind(reason).bind(now).bind(id)
-            .fetch_optional(&mut *tx).await?;
+            .fetch_optional(&mut *tx).await.map_err(|e| match e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(
+                    "signature already completed another withdrawal; a transaction pays one withdrawal".into(),
+                ),
+                other => StoreError::from(other),
+            })?;
             let Some(w) = updated else {
                 let found: Option<String> = sqlx::query_scalar("SELECT state FROM withdrawals WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
                 return Err(match found {
                     None => StoreError::NotFound,
-                    Some(s) => StoreError::Conflict(format!("withdrawal {id} is {s}, not pending")),
+                    Some(s) if s == "processing" => StoreError::Conflict(format!("withdrawal {id} is claimed (processing): it completes or fails, it never expires")),
+                    Some(s) => StoreError::Conflict(format!("withdrawal {id} is {s}, not pending or processing")),
                 });
             };
             let reference = format!("withdrawal:{id}");
@@ -722,7 +829,7 @@ impl Store {
         let double_credits: Vec<(String, i64)> = all!("SELECT reference, COUNT(*) FROM ledger_entries WHERE account = 'external' GROUP BY reference HAVING COUNT(*) > 1");
         let double_payouts: Vec<(String, i64)> = all!("SELECT reference, COUNT(*) FROM ledger_entries WHERE kind IN ('payout', 'refund') AND account LIKE 'user:%' GROUP BY reference HAVING COUNT(*) > 1");
         let holds_vs_pending: Vec<(i64, String, i64, i64)> = all!(
-            "SELECT u.id, b.token, b.amount, COALESCE((SELECT CAST(SUM(w.amount) AS BIGINT) FROM withdrawals w WHERE w.user_id = u.id AND w.token = b.token AND w.state = 'pending'), 0) \
+            "SELECT u.id, b.token, b.amount, COALESCE((SELECT CAST(SUM(w.amount) AS BIGINT) FROM withdrawals w WHERE w.user_id = u.id AND w.token = b.token AND w.state IN ('pending', 'processing')), 0) \
              FROM users u JOIN balances b ON b.account = 'holds:' || CAST(u.id AS TEXT)"
         );
         let withdrawn_vs_completed: Vec<(String, i64, i64)> = all!(
@@ -811,7 +918,7 @@ impl Store {
         for (user, token, held, pending) in holds_vs_pending {
             if held != pending {
                 problems.push(format!(
-                    "user {user} holds {held} {token} but has {pending} in pending withdrawals"
+                    "user {user} holds {held} {token} but has {pending} in pending and claimed withdrawals"
                 ));
             }
         }

@@ -17,6 +17,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "market.settled",
     "market.voided",
     "deposit.credited",
+    "withdrawal.requested",
     "withdrawal.completed",
     "withdrawal.failed",
     "withdrawal.expired",

@@ -12,10 +12,16 @@ use super::{Store, StoreError, StoreOptions};
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
 pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
-    let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::Connect {
-        target: "PostgreSQL".into(),
-        cause: e.to_string(),
-    })?;
+    let idle_ms = options.idle_in_transaction_timeout.as_millis().max(1000);
+    let opts = PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Connect {
+            target: "PostgreSQL".into(),
+            cause: e.to_string(),
+        })?
+        .options([(
+            "idle_in_transaction_session_timeout",
+            format!("{idle_ms}ms"),
+        )]);
     let target = format!(
         "PostgreSQL at {}:{} (database {})",
         opts.get_host(),
