@@ -50,7 +50,8 @@ pub(crate) fn board(finals: usize) -> Vec<u8> {
     bytes
 }
 
-fn audit(client: &reqwest::blocking::Client, d: &Daemon) -> Value {
+/// The ledger audit of `d`, asserting it holds.
+pub(crate) fn audit(client: &reqwest::blocking::Client, d: &Daemon) -> Value {
     let res = client
         .get(d.url("/admin/ledger/audit"))
         .bearer_auth(ADMIN_TOKEN)

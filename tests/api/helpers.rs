@@ -417,3 +417,13 @@ pub async fn fresh_store(db: &Db, dir: &std::path::Path) -> tipoff_actors::Store
     store.seed_if_empty().await.unwrap();
     store
 }
+
+/// The row of service `name` in a `/debug/status` answer.
+pub fn service(status: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
+    status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+}

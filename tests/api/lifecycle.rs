@@ -250,15 +250,6 @@ fn watchdog_keepalives_stop_while_the_database_is_unreachable_and_resume_after()
     assert_eq!(d.wait_exit(Duration::from_secs(10)).0, Some(0));
 }
 
-fn service(status: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
-    status["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .cloned()
-}
-
 fn debug_status(d: &Daemon) -> serde_json::Value {
     reqwest::blocking::Client::new()
         .get(d.url("/debug/status"))

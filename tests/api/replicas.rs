@@ -120,16 +120,6 @@ impl Replicas {
     }
 }
 
-fn service(status: &Value, name: &str) -> Value {
-    status["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no service {name} in {status}"))
-}
-
 /// A metric of `d`, if `/metrics` answered with it.
 fn metric(http: &reqwest::blocking::Client, d: &Daemon, name: &str) -> Option<f64> {
     let text = http.get(d.url("/metrics")).send().ok()?.text().ok()?;
@@ -138,17 +128,6 @@ fn metric(http: &reqwest::blocking::Client, d: &Daemon, name: &str) -> Option<f6
         .trim()
         .parse()
         .ok()
-}
-
-fn audit_ok(http: &reqwest::blocking::Client, d: &Daemon) {
-    let res = http
-        .get(d.url("/admin/ledger/audit"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap();
-    let status = res.status();
-    let body: Value = res.json().unwrap();
-    assert_eq!(status, 200, "ledger audit: {body:#}");
 }
 
 fn scalar(url: &str, sql: &str) -> i64 {
@@ -198,20 +177,26 @@ fn three_replicas_elect_one_leader_and_only_it_runs_the_singletons() {
         assert_eq!(leading.len(), 1, "{statuses:#?}");
         for s in &statuses {
             assert_eq!(s["leader_instance"], leader_id.as_str());
-            let poller = service(s, "poller:nba");
+            let poller = service(s, "poller:nba").expect("poller:nba");
             if s["leader"] == true {
                 assert_eq!(poller["state"], "running", "{s:#}");
-                assert_eq!(service(s, "cleanup")["state"], "running");
+                assert_eq!(service(s, "cleanup").expect("cleanup")["state"], "running");
             } else {
                 assert_eq!(poller["state"], "standby", "{s:#}");
                 assert_eq!(
                     poller["standby_reason"],
                     format!("follower (leader: {leader_id})")
                 );
-                assert_eq!(service(s, "watcher:usdc")["state"], "standby");
-                assert_eq!(service(s, "cleanup")["state"], "standby");
-                assert_eq!(service(s, "events")["state"], "running");
-                assert_eq!(service(s, "listener")["state"], "running");
+                assert_eq!(
+                    service(s, "watcher:usdc").expect("watcher:usdc")["state"],
+                    "standby"
+                );
+                assert_eq!(service(s, "cleanup").expect("cleanup")["state"], "standby");
+                assert_eq!(service(s, "events").expect("events")["state"], "running");
+                assert_eq!(
+                    service(s, "listener").expect("listener")["state"],
+                    "running"
+                );
             }
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -238,7 +223,9 @@ fn three_replicas_elect_one_leader_and_only_it_runs_the_singletons() {
         .wait_notify("STATUS=leader (epoch", Duration::from_secs(10));
 
     // A restart asked of a follower is carried out by the leader.
-    let restarts = |i: usize| service(&r.status(i).unwrap(), "poller:nba")["restarts"].as_u64();
+    let restarts = |i: usize| {
+        service(&r.status(i).unwrap(), "poller:nba").expect("poller:nba")["restarts"].as_u64()
+    };
     let before = restarts(leader);
     let res = http
         .post(r.get(follower).url("/admin/services/poller:nba/restart"))
@@ -317,7 +304,7 @@ fn a_killed_leader_is_replaced_within_two_ttls_and_its_import_finishes_once() {
     // Its singletons tick within 2 × TTL of the kill.
     loop {
         let s = r.status(new).unwrap();
-        let poller = service(&s, "poller:nba");
+        let poller = service(&s, "poller:nba").expect("poller:nba");
         if poller["state"] == "running" && poller["ticks"].as_u64().unwrap() > 0 {
             break;
         }
@@ -431,7 +418,7 @@ fn a_leader_paused_past_its_lease_commits_nothing_when_it_wakes() {
             && status["leader"] == false
             && status["epoch"].as_i64().unwrap() > old_epoch
         {
-            let poller = service(&status, "poller:nba");
+            let poller = service(&status, "poller:nba").expect("poller:nba");
             assert_eq!(poller["state"], "standby", "{status:#}");
             break;
         }
@@ -459,7 +446,7 @@ fn a_leader_paused_past_its_lease_commits_nothing_when_it_wakes() {
     }
     assert_eq!(scalar(&url, "SELECT COUNT(*) FROM games"), 3);
     assert_eq!(scalar(&url, "SELECT COUNT(*) FROM markets"), 3);
-    audit_ok(&http, r.get(1));
+    crate::crash::audit(&http, r.get(1));
     drop(old);
 }
 
@@ -482,7 +469,12 @@ fn sigterm_on_the_leader_hands_over_in_under_a_second() {
     let sent = Instant::now();
     loop {
         let s = r.status(follower).unwrap();
-        if s["leader"] == true && service(&s, "cleanup")["ticks"].as_u64().unwrap() > 0 {
+        if s["leader"] == true
+            && service(&s, "cleanup").expect("cleanup")["ticks"]
+                .as_u64()
+                .unwrap()
+                > 0
+        {
             break;
         }
         assert!(
@@ -605,7 +597,7 @@ fn replicas_recover_by_themselves_from_a_database_outage_with_one_leader() {
     // Still exactly one leader a while later.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(r.leaders(), vec![leader]);
-    audit_ok(&http, r.get(leader));
+    crate::crash::audit(&http, r.get(leader));
 }
 
 #[test]
@@ -659,7 +651,7 @@ fn webhooks_survive_a_leader_kill_with_duplicates_only_for_the_delivery_in_fligh
     let senders: HashSet<&str> = accepted.iter().map(|d| d.instance.as_str()).collect();
     assert_eq!(senders.len(), 2, "the old leader, then the new one");
     let new = r.one_leader(Duration::from_secs(5));
-    audit_ok(&http, r.get(new));
+    crate::crash::audit(&http, r.get(new));
 }
 
 #[test]
