@@ -142,3 +142,43 @@ async fn db_reports_unhealthy_while_postgres_is_unreachable_and_recovers_by_itse
     assert_eq!(status["database"]["healthy"], true);
     assert_eq!(app.stop().await.code(), 0);
 }
+
+/// SQLite commits reach the disk before they return (`synchronous=FULL`), and an amount can
+/// never become a float: an overflowing update is refused and changes nothing.
+#[actix_rt::test]
+async fn sqlite_commits_are_durable_and_amounts_stay_integers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(&Db::Sqlite, dir.path()).await;
+    let Store::Sqlite(pool, _) = &store else {
+        unreachable!("a SQLite store")
+    };
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(synchronous, 2, "FULL");
+    sqlx::query("INSERT INTO balances (account, token, amount) VALUES ('house', 'usdc', 9223372036854775000)")
+        .execute(pool)
+        .await
+        .unwrap();
+    let overflow =
+        sqlx::query("UPDATE balances SET amount = amount + 1000 WHERE account = 'house'")
+            .execute(pool)
+            .await
+            .expect_err("an overflow is refused");
+    assert!(
+        overflow.to_string().contains("must be an integer"),
+        "{overflow}"
+    );
+    let float = sqlx::query("INSERT INTO ledger_entries (transfer_id, account, token, amount, kind, reference, created_at) VALUES ('t1', 'house', 'usdc', 1.5, 'fee', 'x', '2026-01-01T00:00:00Z')")
+        .execute(pool)
+        .await
+        .expect_err("a fractional amount is refused");
+    assert!(float.to_string().contains("must be an integer"), "{float}");
+    let (amount, kind): (i64, String) =
+        sqlx::query_as("SELECT amount, typeof(amount) FROM balances WHERE account = 'house'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!((amount, kind.as_str()), (9223372036854775000, "integer"));
+}

@@ -1,4 +1,5 @@
-//! SQLite: the embedded default. WAL mode, a busy timeout, foreign keys on; one process per
+//! SQLite: the embedded default. WAL mode with `synchronous=FULL` (a commit is on disk when it
+//! returns), a busy timeout, foreign keys on; one process per
 //! database file, enforced by an exclusive `flock` on `<file>.lock`.
 
 use std::os::fd::AsRawFd;
@@ -20,7 +21,8 @@ pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Store, 
         .map_err(|e| connect_err(e.to_string()))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
+        // Every commit reaches the disk before it returns: money survives a power loss.
+        .synchronous(SqliteSynchronous::Full)
         .busy_timeout(options.sqlite_busy_timeout)
         .foreign_keys(true);
     let filename = opts.get_filename().to_path_buf();
