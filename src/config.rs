@@ -119,6 +119,7 @@ const KEYS: &[Key] = &[
     key("db_ping_interval", "5s"),
     key("db_max_connections", "8"),
     key("leader_ttl", "15s"),
+    key("db_write_timeout", "5s"),
     key("restart_backoff_base", "1s"),
     key("restart_backoff_cap", "5m"),
     key("restart_reset_after", "60s"),
@@ -254,6 +255,8 @@ pub struct Config {
     pub cleanup_interval: Duration,
     /// The leader lease's time to live (PostgreSQL); renewed every third of it.
     pub leader_ttl: Duration,
+    /// How long a SQLite write waits for the writer (and for a locked file) before it answers 503.
+    pub db_write_timeout: Duration,
     /// Finished history (import jobs) older than this is pruned.
     pub history_retention: Duration,
     /// Signs every webhook body (HMAC-SHA256); required when `webhook_urls` is set.
@@ -640,6 +643,7 @@ impl Config {
             withdrawal_ttl: nonzero("withdrawal_ttl")?,
             cleanup_interval: nonzero("cleanup_interval")?,
             leader_ttl,
+            db_write_timeout: nonzero("db_write_timeout")?,
             history_retention: nonzero("history_retention")?,
             webhook_secret,
             webhook_timeout: nonzero("webhook_timeout")?,

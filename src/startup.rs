@@ -98,7 +98,7 @@ impl Application {
             connect_timeout: config.db_startup_timeout,
             // A leader paused inside a transaction loses its locks within one lease TTL.
             idle_in_transaction_timeout: config.leader_ttl,
-            ..StoreOptions::default()
+            sqlite_busy_timeout: config.db_write_timeout,
         };
         let store = Store::connect(&url, &options).await?;
         store.migrate().await?;

@@ -4,7 +4,8 @@
 //!
 //! - `tipoff_writes`: another replica committed games or markets ⇒ this process's read caches
 //!   are dropped at once, so a follower serves a settlement within milliseconds rather than
-//!   after the cache TTL.
+//!   after the cache TTL. Stakes committed here (they move market pools) are announced in one
+//!   NOTIFY per 50 ms at most, on this service's timer.
 //! - `tipoff_lease`: a leader released the lease ⇒ `leader` is woken to take it now.
 //! - `tipoff_control`: a follower forwarded an admin command for a singleton (wake an import,
 //!   restart a poller) ⇒ the leader carries it out; other replicas ignore it.
@@ -36,6 +37,9 @@ pub struct Forwarded {
     /// The replica that forwarded it.
     pub from: String,
 }
+
+/// How often stakes committed here are announced to the other replicas (in one NOTIFY).
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
 
 pub struct Listener {
     store: Store,
@@ -135,6 +139,20 @@ impl Actor for Listener {
             }
         };
         ctx.spawn(run.into_actor(self));
+        // Stakes are announced in batches: one NOTIFY per interval at most, whatever the rate.
+        ctx.run_interval(ANNOUNCE_EVERY, |act, ctx| {
+            if Store::take_unannounced() {
+                let store = act.store.clone();
+                ctx.spawn(
+                    async move {
+                        if let Err(e) = store.notify(WRITES_CHANNEL, "").await {
+                            tracing::debug!(error = %e, "batched write announcement failed; caches fall back to their TTL");
+                        }
+                    }
+                    .into_actor(act),
+                );
+            }
+        });
     }
 }
 

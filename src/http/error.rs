@@ -71,6 +71,10 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unauthorized(_)) {
             res.insert_header(("WWW-Authenticate", "Bearer"));
         }
+        if matches!(self, ApiError::Unavailable(_)) {
+            // Overload, a database that is down, shutting down: worth another try soon.
+            res.insert_header(("Retry-After", "2"));
+        }
         res.json(Body {
             error: Inner {
                 code: self.code(),
@@ -86,7 +90,8 @@ impl From<tipoff_actors::StoreError> for ApiError {
             tipoff_actors::StoreError::NotFound => ApiError::NotFound("not found".into()),
             tipoff_actors::StoreError::Conflict(m) => ApiError::Conflict(m),
             tipoff_actors::StoreError::Invalid(m) => ApiError::BadRequest(m),
-            e @ tipoff_actors::StoreError::Fenced(_) => ApiError::Unavailable(e.to_string()),
+            e @ (tipoff_actors::StoreError::Fenced(_)
+            | tipoff_actors::StoreError::Unavailable(_)) => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

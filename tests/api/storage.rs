@@ -182,3 +182,62 @@ async fn sqlite_commits_are_durable_and_amounts_stay_integers() {
             .unwrap();
     assert_eq!((amount, kind.as_str()), (9223372036854775000, "integer"));
 }
+
+/// A database that stops answering gives clients a 503 `unavailable` with `Retry-After` on
+/// every kind of route (reads, writes, user and admin authentication), never a 500.
+#[actix_rt::test]
+async fn a_database_outage_answers_503_with_retry_after_not_500() {
+    let Some(url) = postgres_db("a_database_outage_answers_503_with_retry_after_not_500").await
+    else {
+        return;
+    };
+    let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let upstream = format!("{}:{}", opts.get_host(), opts.get_port());
+    let mut proxy = Proxy::start(&upstream).await;
+    let proxied = url.replacen(&upstream, &format!("127.0.0.1:{}", proxy.port), 1);
+    let app = spawn_app(
+        &Db::Postgres(proxied),
+        &[
+            ("TIPOFF_TOKENS", &crate::money::tokens_setting()),
+            ("TIPOFF_DB_STARTUP_TIMEOUT", "1s"),
+            ("TIPOFF_READ_CACHE_TTL", "0s"),
+        ],
+    )
+    .await;
+    let user = crate::money::register(&app.client, &app.address).await;
+    proxy.cut();
+    let calls = [
+        ("GET", "/api/v1/games?limit=7", None),
+        ("GET", "/api/v1/me", Some(user.key.as_str())),
+        ("POST", "/api/v1/users", None),
+        ("GET", "/admin/withdrawals", Some(ADMIN_TOKEN)),
+    ];
+    for (method, path, key) in calls {
+        let mut req = app
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", app.address))
+            .timeout(Duration::from_secs(10));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if method == "POST" {
+            req = req.json(&serde_json::json!({}));
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 503, "{method} {path}");
+        assert_eq!(
+            res.headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap()),
+            Some("2"),
+            "{method} {path}"
+        );
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(
+            body["error"]["code"], "unavailable",
+            "{method} {path}: {body}"
+        );
+    }
+    proxy.restore().await;
+    app.stop().await;
+}

@@ -324,7 +324,7 @@ impl Store {
         now: DateTime<Utc>,
         fee_bps: u32,
     ) -> Result<Vec<Upserted>, StoreError> {
-        let _writer = self.writer().await;
+        let _writer = self.writer().await?;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut done = Vec::with_capacity(games.len());

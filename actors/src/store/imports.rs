@@ -203,7 +203,7 @@ impl Store {
         now: DateTime<Utc>,
         fee_bps: u32,
     ) -> Result<Vec<Upserted>, StoreError> {
-        let _writer = self.writer().await;
+        let _writer = self.writer().await?;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut done = Vec::new();
@@ -309,7 +309,7 @@ impl Store {
         from: &[&str],
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let _writer = self.writer().await;
+        let _writer = self.writer().await?;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut q = sqlx::QueryBuilder::new("UPDATE import_jobs SET state = ");
@@ -337,7 +337,7 @@ impl Store {
     /// many jobs were removed.
     pub async fn prune_import_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let sql = "DELETE FROM import_jobs WHERE state IN ('succeeded', 'failed', 'canceled') AND finished_at < $1";
-        let _writer = self.writer().await;
+        let _writer = self.writer().await?;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let n = sqlx::query(sql).bind(cutoff).execute(&mut *tx).await?.rows_affected();

@@ -33,6 +33,9 @@ pub const WRITES_CHANNEL: &str = "tipoff_writes";
 /// leader acts on them.
 pub const CONTROL_CHANNEL: &str = "tipoff_control";
 
+/// Writes committed but not yet announced on `tipoff_writes` (stakes, batched).
+static UNANNOUNCED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Writes this process had rolled back by the fence (for metrics).
 static FENCED_WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -270,6 +273,18 @@ impl Store {
     /// How many writes the fence rolled back in this process.
     pub fn fenced_writes() -> u64 {
         FENCED_WRITES.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A committed write of market pools (a stake): this process's caches are dropped now,
+    /// the other replicas' on the next batched announcement ([`Store::take_unannounced`]).
+    pub(crate) fn wrote_unannounced() {
+        Store::wrote();
+        UNANNOUNCED.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether writes are waiting to be announced to the other replicas (clears the flag).
+    pub fn take_unannounced() -> bool {
+        UNANNOUNCED.swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// Drops every read-cache answer of this process (another replica wrote, or notifications

@@ -117,6 +117,10 @@ pub enum StoreError {
     /// with the epoch it started under.
     #[error("fenced: this instance no longer holds the leader lease (epoch {0}); the write was rolled back")]
     Fenced(i64),
+    /// The database cannot take the request now (the pool is exhausted, the connection is
+    /// gone, the SQLite writer is busy past its bound): the caller may retry.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     #[error("database error: {0}")]
     Query(sqlx::Error),
 }
@@ -125,6 +129,17 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::PoolTimedOut => {
+                StoreError::Unavailable("no database connection was free in time".into())
+            }
+            sqlx::Error::PoolClosed => StoreError::Unavailable("the pool is closed".into()),
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                StoreError::Unavailable("the database connection failed".into())
+            }
+            // SQLite's busy timeout ran out (SQLITE_BUSY).
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("5") => {
+                StoreError::Unavailable("the database is busy".into())
+            }
             other => StoreError::Query(other),
         }
     }
@@ -185,6 +200,8 @@ pub struct SqliteShared {
     #[allow(dead_code)]
     pub(crate) lock_file: Option<std::fs::File>,
     pub(crate) writer: tokio::sync::Mutex<()>,
+    /// How long a write waits for the writer before it gives up (`StoreError::Unavailable`).
+    pub(crate) writer_wait: Duration,
 }
 
 /// A database pool of either backend. Cheap to clone.
@@ -220,12 +237,22 @@ impl Store {
         WRITE_GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
-    /// On SQLite, the one-writer lock (held until the guard drops); `None` on PostgreSQL, whose
-    /// row locks do the ordering.
-    pub(crate) async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    /// On SQLite, the one-writer lock (held until the guard drops), waited for at most its
+    /// bound; `None` on PostgreSQL, whose row locks do the ordering.
+    pub(crate) async fn writer(
+        &self,
+    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, StoreError> {
         match self {
-            Store::Sqlite(_, shared) => Some(shared.writer.lock().await),
-            Store::Postgres(..) => None,
+            Store::Sqlite(_, shared) => {
+                match tokio::time::timeout(shared.writer_wait, shared.writer.lock()).await {
+                    Ok(guard) => Ok(Some(guard)),
+                    Err(_) => Err(StoreError::Unavailable(format!(
+                        "the SQLite writer stayed busy for {:?}",
+                        shared.writer_wait
+                    ))),
+                }
+            }
+            Store::Postgres(..) => Ok(None),
         }
     }
 
@@ -311,5 +338,36 @@ impl Store {
     /// Closes the pool, waiting for checked-out connections to be returned.
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    #[tokio::test]
+    async fn a_write_waiting_past_the_sqlite_writer_bound_is_unavailable_not_stuck() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let options = StoreOptions {
+            sqlite_busy_timeout: Duration::from_millis(100),
+            ..StoreOptions::default()
+        };
+        let store = Store::connect(&url, &options).await.unwrap();
+        store.migrate().await.unwrap();
+        let held = store.writer().await.unwrap();
+        let started = std::time::Instant::now();
+        let err = store
+            .create_user("alice", "digest", "CODE2345", Utc::now())
+            .await
+            .expect_err("the writer is held");
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(held);
+        store
+            .create_user("alice", "digest", "CODE2345", Utc::now())
+            .await
+            .expect("free again");
     }
 }

@@ -348,7 +348,7 @@ impl Store {
     ) -> Result<User, StoreError> {
         let sql = "INSERT INTO users (name, api_key_hash, deposit_code, created_at) VALUES ($1, $2, $3, $4) \
                    RETURNING id, name, deposit_code, created_at";
-        let _writer = self.writer().await;
+        let _writer = self.writer().await?;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let user: User = sqlx::query_as(sql).bind(name).bind(api_key_hash).bind(deposit_code).bind(now)
@@ -403,7 +403,7 @@ impl Store {
         amount: i64,
         now: DateTime<Utc>,
     ) -> Result<Stake, StoreError> {
-        let _writer = self.writer().await;
+        let _writer = self.writer().await?;
         let stake = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let n = sqlx::query(
@@ -432,11 +432,12 @@ impl Store {
             .bind(market_id).bind(user_id).bind(outcome).bind(token).bind(amount).bind(now)
             .fetch_one(&mut *tx).await?;
             transfer!(tx, debit_first, token, &user_account(user_id), &escrow_account(market_id), amount, "stake", &format!("stake:{}", stake.id), now);
-            crate::store::lease::Fenced::announce_writes(&mut *tx).await?;
             commit!(self, tx);
             stake
         });
-        Store::wrote();
+        // Stakes only move the pools: announced to the other replicas in batches (by the
+        // `listener`), not one NOTIFY per stake, which would serialise their commits.
+        Store::wrote_unannounced();
         Ok(stake)
     }
 
@@ -496,7 +497,7 @@ impl Store {
             .collect();
         words.sort();
         words.dedup();
-        let _writer = self.writer().await;
+        let _writer = self.writer().await?;
         let mut done = Credited::default();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -574,7 +575,7 @@ impl Store {
         user_id: i64,
         now: DateTime<Utc>,
     ) -> Result<Deposit, StoreError> {
-        let _writer = self.writer().await;
+        let _writer = self.writer().await?;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let user: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1").bind(user_id).fetch_optional(&mut *tx).await?;
@@ -618,7 +619,7 @@ impl Store {
         max_pending: i64,
         now: DateTime<Utc>,
     ) -> Result<Withdrawal, StoreError> {
-        let _writer = self.writer().await;
+        let _writer = self.writer().await?;
         let lock_user = match self.backend() {
             // Concurrent requests of one user queue here, so the count below is exact.
             super::Backend::Postgres => "SELECT id FROM users WHERE id = $1 FOR UPDATE",
@@ -684,7 +685,7 @@ impl Store {
         claimer: &str,
         now: DateTime<Utc>,
     ) -> Result<Withdrawal, StoreError> {
-        let _writer = self.writer().await;
+        let _writer = self.writer().await?;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let claimed: Option<Withdrawal> = sqlx::query_as(&format!(
@@ -735,7 +736,7 @@ impl Store {
             WithdrawalOutcome::Failed { reason } => ("failed", None, Some(reason)),
             WithdrawalOutcome::Expired => ("expired", None, None),
         };
-        let _writer = self.writer().await;
+        let _writer = self.writer().await?;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             if let Some(sig) = signature {

@@ -141,7 +141,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let delivered_to = serde_json::to_string(acknowledged).unwrap_or_else(|_| "[]".into());
-        let _writer = self.writer().await;
+        let _writer = self.writer().await?;
         match attempt {
             Attempt::Delivered => {
                 let sql = "UPDATE outbox_events SET state = 'delivered', attempts = attempts + 1, delivered_to = $1, delivered_at = $2, last_error = NULL \
@@ -241,7 +241,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<OutboxEvent, StoreError> {
         let sql = "UPDATE outbox_events SET state = 'pending', attempts = 0, next_attempt_at = $1 WHERE id = $2 AND state = 'dead'";
-        let _writer = self.writer().await;
+        let _writer = self.writer().await?;
         let n = on_pool!(self, pool => sqlx::query(sql).bind(now).bind(id).execute(pool).await?.rows_affected());
         let event = self.outbox_event(id).await?;
         if n == 0 {
@@ -256,7 +256,7 @@ impl Store {
     /// Puts every dead event back to `pending`; returns how many.
     pub async fn retry_dead_events(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let sql = "UPDATE outbox_events SET state = 'pending', attempts = 0, next_attempt_at = $1 WHERE state = 'dead'";
-        let _writer = self.writer().await;
+        let _writer = self.writer().await?;
         on_pool!(self, pool => Ok(sqlx::query(sql).bind(now).execute(pool).await?.rows_affected()))
     }
 
@@ -295,7 +295,7 @@ impl Store {
         } else {
             "DELETE FROM outbox_events WHERE created_at < $1 AND state = 'delivered'"
         };
-        let _writer = self.writer().await;
+        let _writer = self.writer().await?;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let n = sqlx::query(sql).bind(cutoff).execute(&mut *tx).await?.rows_affected();

@@ -51,6 +51,7 @@ pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Store, 
         Arc::new(super::SqliteShared {
             lock_file: lock,
             writer: tokio::sync::Mutex::new(()),
+            writer_wait: options.sqlite_busy_timeout,
         }),
     ))
 }
