@@ -45,6 +45,11 @@ fn chromium_signs_in_sees_services_and_restarts_one() {
             "{name} not shown: {stdout}"
         );
     }
+    assert_eq!(fields[4], "leader_(epoch_1)", "the role is shown: {stdout}");
+    assert_eq!(
+        fields[5], "no_open_claims",
+        "the claims panel is shown: {stdout}"
+    );
     let png = std::fs::read(format!("{out_dir}/dashboard.png")).expect("screenshot written");
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 10_000,

@@ -105,11 +105,14 @@ def main():
             f"return c && Number(c.textContent) !== {before} ? c.textContent : null; }})()",
             f"the {service} restart count to change"))
         page.wait("document.getElementById('outbox-backlog') !== null", "the outbox backlog")
+        role = page.wait("(document.getElementById('role') || {}).textContent", "the role")
+        claims = page.wait("(() => { const c = document.getElementById('claims').textContent; "
+                           "return c && c !== '…' ? c : null; })()", "the withdrawal claims")
         shot = page.call("Page.captureScreenshot", format="png")
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "dashboard.png"), "wb") as f:
             f.write(base64.b64decode(shot["data"]))
-        print("ok", before, after, ",".join(names))
+        print("ok", before, after, ",".join(names), role.replace(" ", "_"), claims.replace(" ", "_"))
         return 0
     finally:
         proc.kill()

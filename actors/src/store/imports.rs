@@ -337,12 +337,6 @@ impl Store {
     /// many jobs were removed.
     pub async fn prune_import_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let sql = "DELETE FROM import_jobs WHERE state IN ('succeeded', 'failed', 'canceled') AND finished_at < $1";
-        let _writer = self.writer().await?;
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let n = sqlx::query(sql).bind(cutoff).execute(&mut *tx).await?.rows_affected();
-            commit!(self, tx);
-            Ok(n)
-        })
+        self.delete_before(sql, cutoff).await
     }
 }

@@ -287,6 +287,22 @@ impl Store {
         UNANNOUNCED.swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 
+    /// Runs a pruning `DELETE` whose one parameter is `cutoff`, as a (fenced) write
+    /// transaction; answers how many rows went.
+    pub(crate) async fn delete_before(
+        &self,
+        sql: &str,
+        cutoff: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let _writer = self.writer().await?;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(sql).bind(cutoff).execute(&mut *tx).await?.rows_affected();
+            commit!(self, tx);
+            Ok(n)
+        })
+    }
+
     /// Drops every read-cache answer of this process (another replica wrote, or notifications
     /// may have been missed).
     pub fn invalidate_reads() {

@@ -295,13 +295,7 @@ impl Store {
         } else {
             "DELETE FROM outbox_events WHERE created_at < $1 AND state = 'delivered'"
         };
-        let _writer = self.writer().await?;
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let n = sqlx::query(sql).bind(cutoff).execute(&mut *tx).await?.rows_affected();
-            commit!(self, tx);
-            Ok(n)
-        })
+        self.delete_before(sql, cutoff).await
     }
 }
 
