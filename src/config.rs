@@ -156,6 +156,7 @@ const KEYS: &[Key] = &[
     key("solana_backoff_cap", "5m"),
     key("withdrawal_ttl", "30m"),
     key("min_withdrawal", "1"),
+    key("min_stake", "1"),
     key("max_pending_withdrawals", "10"),
     key("cleanup_interval", "60s"),
     key("history_retention", "30d"),
@@ -235,6 +236,9 @@ pub struct Config {
     pub tokens: Vec<Token>,
     /// The smallest withdrawal, in base units, per token.
     pub min_withdrawal: PerToken,
+    /// The smallest stake, in base units, per token: bounds how many positions a market can
+    /// gather for a given amount staked.
+    pub min_stake: PerToken,
     /// Pending and claimed withdrawals one user may have at once.
     pub max_pending_withdrawals: i64,
     /// Settlement fee in basis points of the losing side's pool (0 to 10000).
@@ -628,6 +632,7 @@ impl Config {
             poller_backoff_cap,
             read_cache_ttl: get("read_cache_ttl").duration()?,
             min_withdrawal: PerToken::parse(get("min_withdrawal"), &tokens)?,
+            min_stake: PerToken::parse(get("min_stake"), &tokens)?,
             max_pending_withdrawals: get("max_pending_withdrawals").number(1i64)?,
             tokens,
             settlement_fee_bps,

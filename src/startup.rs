@@ -178,6 +178,7 @@ impl Application {
                 leagues_enabled: config.leagues.clone(),
                 tokens: config.tokens.clone(),
                 min_withdrawal: config.min_withdrawal.clone(),
+                min_stake: config.min_stake.clone(),
                 max_pending_withdrawals: config.max_pending_withdrawals,
             }),
             read_cache: http::cache::ReadCache::new(config.read_cache_ttl),
@@ -366,6 +367,7 @@ impl Reloader {
             leagues_enabled: config.leagues.clone(),
             tokens: config.tokens.clone(),
             min_withdrawal: config.min_withdrawal.clone(),
+            min_stake: config.min_stake.clone(),
             max_pending_withdrawals: config.max_pending_withdrawals,
         });
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());

@@ -108,7 +108,8 @@ endpoints! {
         ok: (201, "the user with its API key and deposit code") }
     get "/api/v1/me" => money::me { tag: "money", access: User, summary: "The caller, its deposit code and balances" }
     get "/api/v1/me/ledger" => money::ledger { tag: "money", access: User, summary: "The caller's ledger entries, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
-    get "/api/v1/me/stakes" => money::stakes { tag: "money", access: User, summary: "The caller's stakes, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+    get "/api/v1/me/stakes" => money::stakes { tag: "money", access: User, summary: "The caller's stakes, newest first; each stake's payout is its share of its position's", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+    get "/api/v1/me/positions" => money::positions { tag: "money", access: User, summary: "The caller's positions (stakes on one market outcome in one token, added up; what settlement pays), newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     post "/api/v1/me/withdrawals" => money::withdraw { tag: "money", access: User, summary: "Request a withdrawal (places a hold)",
         body: || json!({"type": "object", "required": ["token", "amount", "destination"], "properties": {"token": s("string"), "amount": amount(), "destination": {"type": "string", "description": "base58 Solana address"}}}),
         ok: (201, "the pending withdrawal") }

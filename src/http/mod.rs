@@ -90,6 +90,8 @@ pub struct Reloadable {
     pub tokens: Vec<tipoff_actors::solana::Token>,
     /// The smallest withdrawal per token.
     pub min_withdrawal: crate::config::PerToken,
+    /// The smallest stake per token.
+    pub min_stake: crate::config::PerToken,
     /// Pending and claimed withdrawals one user may have at once.
     pub max_pending_withdrawals: i64,
 }
@@ -144,6 +146,12 @@ impl AppState {
     pub fn withdrawal_rules(&self) -> (crate::config::PerToken, i64) {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         (live.min_withdrawal.clone(), live.max_pending_withdrawals)
+    }
+
+    /// The smallest stake of `token`, in base units.
+    pub fn min_stake(&self, token: &str) -> i64 {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        live.min_stake.of(token)
     }
 
     pub fn set_live(&self, live: Reloadable) {

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tipoff_actors::solana::{is_pubkey, is_signature, Token};
 use tipoff_actors::store::{
-    user_account, Deposit, LedgerEntry, Stake, User, Withdrawal, WithdrawalOutcome,
+    user_account, Deposit, LedgerEntry, Position, Stake, User, Withdrawal, WithdrawalOutcome,
     WITHDRAWAL_STATES,
 };
 use tipoff_actors::StoreError;
@@ -241,7 +241,13 @@ fn entry(e: &LedgerEntry) -> Value {
 fn stake_json(s: &Stake) -> Value {
     json!({"id": s.id, "market_id": s.market_id, "outcome": s.outcome, "token": s.token,
            "amount": s.amount.to_string(), "payout": s.payout.map(|p| p.to_string()),
-           "created_at": s.created_at, "settled_at": s.settled_at})
+           "position_id": s.position_id, "created_at": s.created_at, "settled_at": s.settled_at})
+}
+
+fn position_json(p: &Position) -> Value {
+    json!({"id": p.id, "market_id": p.market_id, "outcome": p.outcome, "token": p.token,
+           "amount": p.amount.to_string(), "stakes": p.stakes, "payout": p.payout.map(|v| v.to_string()),
+           "created_at": p.created_at, "updated_at": p.updated_at, "settled_at": p.settled_at})
 }
 
 fn withdrawal_json(w: &Withdrawal) -> Value {
@@ -314,6 +320,17 @@ pub async fn stakes(
     Ok(id_page(rows, limit, |s| s.id, stake_json))
 }
 
+/// `GET /api/v1/me/positions?limit=&cursor=` (newest first)
+pub async fn positions(
+    Caller(user): Caller,
+    state: web::Data<AppState>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, before) = q.bounds()?;
+    let rows = state.store.positions_of(user.id, before, limit + 1).await?;
+    Ok(id_page(rows, limit, |p| p.id, position_json))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct NewStake {
     outcome: String,
@@ -338,6 +355,13 @@ pub async fn stake(
     }
     let token = token(&state, &body.token)?;
     let amount = amount("amount", &body.amount)?;
+    let minimum = state.min_stake(&token.name);
+    if amount < minimum {
+        return Err(ApiError::BadRequest(format!(
+            "`amount` {amount} is below the minimum stake of {minimum} base units of {} (TIPOFF_MIN_STAKE)",
+            token.name
+        )));
+    }
     let stake = state
         .store
         .place_stake(

@@ -25,6 +25,8 @@ mod outbox;
 mod poller;
 mod replicas;
 mod rpc_mock;
+mod seed;
+mod settlement;
 mod storage;
 mod watcher;
 mod webhook_mock;

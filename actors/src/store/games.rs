@@ -141,9 +141,10 @@ pub fn question(game: &ScoreboardGame) -> String {
 const GAME_COLUMNS: &str = "g.id, g.league, g.external_id, g.name, g.short_name, g.starts_at, g.state, g.status_detail, g.neutral_site, g.home_abbr, g.home_name, g.home_score, g.away_abbr, g.away_name, g.away_score, m.id AS market_id";
 const MARKET_COLUMNS: &str = "m.id, m.game_id, g.league, m.question, m.state, g.home_abbr, g.away_abbr, m.winning_outcome, m.created_at, m.settled_at";
 
-/// Voids the market unless it is already closed (expands inside each backend's branch).
+/// Voids the market unless it is already closed (expands inside each backend's branch). Its
+/// refunds follow in a transaction of their own ([`Store::pay_market`]).
 macro_rules! void_market {
-    ($tx:ident, $market_id:expr, $now:expr, $finished:expr, $market_state:expr, $fee:expr, $league:expr, $game_id:expr) => {
+    ($tx:ident, $market_id:expr, $now:expr, $finished:expr, $market_state:expr) => {
         if $finished {
             if $market_state == "void" {
                 MarketTransition::Unchanged
@@ -158,10 +159,6 @@ macro_rules! void_market {
                 .await?
                 .rows_affected();
             if n == 1 {
-                let refunded = settle_in_tx!($tx, $market_id, None, $fee, $now);
-                emit!($tx, "market.voided", Some($league), serde_json::json!({
-                    "market_id": $market_id, "game_id": $game_id, "league": $league, "stakes_refunded": refunded,
-                }), $now);
                 MarketTransition::Voided
             } else {
                 MarketTransition::Unchanged
@@ -172,12 +169,12 @@ macro_rules! void_market {
 
 /// One game's upsert inside the open transaction `$tx`: insert or update the game by (league,
 /// ESPN event id), create its market when new, and move the market along; a market settled or
-/// voided now is paid out in the same transaction (fee `$fee` basis points). Evaluates to an
+/// voided now is paid out right after the board commits ([`Store::pay_market`]). Evaluates to an
 /// [`Upserted`]; `?` propagates to the enclosing function. Expands inside each backend's branch.
 macro_rules! upsert_in_tx {
-    ($tx:ident, $league:expr, $board:expr, $game:expr, $now:expr, $fee:expr) => {{
-        let (league, board, game, now, fee): (&str, Option<NaiveDate>, &ScoreboardGame, DateTime<Utc>, u32) =
-            ($league, $board, $game, $now, $fee);
+    ($tx:ident, $league:expr, $board:expr, $game:expr, $now:expr) => {{
+        let (league, board, game, now): (&str, Option<NaiveDate>, &ScoreboardGame, DateTime<Utc>) =
+            ($league, $board, $game, $now);
         let state = game.state.as_str();
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO games (league, external_id, name, short_name, starts_at, state, status_detail, neutral_site, \
@@ -248,11 +245,6 @@ macro_rules! upsert_in_tx {
                     .bind(side).bind(now).bind(market_id)
                     .execute(&mut *$tx).await?.rows_affected();
                     if n == 1 {
-                        let paid = settle_in_tx!($tx, market_id, Some(side), fee, now);
-                        emit!($tx, "market.settled", Some(league), serde_json::json!({
-                            "market_id": market_id, "game_id": game_id, "league": league, "winning_outcome": side,
-                            "home_score": game.home.score, "away_score": game.away.score, "stakes_paid": paid,
-                        }), now);
                         MarketTransition::Settled(side)
                     } else if market_winner.as_deref() != Some(side) {
                         MarketTransition::IgnoredAfterSettlement
@@ -260,10 +252,10 @@ macro_rules! upsert_in_tx {
                         MarketTransition::Unchanged
                     }
                 }
-                None => void_market!($tx, market_id, now, finished, market_state, fee, league, game_id),
+                None => void_market!($tx, market_id, now, finished, market_state),
             },
             GameState::Postponed | GameState::Canceled | GameState::Suspended => {
-                void_market!($tx, market_id, now, finished, market_state, fee, league, game_id)
+                void_market!($tx, market_id, now, finished, market_state)
             }
             GameState::Live | GameState::Delayed | GameState::Scheduled => {
                 if finished {
@@ -324,18 +316,44 @@ impl Store {
         now: DateTime<Utc>,
         fee_bps: u32,
     ) -> Result<Vec<Upserted>, StoreError> {
-        let _writer = self.writer().await?;
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let mut done = Vec::with_capacity(games.len());
-            for game in games {
-                done.push(upsert_in_tx!(tx, league, board, game, now, fee_bps));
+        let done = {
+            let _writer = self.writer().await?;
+            retrying!(on_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                let mut done = Vec::with_capacity(games.len());
+                for game in games {
+                    done.push(upsert_in_tx!(tx, league, board, game, now));
+                }
+                crate::store::lease::Fenced::announce_writes(&mut *tx).await?;
+                commit!(self, tx);
+                Ok(done)
+            }))?
+        };
+        Store::wrote();
+        self.pay_closed_markets(league, fee_bps, now).await?;
+        Ok(done)
+    }
+
+    /// Pays out each closed market of `league` not yet paid — those a board just closed, and
+    /// any a crash left closed but unpaid — each in its own transaction, so no payout can hold
+    /// a board's transaction. A market whose payout fails is logged and tried by the next pass;
+    /// losing the lease or the database stops here.
+    pub(crate) async fn pay_closed_markets(
+        &self,
+        league: &str,
+        fee_bps: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for market_id in self.unpaid_markets(league, 1000).await? {
+            match self.pay_market(market_id, fee_bps, now).await {
+                Ok(_) => {}
+                Err(e @ (StoreError::Fenced(_) | StoreError::Unavailable(_))) => return Err(e),
+                Err(e) => {
+                    tracing::error!(market_id, error = %e, "paying out a closed market failed; the next pass of its league tries again")
+                }
             }
-            crate::store::lease::Fenced::announce_writes(&mut *tx).await?;
-            commit!(self, tx);
-            Store::wrote();
-            Ok(done)
-        })
+        }
+        Ok(())
     }
 
     /// The state of a league's games that sets the score loop's pace: games live (or delayed)

@@ -203,13 +203,13 @@ impl Store {
         now: DateTime<Utc>,
         fee_bps: u32,
     ) -> Result<Vec<Upserted>, StoreError> {
-        let _writer = self.writer().await?;
-        on_pool!(self, pool => {
+        let writer = self.writer().await?;
+        let done = retrying!(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut done = Vec::new();
             if let Ok(games) = outcome {
                 for game in games {
-                    done.push(upsert_in_tx!(tx, league, Some(date), game, now, fee_bps));
+                    done.push(upsert_in_tx!(tx, league, Some(date), game, now));
                 }
             }
             let (state, error) = match outcome {
@@ -233,9 +233,12 @@ impl Store {
             }
             crate::store::lease::Fenced::announce_writes(&mut *tx).await?;
             commit!(self, tx);
-            Store::wrote();
             Ok(done)
-        })
+        }))?;
+        drop(writer);
+        Store::wrote();
+        self.pay_closed_markets(league, fee_bps, now).await?;
+        Ok(done)
     }
 
     /// Ends a running job whose dates are all recorded: `succeeded`, or `failed` naming the

@@ -12,6 +12,26 @@ macro_rules! on_pool {
     };
 }
 
+/// Runs a transaction body (an expression evaluating to `Result<_, StoreError>`, which may
+/// `return` early) again when PostgreSQL aborted it for a serialization failure or a deadlock
+/// (SQLSTATE 40001, 40P01): up to [`TRANSACTION_RETRIES`] more times, after a short jittered
+/// pause, before the error reaches a caller. Each retry is counted in [`transaction_retries`].
+macro_rules! retrying {
+    ($body:expr) => {{
+        let mut attempt: u32 = 0;
+        loop {
+            let result: Result<_, $crate::store::StoreError> = async { $body }.await;
+            match result {
+                Err(e) if e.is_retryable() && attempt < $crate::store::TRANSACTION_RETRIES => {
+                    attempt += 1;
+                    $crate::store::note_retry(attempt).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
 #[macro_use]
 pub mod lease;
 #[macro_use]
@@ -29,9 +49,9 @@ pub use games::{
 };
 pub use imports::{FailedDate, ImportFilter, ImportJob, ACTIVE_IMPORT_STATES, IMPORT_STATES};
 pub use money::{
-    parimutuel, user_account, Audit, Balance, Credited, Cursor, Deposit, IncomingDeposit,
-    LedgerEntry, Stake, TokenTotals, User, Withdrawal, WithdrawalOutcome, DEFAULT_FEE_BPS,
-    WITHDRAWAL_STATES,
+    lock_rank, parimutuel, user_account, Audit, Balance, Credited, Cursor, Deposit,
+    IncomingDeposit, LedgerEntry, Paid, Position, Stake, TokenTotals, User, Withdrawal,
+    WithdrawalOutcome, DEFAULT_FEE_BPS, WITHDRAWAL_STATES,
 };
 pub use outbox::{
     Attempt, Counts, EventBody, OutboxEvent, OutboxStats, EVENT_TYPES, OUTBOX_STATES,
@@ -123,6 +143,38 @@ pub enum StoreError {
     Unavailable(String),
     #[error("database error: {0}")]
     Query(sqlx::Error),
+}
+
+impl StoreError {
+    /// A transaction PostgreSQL aborted for a serialization failure or a deadlock: running it
+    /// again can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Query(sqlx::Error::Database(d))
+            if matches!(d.code().as_deref(), Some("40001") | Some("40P01")))
+    }
+}
+
+/// How many more times a transaction aborted by a serialization failure or a deadlock runs.
+pub const TRANSACTION_RETRIES: u32 = 5;
+
+static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Transactions run again after a serialization failure or a deadlock, since the start.
+pub fn transaction_retries() -> u64 {
+    RETRIES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts a retry and waits a few milliseconds (growing, jittered) so the transactions that
+/// collided do not collide again at once.
+pub(crate) async fn note_retry(attempt: u32) {
+    RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let base = 5u64 << attempt.min(6);
+    let jitter = uuid::Uuid::new_v4().as_u64_pair().0 % base;
+    tracing::debug!(
+        attempt,
+        "transaction aborted by a serialization failure or deadlock; running it again"
+    );
+    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
 }
 
 impl From<sqlx::Error> for StoreError {

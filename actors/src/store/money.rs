@@ -16,9 +16,13 @@
 //! - Withdrawals follow the signer protocol: a signer claims a pending one (`processing`)
 //!   before sending it on chain, then completes it with the transaction signature (unique) or
 //!   fails it. Cleanup expires only unclaimed `pending` ones: a paid withdrawal is never refunded.
-//! - Lock order on PostgreSQL: a transaction touches a user's balance row before any shared
-//!   account row, so two money transactions never wait on each other in a cycle. On SQLite,
-//!   money transactions queue on the store's one writer lock.
+//! - Lock order on PostgreSQL: row locks are taken markets and users first, then balance rows
+//!   in one global order ([`lock_rank`]: escrow, external, holds, unattributed, users by id,
+//!   withdrawn, `house` last), so two money transactions never wait on each other in a cycle;
+//!   a serialization failure or deadlock that happens anyway is retried inside the store
+//!   (`retrying!`). On SQLite, money transactions queue on the store's one writer lock.
+//! - A stake adds to the user's position per (market, outcome, token); settlement pays
+//!   positions, set-based, each market in its own transaction ([`Store::pay_market`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -77,10 +81,43 @@ pub struct Stake {
     pub outcome: String,
     pub token: String,
     pub amount: i64,
-    /// What settlement paid for this stake (0 for a losing stake); `None` until then.
+    /// This stake's share of what settlement paid its position (0 for a losing stake), rounded
+    /// down; `None` until then. The position's payout is what the ledger credits.
     pub payout: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub settled_at: Option<DateTime<Utc>>,
+    /// The position this stake adds to (`None` only for stakes older than positions that had
+    /// no position yet, which the migration gave one).
+    pub position_id: Option<i64>,
+}
+
+/// A user's stakes on one market outcome in one token, added up: what settlement pays.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq, Eq)]
+pub struct Position {
+    pub id: i64,
+    pub market_id: i64,
+    pub user_id: i64,
+    pub outcome: String,
+    pub token: String,
+    pub amount: i64,
+    /// How many stake requests added to it.
+    pub stakes: i64,
+    /// What settlement paid (0 for a losing position); `None` until the market is paid out.
+    pub payout: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub settled_at: Option<DateTime<Utc>>,
+}
+
+/// What paying out one closed market did (see [`Store::pay_market`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Paid {
+    pub market_id: i64,
+    /// `settled` or `void`.
+    pub state: String,
+    pub positions: u64,
+    /// Base units credited to users, all tokens together.
+    pub paid: i64,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq, Eq)]
@@ -227,8 +264,8 @@ pub fn parimutuel(stakes: &[OpenStake], winner: Option<&str>, fee_bps: u32) -> P
 }
 
 /// Moves `$amount` of `$token` from `$from` to `$to` inside the open transaction `$tx`, with
-/// its two ledger entries. `$order` is `debit_first` or `credit_first` (see the lock-order rule
-/// in the module docs: the user's row goes first). A debit that would take an account other
+/// its two ledger entries. `$order` is `debit_first` or `credit_first`: whichever touches the
+/// account that comes first in the global lock order ([`lock_rank`]) goes first. A debit that would take an account other
 /// than `external` below zero fails with [`StoreError::Conflict`] naming the shortfall.
 macro_rules! transfer {
     ($tx:ident, $order:ident, $token:expr, $from:expr, $to:expr, $amount:expr, $kind:expr, $reference:expr, $now:expr) => {{
@@ -280,46 +317,69 @@ macro_rules! transfer {
     };
 }
 
-/// Pays out a market that was just settled (`Some(winning outcome)`) or voided (`None`) in the
-/// open transaction `$tx`: every stake's payout or refund, the house's fee and remainder, and
-/// each stake's `payout` column. Runs only right after the market's own compare-and-set, so at
-/// most once per market. Evaluates to the number of stakes paid.
-macro_rules! settle_in_tx {
-    ($tx:ident, $market_id:expr, $winner:expr, $fee_bps:expr, $now:expr) => {{
-        let (market_id, winner, fee_bps, now): (i64, Option<&str>, u32, DateTime<Utc>) =
-            ($market_id, $winner, $fee_bps, $now);
-        let stakes: Vec<$crate::store::money::OpenStake> = sqlx::query_as(
-            "SELECT id, user_id, outcome, token, amount FROM stakes WHERE market_id = $1 AND payout IS NULL ORDER BY user_id, id",
-        )
-        .bind(market_id)
-        .fetch_all(&mut *$tx).await?;
-        let plan = $crate::store::money::parimutuel(&stakes, winner, fee_bps);
-        let escrow = $crate::store::money::escrow_account(market_id);
-        for (stake, payout, kind) in &plan.stakes {
-            if *payout > 0 {
-                let reference = format!("stake:{}", stake.id);
-                let account = $crate::store::money::user_account(stake.user_id);
-                transfer!($tx, credit_first, &stake.token, &escrow, &account, *payout, kind, &reference, now);
-            }
-            sqlx::query("UPDATE stakes SET payout = $1, settled_at = $2 WHERE id = $3")
-                .bind(*payout).bind(now).bind(stake.id)
-                .execute(&mut *$tx).await?;
-        }
-        let reference = format!("market:{market_id}");
-        for (token, fee, remainder) in &plan.house {
-            if *fee > 0 {
-                transfer!($tx, credit_first, token, &escrow, "house", *fee, "fee", &reference, now);
-            }
-            if *remainder > 0 {
-                transfer!($tx, credit_first, token, &escrow, "house", *remainder, "rounding", &reference, now);
-            }
-        }
-        plan.stakes.len()
-    }};
+/// A stake with its position's amount and payout, from which its share is computed.
+const STAKE_COLUMNS: &str = "s.id, s.market_id, s.user_id, s.outcome, s.token, s.amount, s.payout, s.created_at, \
+     COALESCE(s.settled_at, p.settled_at) AS settled_at, s.position_id, p.amount AS position_amount, p.payout AS position_payout";
+const POSITION_COLUMNS: &str =
+    "id, market_id, user_id, outcome, token, amount, stakes, payout, created_at, updated_at, settled_at";
+
+#[derive(sqlx::FromRow)]
+struct StakeRow {
+    id: i64,
+    market_id: i64,
+    user_id: i64,
+    outcome: String,
+    token: String,
+    amount: i64,
+    payout: Option<i64>,
+    created_at: DateTime<Utc>,
+    settled_at: Option<DateTime<Utc>>,
+    position_id: Option<i64>,
+    position_amount: Option<i64>,
+    position_payout: Option<i64>,
 }
 
-const STAKE_COLUMNS: &str =
-    "id, market_id, user_id, outcome, token, amount, payout, created_at, settled_at";
+impl From<StakeRow> for Stake {
+    fn from(r: StakeRow) -> Stake {
+        // Stakes paid one by one before positions keep their own payout.
+        let payout = r.payout.or(match (r.position_payout, r.position_amount) {
+            (Some(paid), Some(total)) if total > 0 => {
+                Some((paid as i128 * r.amount as i128 / total as i128) as i64)
+            }
+            _ => None,
+        });
+        Stake {
+            id: r.id,
+            market_id: r.market_id,
+            user_id: r.user_id,
+            outcome: r.outcome,
+            token: r.token,
+            amount: r.amount,
+            payout,
+            created_at: r.created_at,
+            settled_at: r.settled_at,
+            position_id: r.position_id,
+        }
+    }
+}
+
+/// The global order in which a transaction locks balance rows on PostgreSQL: by kind, then by
+/// the id in the key (numerically), with `house` — which every settlement touches — last. Two
+/// money transactions that lock rows in this order never wait on each other in a cycle.
+pub fn lock_rank(account: &str) -> (u8, i64) {
+    let (kind, id) = account.split_once(':').unwrap_or((account, ""));
+    let rank = match kind {
+        "escrow" => 0,
+        "external" => 1,
+        "holds" => 2,
+        "unattributed" => 3,
+        "user" => 4,
+        "withdrawn" => 5,
+        "house" => 7,
+        _ => 6,
+    };
+    (rank, id.parse().unwrap_or(0))
+}
 const DEPOSIT_COLUMNS: &str =
     "id, token, signature, slot, amount, user_id, memo, state, created_at, assigned_at";
 const WITHDRAWAL_COLUMNS: &str =
@@ -404,7 +464,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Stake, StoreError> {
         let _writer = self.writer().await?;
-        let stake = on_pool!(self, pool => {
+        let stake = retrying!(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let n = sqlx::query(
                 "UPDATE markets SET stake_count = stake_count + 1 WHERE id = $1 AND state = 'open' \
@@ -426,19 +486,169 @@ impl Store {
                     )),
                 });
             }
-            let stake: Stake = sqlx::query_as(&format!(
-                "INSERT INTO stakes (market_id, user_id, outcome, token, amount, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {STAKE_COLUMNS}"
-            ))
+            let position_id: i64 = sqlx::query_scalar(
+                "INSERT INTO positions (market_id, user_id, outcome, token, amount, stakes, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, 1, $6, $6) ON CONFLICT (market_id, token, outcome, user_id) \
+                 DO UPDATE SET amount = positions.amount + excluded.amount, stakes = positions.stakes + 1, updated_at = excluded.updated_at \
+                 RETURNING id",
+            )
             .bind(market_id).bind(user_id).bind(outcome).bind(token).bind(amount).bind(now)
             .fetch_one(&mut *tx).await?;
-            transfer!(tx, debit_first, token, &user_account(user_id), &escrow_account(market_id), amount, "stake", &format!("stake:{}", stake.id), now);
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO stakes (market_id, user_id, outcome, token, amount, created_at, position_id) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"
+            )
+            .bind(market_id).bind(user_id).bind(outcome).bind(token).bind(amount).bind(now).bind(position_id)
+            .fetch_one(&mut *tx).await?;
+            // Lock order: the escrow row before the user's (see `lock_rank`).
+            transfer!(tx, credit_first, token, &user_account(user_id), &escrow_account(market_id), amount, "stake", &format!("stake:{id}"), now);
+            let stake = Stake {
+                id, market_id, user_id, outcome: outcome.to_string(), token: token.to_string(), amount,
+                payout: None, created_at: now, settled_at: None, position_id: Some(position_id),
+            };
             commit!(self, tx);
-            stake
-        });
+            Ok(stake)
+        }))?;
         // Stakes only move the pools: announced to the other replicas in batches (by the
         // `listener`), not one NOTIFY per stake, which would serialise their commits.
         Store::wrote_unannounced();
         Ok(stake)
+    }
+
+    /// Pays out one closed market in a transaction of its own, set-based: the market's
+    /// compare-and-set on `paid_at` (so at most once), then per token one statement per leg —
+    /// every position's payout, the users' balances, their ledger entries, the escrow's — and
+    /// the house's fee and rounding remainder. The payouts are exactly [`parimutuel`]'s. Emits
+    /// `market.settled` or `market.voided`. `None` when the market is not closed or was paid.
+    #[tracing::instrument(skip_all, fields(market_id))]
+    pub async fn pay_market(
+        &self,
+        market_id: i64,
+        fee_bps: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Paid>, StoreError> {
+        let _writer = self.writer().await?;
+        let paid = retrying!(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let closed: Option<(String, Option<String>, i64, i64)> = sqlx::query_as(
+                "UPDATE markets SET paid_at = $1 WHERE id = $2 AND state IN ('settled', 'void') AND paid_at IS NULL \
+                 RETURNING state, winning_outcome, game_id, stake_count",
+            )
+            .bind(now).bind(market_id)
+            .fetch_optional(&mut *tx).await?;
+            let Some((state, winning, game_id, stake_count)) = closed else {
+                return Ok(None);
+            };
+            let winner = if state == "settled" { winning } else { None };
+            let pools: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+                "SELECT token, CAST(SUM(amount) AS BIGINT), CAST(SUM(CASE WHEN outcome = $2 THEN amount ELSE 0 END) AS BIGINT), COUNT(*) \
+                 FROM positions WHERE market_id = $1 AND payout IS NULL GROUP BY token ORDER BY token",
+            )
+            .bind(market_id).bind(winner.as_deref())
+            .fetch_all(&mut *tx).await?;
+            let escrow = escrow_account(market_id);
+            let reference = format!("market:{market_id}");
+            let mut done = Paid { market_id, state: state.clone(), ..Paid::default() };
+            for (token, total, on_winner, positions) in &pools {
+                let (total, on_winner) = (*total as i128, *on_winner as i128);
+                let refund = on_winner == 0;
+                let losers = total - on_winner;
+                let fee = if refund { 0 } else { losers * fee_bps as i128 / 10_000 };
+                let winnings = losers - fee;
+                let kind = if refund { "refund" } else { "payout" };
+                if refund {
+                    sqlx::query("UPDATE positions SET payout = amount, settled_at = $3 WHERE market_id = $1 AND token = $2 AND payout IS NULL")
+                        .bind(market_id).bind(token).bind(now)
+                        .execute(&mut *tx).await?;
+                } else if on_winner * winnings <= i64::MAX as i128 {
+                    // No product can overflow a 64-bit integer: the database computes them.
+                    sqlx::query(
+                        "UPDATE positions SET payout = CASE WHEN outcome = $3 THEN amount + amount * $4 / $5 ELSE 0 END, settled_at = $6 \
+                         WHERE market_id = $1 AND token = $2 AND payout IS NULL",
+                    )
+                    .bind(market_id).bind(token).bind(winner.as_deref()).bind(winnings as i64).bind(on_winner as i64).bind(now)
+                    .execute(&mut *tx).await?;
+                } else {
+                    // Amounts near 2^63: each payout in 128-bit arithmetic, one row at a time.
+                    let rows: Vec<OpenStake> = sqlx::query_as(
+                        "SELECT id, user_id, outcome, token, amount FROM positions WHERE market_id = $1 AND token = $2 AND payout IS NULL ORDER BY id",
+                    )
+                    .bind(market_id).bind(token)
+                    .fetch_all(&mut *tx).await?;
+                    for (position, payout, _) in parimutuel(&rows, winner.as_deref(), fee_bps).stakes {
+                        sqlx::query("UPDATE positions SET payout = $1, settled_at = $2 WHERE id = $3")
+                            .bind(payout).bind(now).bind(position.id)
+                            .execute(&mut *tx).await?;
+                    }
+                }
+                let paid: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(payout), 0) AS BIGINT) FROM positions WHERE market_id = $1 AND token = $2",
+                )
+                .bind(market_id).bind(token)
+                .fetch_one(&mut *tx).await?;
+                // Lock order (`lock_rank`): the escrow row, the users' rows by id, the house last.
+                let n = sqlx::query("UPDATE balances SET amount = amount - $1 WHERE account = $2 AND token = $3 AND amount >= $1")
+                    .bind(paid).bind(&escrow).bind(token)
+                    .execute(&mut *tx).await?.rows_affected();
+                if n != 1 && paid > 0 {
+                    return Err(StoreError::Conflict(format!("escrow of market {market_id} holds less than the {paid} {token} its positions are owed")));
+                }
+                sqlx::query(
+                    "INSERT INTO balances (account, token, amount) \
+                     SELECT 'user:' || user_id, token, SUM(payout) FROM positions WHERE market_id = $1 AND token = $2 AND payout > 0 \
+                     GROUP BY user_id, token ORDER BY user_id \
+                     ON CONFLICT (account, token) DO UPDATE SET amount = balances.amount + excluded.amount",
+                )
+                .bind(market_id).bind(token)
+                .execute(&mut *tx).await?;
+                for (account, sign) in [("'user:' || user_id", ""), ("'escrow:' || market_id", "-")] {
+                    sqlx::query(&format!(
+                        "INSERT INTO ledger_entries (transfer_id, account, token, amount, kind, reference, created_at) \
+                         SELECT 'position:' || id, {account}, token, {sign}payout, $3, 'position:' || id, $4 \
+                         FROM positions WHERE market_id = $1 AND token = $2 AND payout > 0 ORDER BY id"
+                    ))
+                    .bind(market_id).bind(token).bind(kind).bind(now)
+                    .execute(&mut *tx).await?;
+                }
+                let remainder = total - paid as i128 - fee;
+                if fee > 0 {
+                    transfer!(tx, debit_first, token, &escrow, "house", fee as i64, "fee", &reference, now);
+                }
+                if remainder > 0 {
+                    transfer!(tx, debit_first, token, &escrow, "house", remainder as i64, "rounding", &reference, now);
+                }
+                done.positions += *positions as u64;
+                done.paid += paid;
+            }
+            let (league, home_score, away_score): (String, Option<i64>, Option<i64>) =
+                sqlx::query_as("SELECT league, home_score, away_score FROM games WHERE id = $1")
+                    .bind(game_id).fetch_one(&mut *tx).await?;
+            if state == "settled" {
+                emit!(tx, "market.settled", Some(league.as_str()), serde_json::json!({
+                    "market_id": market_id, "game_id": game_id, "league": league, "winning_outcome": winner,
+                    "home_score": home_score, "away_score": away_score, "stakes_paid": stake_count,
+                    "positions_paid": done.positions,
+                }), now);
+            } else {
+                emit!(tx, "market.voided", Some(league.as_str()), serde_json::json!({
+                    "market_id": market_id, "game_id": game_id, "league": league, "stakes_refunded": stake_count,
+                    "positions_refunded": done.positions,
+                }), now);
+            }
+            commit!(self, tx);
+            Ok(Some(done))
+        }))?;
+        if paid.is_some() {
+            Store::wrote();
+        }
+        Ok(paid)
+    }
+
+    /// Closed markets of `league` not yet paid out, oldest first (a crash between a board's
+    /// commit and its payouts leaves some; the league's next pass pays them).
+    pub async fn unpaid_markets(&self, league: &str, limit: i64) -> Result<Vec<i64>, StoreError> {
+        let sql = "SELECT m.id FROM markets m JOIN games g ON g.id = m.game_id \
+                   WHERE m.paid_at IS NULL AND m.state IN ('settled', 'void') AND g.league = $1 ORDER BY m.id LIMIT $2";
+        on_pool!(self, pool => Ok(sqlx::query_scalar(sql).bind(league).bind(limit).fetch_all(pool).await?))
     }
 
     /// A user's stakes, newest first, strictly before the id `before`.
@@ -448,7 +658,22 @@ impl Store {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<Stake>, StoreError> {
-        let sql = format!("SELECT {STAKE_COLUMNS} FROM stakes WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3");
+        let sql = format!(
+            "SELECT {STAKE_COLUMNS} FROM stakes s LEFT JOIN positions p ON p.id = s.position_id \
+             WHERE s.user_id = $1 AND s.id < $2 ORDER BY s.id DESC LIMIT $3"
+        );
+        let rows: Vec<StakeRow> = on_pool!(self, pool => sqlx::query_as(&sql).bind(user_id).bind(before.unwrap_or(i64::MAX)).bind(limit).fetch_all(pool).await?);
+        Ok(rows.into_iter().map(Stake::from).collect())
+    }
+
+    /// A user's positions, newest first, strictly before the id `before`.
+    pub async fn positions_of(
+        &self,
+        user_id: i64,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Position>, StoreError> {
+        let sql = format!("SELECT {POSITION_COLUMNS} FROM positions WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3");
         on_pool!(self, pool => Ok(sqlx::query_as(&sql).bind(user_id).bind(before.unwrap_or(i64::MAX)).bind(limit).fetch_all(pool).await?))
     }
 
@@ -462,7 +687,7 @@ impl Store {
         }
         on_pool!(self, pool => {
             let mut q = sqlx::QueryBuilder::new(
-                "SELECT market_id, outcome, token, CAST(SUM(amount) AS BIGINT) FROM stakes WHERE market_id IN (",
+                "SELECT market_id, outcome, token, CAST(SUM(amount) AS BIGINT) FROM positions WHERE market_id IN (",
             );
             let mut list = q.separated(", ");
             for id in market_ids {
@@ -498,8 +723,9 @@ impl Store {
         words.sort();
         words.dedup();
         let _writer = self.writer().await?;
-        let mut done = Credited::default();
-        on_pool!(self, pool => {
+        let backend = self.backend();
+        retrying!(on_pool!(self, pool => {
+            let mut done = Credited::default();
             let mut tx = pool.begin().await?;
             let mut codes: HashMap<String, i64> = HashMap::new();
             for chunk in words.chunks(500) {
@@ -512,8 +738,24 @@ impl Store {
                 let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
                 codes.extend(rows);
             }
+            let owner = |d: &IncomingDeposit| d.memo.as_deref().map(memo_words).unwrap_or_default().iter().find_map(|w| codes.get(w).copied());
+            if backend == super::Backend::Postgres {
+                // Every balance row this window touches, locked first in the global order
+                // (`lock_rank`), so a settlement paying the same users cannot deadlock with it.
+                let mut accounts: Vec<String> = deposits.iter()
+                    .map(|d| owner(d).map(user_account).unwrap_or_else(|| "unattributed".into()))
+                    .chain(["external".to_string()])
+                    .collect();
+                accounts.sort_by_key(|a| lock_rank(a));
+                accounts.dedup();
+                for account in &accounts {
+                    sqlx::query("INSERT INTO balances (account, token, amount) VALUES ($1, $2, 0) ON CONFLICT (account, token) DO UPDATE SET amount = balances.amount")
+                        .bind(account).bind(token)
+                        .execute(&mut *tx).await?;
+                }
+            }
             for d in deposits {
-                let user = d.memo.as_deref().map(memo_words).unwrap_or_default().iter().find_map(|w| codes.get(w).copied());
+                let user = owner(d);
                 let state = if user.is_some() { "credited" } else { "unattributed" };
                 let id: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO deposits (token, signature, slot, amount, user_id, memo, state, created_at) \
@@ -548,8 +790,8 @@ impl Store {
                 .execute(&mut *tx).await?;
             }
             commit!(self, tx);
-        });
-        Ok(done)
+            Ok(done)
+        }))
     }
 
     /// Deposits, newest first, strictly before the id `before`; only unattributed ones if asked.
@@ -576,7 +818,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Deposit, StoreError> {
         let _writer = self.writer().await?;
-        on_pool!(self, pool => {
+        retrying!(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let user: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1").bind(user_id).fetch_optional(&mut *tx).await?;
             if user.is_none() {
@@ -598,14 +840,14 @@ impl Store {
                     )),
                 });
             };
-            transfer!(tx, credit_first, &deposit.token, "unattributed", &user_account(user_id), deposit.amount, "deposit", &format!("deposit:{deposit_id}"), now);
+            transfer!(tx, debit_first, &deposit.token, "unattributed", &user_account(user_id), deposit.amount, "deposit", &format!("deposit:{deposit_id}"), now);
             emit!(tx, "deposit.credited", None::<&str>, serde_json::json!({
                 "deposit_id": deposit_id, "user_id": user_id, "token": deposit.token, "amount": deposit.amount.to_string(),
                 "signature": deposit.signature, "slot": deposit.slot, "assigned": true,
             }), now);
             commit!(self, tx);
             Ok(deposit)
-        })
+        }))
     }
 
     /// A withdrawal request: the amount moves from the user's balance to their hold. A user
@@ -625,7 +867,7 @@ impl Store {
             super::Backend::Postgres => "SELECT id FROM users WHERE id = $1 FOR UPDATE",
             super::Backend::Sqlite => "SELECT id FROM users WHERE id = $1",
         };
-        on_pool!(self, pool => {
+        retrying!(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(lock_user).bind(user_id).execute(&mut *tx).await?;
             let open: i64 = sqlx::query_scalar(
@@ -642,14 +884,14 @@ impl Store {
             ))
             .bind(user_id).bind(token).bind(amount).bind(destination).bind(now)
             .fetch_one(&mut *tx).await?;
-            transfer!(tx, debit_first, token, &user_account(user_id), &holds_account(user_id), amount, "withdrawal_hold", &format!("withdrawal:{}", w.id), now);
+            transfer!(tx, credit_first, token, &user_account(user_id), &holds_account(user_id), amount, "withdrawal_hold", &format!("withdrawal:{}", w.id), now);
             emit!(tx, "withdrawal.requested", None::<&str>, serde_json::json!({
                 "withdrawal_id": w.id, "user_id": w.user_id, "token": w.token, "amount": w.amount.to_string(),
                 "destination": w.destination,
             }), now);
             commit!(self, tx);
             Ok(w)
-        })
+        }))
     }
 
     pub async fn withdrawals_of(
@@ -686,7 +928,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Withdrawal, StoreError> {
         let _writer = self.writer().await?;
-        on_pool!(self, pool => {
+        retrying!(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let claimed: Option<Withdrawal> = sqlx::query_as(&format!(
                 "UPDATE withdrawals SET state = 'processing', claimed_by = $1, claimed_at = $2, updated_at = $2 \
@@ -705,7 +947,7 @@ impl Store {
             };
             commit!(self, tx);
             Ok(w)
-        })
+        }))
     }
 
     /// Claims still `processing` (claimed, neither completed nor failed): how many, and the age
@@ -737,7 +979,7 @@ impl Store {
             WithdrawalOutcome::Expired => ("expired", None, None),
         };
         let _writer = self.writer().await?;
-        on_pool!(self, pool => {
+        retrying!(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             if let Some(sig) = signature {
                 let used: Option<i64> = sqlx::query_scalar("SELECT id FROM withdrawals WHERE signature = $1")
@@ -772,7 +1014,7 @@ impl Store {
             if state == "completed" {
                 transfer!(tx, debit_first, &w.token, &holds, "withdrawn", w.amount, "withdrawal", &reference, now);
             } else {
-                transfer!(tx, credit_first, &w.token, &holds, &user_account(w.user_id), w.amount, "hold_release", &reference, now);
+                transfer!(tx, debit_first, &w.token, &holds, &user_account(w.user_id), w.amount, "hold_release", &reference, now);
             }
             emit!(tx, &format!("withdrawal.{state}"), None::<&str>, serde_json::json!({
                 "withdrawal_id": w.id, "user_id": w.user_id, "token": w.token, "amount": w.amount.to_string(),
@@ -780,7 +1022,7 @@ impl Store {
             }), now);
             commit!(self, tx);
             Ok(w)
-        })
+        }))
     }
 
     /// Ids of withdrawals still pending that were requested before `cutoff`, oldest first.
@@ -810,6 +1052,7 @@ impl Store {
             withdrawn_vs_completed,
             escrow_vs_stakes,
             unpaid,
+            positions_vs_stakes,
         ) = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             if backend == super::Backend::Postgres {
@@ -837,17 +1080,24 @@ impl Store {
             "SELECT b.token, b.amount, COALESCE((SELECT CAST(SUM(w.amount) AS BIGINT) FROM withdrawals w WHERE w.token = b.token AND w.state = 'completed'), 0) \
              FROM balances b WHERE b.account = 'withdrawn'"
         );
+        // A market is paid out after the board that closed it commits: until then (`paid_at`
+        // unset) its escrow still holds every position.
         let escrow_vs_stakes: Vec<(i64, String, String, i64, i64)> = all!(
-            "SELECT m.id, m.state, s.token, CAST(SUM(s.amount) AS BIGINT), \
-             COALESCE((SELECT b.amount FROM balances b WHERE b.account = 'escrow:' || CAST(m.id AS TEXT) AND b.token = s.token), 0) \
-             FROM markets m JOIN stakes s ON s.market_id = m.id GROUP BY m.id, m.state, s.token"
+            "SELECT m.id, CASE WHEN m.paid_at IS NULL THEN 'unpaid' ELSE 'paid' END, p.token, CAST(SUM(p.amount) AS BIGINT), \
+             COALESCE((SELECT b.amount FROM balances b WHERE b.account = 'escrow:' || CAST(m.id AS TEXT) AND b.token = p.token), 0) \
+             FROM markets m JOIN positions p ON p.market_id = m.id GROUP BY m.id, m.paid_at, p.token"
         );
         let unpaid: Vec<(i64, i64)> = all!(
-            "SELECT m.id, COUNT(*) FROM markets m JOIN stakes s ON s.market_id = m.id \
-             WHERE m.state IN ('settled', 'void') AND s.payout IS NULL GROUP BY m.id"
+            "SELECT m.id, COUNT(*) FROM markets m JOIN positions p ON p.market_id = m.id \
+             WHERE m.paid_at IS NOT NULL AND p.payout IS NULL GROUP BY m.id"
+        );
+        let positions_vs_stakes: Vec<(i64, i64, String, String, i64, i64)> = all!(
+            "SELECT s.market_id, s.user_id, s.outcome, s.token, CAST(SUM(s.amount) AS BIGINT), COALESCE(MAX(p.amount), 0) \
+             FROM stakes s LEFT JOIN positions p ON p.id = s.position_id \
+             GROUP BY s.market_id, s.user_id, s.outcome, s.token HAVING CAST(SUM(s.amount) AS BIGINT) != COALESCE(MAX(p.amount), 0) OR COUNT(DISTINCT p.id) != 1"
         );
             tx.rollback().await?;
-            (balances, sums, deposits, entry_totals, double_credits, double_payouts, holds_vs_pending, withdrawn_vs_completed, escrow_vs_stakes, unpaid)
+            (balances, sums, deposits, entry_totals, double_credits, double_payouts, holds_vs_pending, withdrawn_vs_completed, escrow_vs_stakes, unpaid, positions_vs_stakes)
         });
         let sum_of: HashMap<(&str, &str), i64> = sums
             .iter()
@@ -931,11 +1181,7 @@ impl Store {
             }
         }
         for (market, state, token, staked, escrow) in escrow_vs_stakes {
-            let expected = if state == "settled" || state == "void" {
-                0
-            } else {
-                staked
-            };
+            let expected = if state == "paid" { 0 } else { staked };
             if escrow != expected {
                 problems.push(format!(
                     "market {market} ({state}) escrow holds {escrow} {token}, expected {expected}"
@@ -944,7 +1190,12 @@ impl Store {
         }
         for (market, n) in unpaid {
             problems.push(format!(
-                "market {market} is closed but {n} of its stakes were never paid"
+                "market {market} is paid out but {n} of its positions were never paid"
+            ));
+        }
+        for (market, user, outcome, token, staked, position) in positions_vs_stakes {
+            problems.push(format!(
+                "user {user}'s stakes on {outcome} of market {market} total {staked} {token} but their position is {position}"
             ));
         }
         audit.tokens = totals.into_values().collect();
