@@ -61,6 +61,7 @@ pub struct Metrics {
     lease_epoch: IntGauge,
     leadership_changes: prometheus::IntCounter,
     fenced_writes: prometheus::IntCounter,
+    transaction_retries: prometheus::IntCounter,
     build_info: IntGaugeVec,
 }
 
@@ -237,6 +238,10 @@ impl Metrics {
                 "fenced_writes_total",
                 "Writes of a singleton rolled back because this replica no longer held the lease epoch it started under."
             ))),
+            transaction_retries: reg!(prometheus::IntCounter::with_opts(opts(
+                "db_transaction_retries_total",
+                "Transactions run again after PostgreSQL aborted them for a serialization failure or a deadlock (40001, 40P01)."
+            ))),
             build_info: reg!(IntGaugeVec::new(
                 opts(
                     "build_info",
@@ -323,6 +328,10 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     m.lease_epoch.set(lease.epoch.unwrap_or(0));
     advance(&m.leadership_changes, lease.changes);
     advance(&m.fenced_writes, tipoff_actors::Store::fenced_writes());
+    advance(
+        &m.transaction_retries,
+        tipoff_actors::store::transaction_retries(),
+    );
     m.build_info
         .with_label_values(&[env!("CARGO_PKG_VERSION"), state.store.backend().as_str()])
         .set(1);
