@@ -154,6 +154,8 @@ const KEYS: &[Key] = &[
     key("solana_start_stagger", "5s"),
     key("solana_backoff_base", "5s"),
     key("solana_backoff_cap", "5m"),
+    key("solana_quarantine_after", "5"),
+    key("solana_start", ""),
     key("withdrawal_ttl", "30m"),
     key("min_withdrawal", "1"),
     key("min_stake", "1"),
@@ -254,6 +256,10 @@ pub struct Config {
     pub solana_start_stagger: Duration,
     pub solana_backoff_base: Duration,
     pub solana_backoff_cap: Duration,
+    /// Failed reads of one treasury signature before it is quarantined (the cursor moves on).
+    pub solana_quarantine_after: u32,
+    /// Where each token's first run begins (no cursor yet): after a signature, or at a slot.
+    pub solana_start: Vec<(String, tipoff_actors::watcher::StartAt)>,
     /// A withdrawal still pending after this expires (its hold is refunded).
     pub withdrawal_ttl: Duration,
     pub cleanup_interval: Duration,
@@ -576,6 +582,7 @@ impl Config {
             );
         }
         let tokens = parse_tokens(get("tokens"))?;
+        let solana_start = parse_starts(get("solana_start"), &tokens)?;
         let leader_ttl_raw = get("leader_ttl");
         let leader_ttl = leader_ttl_raw.duration()?;
         if leader_ttl < Duration::from_secs(1) {
@@ -639,6 +646,8 @@ impl Config {
             registration,
             solana_poll_interval: nonzero("solana_poll_interval")?,
             solana_page_limit,
+            solana_quarantine_after: get("solana_quarantine_after").number(1u32)?,
+            solana_start,
             solana_concurrency: get("solana_concurrency").number(1usize)?,
             solana_timeout: nonzero("solana_timeout")?,
             solana_connect_timeout: nonzero("solana_connect_timeout")?,
@@ -713,6 +722,50 @@ impl Config {
         }
         out
     }
+}
+
+/// `name=<signature or slot>` pairs, comma separated: where each token's first run begins.
+fn parse_starts(
+    raw: &Raw<'_>,
+    tokens: &[Token],
+) -> Result<Vec<(String, tipoff_actors::watcher::StartAt)>, ConfigError> {
+    use tipoff_actors::watcher::StartAt;
+    let mut starts = Vec::new();
+    for pair in raw.list() {
+        let Some((name, at)) = pair.split_once('=') else {
+            return Err(raw.err(format!(
+                "`{pair}` is not name=<signature or slot> (e.g. usdc=250000000)"
+            )));
+        };
+        let (name, at) = (name.trim().to_ascii_lowercase(), at.trim());
+        if !tokens.iter().any(|t| t.name == name) {
+            return Err(raw.err(format!(
+                "`{name}` is not a configured token (TIPOFF_TOKENS)"
+            )));
+        }
+        if starts.iter().any(|(n, _)| *n == name) {
+            return Err(raw.err(format!("token `{name}` is given twice")));
+        }
+        let start = if !at.is_empty() && at.bytes().all(|b| b.is_ascii_digit()) {
+            StartAt::Slot(
+                at.parse()
+                    .map_err(|_| raw.err(format!("slot `{at}` is too large")))?,
+            )
+        } else if (64..=88).contains(&at.len())
+            && at
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() && !b"0OIl".contains(&b))
+        {
+            StartAt::Signature(at.to_string())
+        } else {
+            return Err(raw.err(format!(
+                "`{}` for token `{name}` is neither a slot (a number) nor a base58 transaction signature",
+                at.chars().take(100).collect::<String>()
+            )));
+        };
+        starts.push((name, start));
+    }
+    Ok(starts)
 }
 
 /// `name:mint:decimals:treasury` entries, comma separated.
@@ -923,6 +976,51 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.leagues, vec!["nba", "mlb"]);
         assert_eq!(c.log, "warn");
+    }
+
+    #[test]
+    fn watcher_starts_are_a_slot_or_a_signature_per_configured_token() {
+        let tokens = "usdc:EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v:6:H51DXRt3ubThhdhNeDMScfkbC5X4AWzYfHaZS3JKEfPh";
+        let sig = "5VERv8NMvzbJMEkV8xnrLkEaWRtSz9CosKDYjCJjBRnbJLgp8uirBgmQpjKhoR4tjF3ZpRzrFmBV6UjKdiSZkQUW";
+        let c = Config::load(
+            None,
+            &env(&[
+                ("TIPOFF_TOKENS", tokens),
+                ("TIPOFF_SOLANA_START", "usdc=250000000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.solana_start,
+            vec![(
+                "usdc".to_string(),
+                tipoff_actors::watcher::StartAt::Slot(250_000_000)
+            )]
+        );
+        let start = format!("usdc={sig}");
+        let c = Config::load(
+            None,
+            &env(&[("TIPOFF_TOKENS", tokens), ("TIPOFF_SOLANA_START", &start)]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.solana_start[0].1,
+            tipoff_actors::watcher::StartAt::Signature(sig.into())
+        );
+        for (bad, says) in [
+            ("usdc=not-a-signature", "neither a slot"),
+            ("pump=5", "not a configured token"),
+            ("usdc", "name=<signature or slot>"),
+            ("usdc=1,usdc=2", "twice"),
+        ] {
+            let err = Config::load(
+                None,
+                &env(&[("TIPOFF_TOKENS", tokens), ("TIPOFF_SOLANA_START", bad)]),
+            )
+            .unwrap_err();
+            assert!(err.setting.starts_with("TIPOFF_SOLANA_START"), "{err}");
+            assert!(err.message.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -171,6 +171,12 @@ pub fn child_specs(
                     start_delay: config.solana_start_stagger * i as u32,
                     backoff_base: config.solana_backoff_base,
                     backoff_cap: config.solana_backoff_cap,
+                    quarantine_after: config.solana_quarantine_after,
+                    start: config
+                        .solana_start
+                        .iter()
+                        .find(|(name, _)| *name == token.name)
+                        .map(|(_, at)| at.clone()),
                 };
                 let fingerprint = format!(
                     "{:?}",

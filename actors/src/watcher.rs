@@ -18,6 +18,7 @@
 //! pass waits for the start delay, so the watchers of one RPC start staggered.
 //! Stops: at once, or when the pass in flight ends.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +47,19 @@ pub struct WatcherSettings {
     pub start_delay: Duration,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// Failed reads of one signature (passes) before it is quarantined and the cursor moves on.
+    pub quarantine_after: u32,
+    /// Where a first run (no cursor yet) begins: after this signature, or at this slot.
+    pub start: Option<StartAt>,
+}
+
+/// Where a token's watcher begins when it has no cursor yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAt {
+    /// Only signatures newer than this one.
+    Signature(String),
+    /// Only signatures at this slot or later.
+    Slot(u64),
 }
 
 impl Default for WatcherSettings {
@@ -58,6 +72,8 @@ impl Default for WatcherSettings {
             start_delay: Duration::ZERO,
             backoff_base: Duration::from_secs(5),
             backoff_cap: Duration::from_secs(300),
+            quarantine_after: 5,
+            start: None,
         }
     }
 }
@@ -83,6 +99,12 @@ pub struct Pass {
     pub failed_skipped: usize,
     /// The backlog was longer than one window: more is waiting.
     pub more: bool,
+    /// Signatures quarantined by this pass.
+    pub quarantined: usize,
+    /// Quarantined signatures in the window, not read.
+    pub quarantine_skipped: usize,
+    /// Quarantined signatures read again at an admin's request.
+    pub retried: usize,
     pub credited: Credited,
 }
 
@@ -193,36 +215,159 @@ impl Watcher {
     }
 }
 
-/// One pass: read the window after the cursor, then credit it with the new cursor.
+/// What a transaction read for the window amounts to.
+enum Read {
+    Deposit(IncomingDeposit),
+    /// Failed on chain, or no gain for the treasury: nothing to credit.
+    Nothing(&'static str),
+    /// Cannot be read (`result: null`, a malformed or oversized transfer): counts toward
+    /// quarantine.
+    Unreadable(WatchError),
+}
+
+/// Reads one listed signature's transaction into what it credits.
+async fn read(rpc: &RpcClient, token: &Token, s: &SignatureInfo) -> Result<Read, WatchError> {
+    let Some(tx) = rpc.transaction(&s.signature).await? else {
+        return Ok(Read::Unreadable(WatchError::Missing(s.signature.clone())));
+    };
+    let unreadable = |message: String| {
+        Read::Unreadable(WatchError::Unreadable {
+            signature: s.signature.clone(),
+            message,
+        })
+    };
+    let delta = match treasury_delta(&tx, &token.treasury, &token.mint) {
+        Ok(Some(delta)) => delta,
+        Ok(None) => return Ok(Read::Nothing("the transaction failed on chain")),
+        Err(message) => return Ok(unreadable(message)),
+    };
+    if delta <= 0 {
+        return Ok(Read::Nothing("no gain for the treasury"));
+    }
+    let Ok(amount) = i64::try_from(delta) else {
+        return Ok(unreadable(format!(
+            "a deposit of {delta} base units is beyond what the ledger holds (2^63 - 1)"
+        )));
+    };
+    let mut memo: Vec<String> = s.memo.iter().cloned().collect();
+    memo.extend(memos(&tx));
+    Ok(Read::Deposit(IncomingDeposit {
+        signature: s.signature.clone(),
+        slot: s.slot as i64,
+        amount,
+        memo: (!memo.is_empty()).then(|| memo.join(" | ")),
+    }))
+}
+
+/// Reads again the quarantined signatures an admin asked to retry: credited (or found to be
+/// no deposit) and resolved, or counted and quarantined again.
+async fn retry_quarantined(
+    token: &Token,
+    store: &Store,
+    rpc: &RpcClient,
+    settings: &WatcherSettings,
+    pass: &mut Pass,
+) -> Result<(), WatchError> {
+    for row in store.quarantine_retries(&token.name).await? {
+        let s = SignatureInfo {
+            signature: row.signature.clone(),
+            slot: row.slot as u64,
+            err: None,
+            memo: row.memo.clone(),
+        };
+        let now = chrono::Utc::now();
+        match read(rpc, token, &s).await? {
+            Read::Deposit(d) => {
+                let done = store.credit_deposits(&token.name, &[d], None, now).await?;
+                pass.credited.attributed += done.attributed;
+                pass.credited.unattributed += done.unattributed;
+                pass.credited.duplicates += done.duplicates;
+                pass.credited.amount += done.amount;
+                store
+                    .resolve_quarantine(&token.name, Some(&row.signature), "credited", now)
+                    .await?;
+                tracing::info!(token = %token.name, signature = %row.signature, "quarantined deposit read on retry and credited");
+            }
+            Read::Nothing(why) => {
+                store
+                    .resolve_quarantine(&token.name, Some(&row.signature), why, now)
+                    .await?;
+            }
+            Read::Unreadable(e) => {
+                store
+                    .note_unreadable(
+                        &token.name,
+                        &row.signature,
+                        row.slot,
+                        row.memo.as_deref(),
+                        &e.to_string(),
+                        settings.quarantine_after,
+                        now,
+                    )
+                    .await?;
+                tracing::warn!(token = %token.name, signature = %row.signature, error = %e, "quarantined deposit still unreadable on retry");
+            }
+        }
+        pass.retried += 1;
+    }
+    Ok(())
+}
+
+/// One pass: admins' quarantine retries, then the window after the cursor (or after the
+/// configured start, on a first run), credited with the new cursor.
+///
+/// Paging keeps at most `max_window` + one page of signatures in memory, however long the
+/// history: the oldest `max_window` are processed, the rest are left for the next pass. A
+/// signature that cannot be read counts an attempt; while any such signature is not yet
+/// quarantined, the window is credited up to just before it (the cursor stops there) and the
+/// pass fails (backing off). Quarantined signatures are skipped, so the cursor moves on.
 pub async fn run_pass(
     token: &Token,
     store: &Store,
     rpc: &RpcClient,
     settings: &WatcherSettings,
 ) -> Result<Pass, WatchError> {
-    let cursor = store.watcher_cursor(&token.name).await?;
-    let until = cursor.as_ref().map(|c| c.signature.as_str());
-    let limit = settings.page_limit.max(1);
     let mut pass = Pass::default();
-    let mut window: Vec<SignatureInfo> = Vec::new();
+    retry_quarantined(token, store, rpc, settings, &mut pass).await?;
+    let cursor = store.watcher_cursor(&token.name).await?;
+    let (until, floor) = match (&cursor, &settings.start) {
+        (Some(c), _) => (Some(c.signature.clone()), None),
+        (None, Some(StartAt::Signature(s))) => (Some(s.clone()), None),
+        (None, Some(StartAt::Slot(slot))) => (None, Some(*slot)),
+        (None, None) => {
+            tracing::warn!(token = %token.name, "first run without a start: reading the treasury's whole history, oldest first (set TIPOFF_SOLANA_START to begin later)");
+            (None, None)
+        }
+    };
+    let limit = settings.page_limit.max(1);
+    let max_window = settings.max_window.max(1);
+    // Newest first, as listed; only the oldest `max_window` are kept.
+    let mut listed: VecDeque<SignatureInfo> = VecDeque::new();
     let mut before: Option<String> = None;
     loop {
         let page = rpc
-            .signatures(&token.treasury, before.as_deref(), until, limit)
+            .signatures(&token.treasury, before.as_deref(), until.as_deref(), limit)
             .await?;
         pass.pages += 1;
         let full = page.len() >= limit;
         before = page.last().map(|s| s.signature.clone());
-        window.extend(page);
-        if !full || before.is_none() {
+        let mut below_start = false;
+        for s in page {
+            if floor.is_some_and(|f| s.slot < f) {
+                below_start = true;
+                break;
+            }
+            listed.push_back(s);
+        }
+        while listed.len() > max_window {
+            listed.pop_front();
+            pass.more = true;
+        }
+        if !full || before.is_none() || below_start {
             break;
         }
     }
-    window.reverse();
-    if window.len() > settings.max_window.max(1) {
-        window.truncate(settings.max_window.max(1));
-        pass.more = true;
-    }
+    let window: Vec<SignatureInfo> = listed.into_iter().rev().collect();
     pass.signatures = window.len();
     let Some(newest) = window.last() else {
         return Ok(pass);
@@ -231,50 +376,82 @@ pub async fn run_pass(
         signature: newest.signature.clone(),
         slot: newest.slot as i64,
     };
-    let live: Vec<SignatureInfo> = window.into_iter().filter(|s| s.err.is_none()).collect();
-    pass.failed_skipped = pass.signatures - live.len();
-    let fetched: Vec<(SignatureInfo, serde_json::Value)> = futures_util::stream::iter(live)
-        .map(|s| async move {
-            match rpc.transaction(&s.signature).await? {
-                Some(tx) => Ok((s, tx)),
-                None => Err(WatchError::Missing(s.signature)),
-            }
-        })
+    let (skip, failing) = store.quarantined_signatures(&token.name).await?;
+    let live: Vec<(usize, &SignatureInfo)> = window
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.err.is_none() && !skip.contains(&s.signature))
+        .collect();
+    pass.failed_skipped = window.iter().filter(|s| s.err.is_some()).count();
+    pass.quarantine_skipped = window.len() - pass.failed_skipped - live.len();
+    let fetched: Vec<(usize, &SignatureInfo, Read)> = futures_util::stream::iter(live)
+        .map(|(i, s)| async move { Ok::<_, WatchError>((i, s, read(rpc, token, s).await?)) })
         .buffered(settings.concurrency.max(1))
         .try_collect()
         .await?;
-    let mut deposits = Vec::new();
-    for (s, tx) in fetched {
-        let unreadable = |message: String| WatchError::Unreadable {
-            signature: s.signature.clone(),
-            message,
-        };
-        let Some(delta) = treasury_delta(&tx, &token.treasury, &token.mint).map_err(unreadable)?
-        else {
-            pass.failed_skipped += 1;
-            continue;
-        };
-        if delta <= 0 {
-            continue;
+    let now = chrono::Utc::now();
+    let mut deposits: Vec<(usize, IncomingDeposit)> = Vec::new();
+    let mut holding: Option<(usize, WatchError)> = None;
+    for (i, s, read) in fetched {
+        match read {
+            Read::Deposit(d) => deposits.push((i, d)),
+            Read::Nothing(_) => pass.failed_skipped += 1,
+            Read::Unreadable(e) => {
+                let row = store
+                    .note_unreadable(
+                        &token.name,
+                        &s.signature,
+                        s.slot as i64,
+                        s.memo.as_deref(),
+                        &e.to_string(),
+                        settings.quarantine_after,
+                        now,
+                    )
+                    .await?;
+                if row.state == "quarantined" {
+                    pass.quarantined += 1;
+                    tracing::error!(token = %token.name, signature = %s.signature, attempts = row.attempts, error = %e,
+                        "deposit quarantined: unreadable after every attempt; the cursor moves on (list: GET /admin/deposits/quarantine)");
+                } else if holding.is_none() {
+                    holding = Some((i, e));
+                }
+            }
         }
-        let Ok(amount) = i64::try_from(delta) else {
-            return Err(unreadable(format!(
-                "a deposit of {delta} base units is beyond what the ledger holds (2^63 - 1)"
-            )));
-        };
-        let mut memo: Vec<String> = s.memo.iter().cloned().collect();
-        memo.extend(memos(&tx));
-        deposits.push(IncomingDeposit {
-            signature: s.signature,
-            slot: s.slot as i64,
-            amount,
-            memo: (!memo.is_empty()).then(|| memo.join(" | ")),
-        });
     }
-    pass.credited = store
-        .credit_deposits(&token.name, &deposits, Some(&newest), chrono::Utc::now())
-        .await?;
-    Ok(pass)
+    match holding {
+        None => {
+            let deposits: Vec<IncomingDeposit> = deposits.into_iter().map(|(_, d)| d).collect();
+            pass.credited = store
+                .credit_deposits(&token.name, &deposits, Some(&newest), now)
+                .await?;
+            if failing {
+                // Signatures counted by earlier passes that read fine this time.
+                store
+                    .resolve_quarantine(&token.name, None, "credited", now)
+                    .await?;
+            }
+            Ok(pass)
+        }
+        Some((at, error)) => {
+            // Everything before the unreadable signature is credited; the cursor stops there.
+            if at > 0 {
+                let before: Vec<IncomingDeposit> = deposits
+                    .into_iter()
+                    .filter(|(i, _)| *i < at)
+                    .map(|(_, d)| d)
+                    .collect();
+                let last = &window[at - 1];
+                let cursor = Cursor {
+                    signature: last.signature.clone(),
+                    slot: last.slot as i64,
+                };
+                store
+                    .credit_deposits(&token.name, &before, Some(&cursor), now)
+                    .await?;
+            }
+            Err(error)
+        }
+    }
 }
 
 impl Actor for Watcher {

@@ -120,6 +120,9 @@ endpoints! {
         query: [("unattributed", "true: only deposits no user's code matched"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     post "/admin/deposits/{id}/assign" => money::assign_deposit { tag: "admin", access: Admin, summary: "Credit an unattributed deposit to a user (once)",
         body: || json!({"type": "object", "required": ["user_id"], "properties": {"user_id": s("integer")}}) }
+    get "/admin/deposits/quarantine" => money::quarantine { tag: "admin", access: Admin, summary: "Treasury signatures a watcher could not read: failing (counting attempts), quarantined (skipped; the cursor moved on), retry (asked again), resolved; oldest first",
+        query: [("state", "failing, quarantined, retry or resolved"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+    post "/admin/deposits/quarantine/{id}/retry" => money::retry_quarantined { tag: "admin", access: Admin, summary: "Ask the watcher to read a quarantined signature again on its next pass (credited if readable, else quarantined again)" }
     get "/admin/withdrawals" => money::admin_withdrawals { tag: "admin", access: Admin, summary: "Withdrawals, oldest first (the signer's queue), with their age and the age of an open claim",
         query: [("state", "pending, processing, completed, failed or expired"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     post "/admin/withdrawals/{id}/{action}" => money::finish_withdrawal { tag: "admin", access: Admin, summary: "The signer protocol: claim a pending withdrawal (pending → processing) before sending it on chain, then complete it (with the transaction signature, which pays one withdrawal only) or fail it (hold released); action is claim, complete or fail",

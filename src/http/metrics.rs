@@ -55,6 +55,7 @@ pub struct Metrics {
     settlements: IntCounterVec,
     sse_streams: IntGauge,
     withdrawal_claims: IntGauge,
+    deposits_quarantined: IntGaugeVec,
     withdrawal_oldest_claim: prometheus::Gauge,
     ready: IntGauge,
     leader: IntGauge,
@@ -210,6 +211,13 @@ impl Metrics {
                 "sse_streams",
                 "Open live event streams (GET /api/v1/events)."
             ))),
+            deposits_quarantined: reg!(IntGaugeVec::new(
+                opts(
+                    "deposits_quarantined",
+                    "Treasury signatures quarantined (unreadable after every attempt; the cursor moved past them) or waiting for a retry, per token."
+                ),
+                &["token"]
+            )),
             withdrawal_claims: reg!(IntGauge::with_opts(opts(
                 "withdrawal_claims_open",
                 "Withdrawals claimed by a signer (processing) and not yet completed or failed."
@@ -342,6 +350,13 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         let outbox = state.store.outbox_stats(now).await?;
         let (claims, oldest_claim) = state.store.open_claims(now).await?;
         m.withdrawal_claims.set(claims);
+        m.deposits_quarantined.reset();
+        for t in state.tokens() {
+            m.deposits_quarantined.with_label_values(&[&t.name]).set(0);
+        }
+        for (token, n) in state.store.quarantine_counts().await? {
+            m.deposits_quarantined.with_label_values(&[&token]).set(n);
+        }
         m.withdrawal_oldest_claim.set(oldest_claim.unwrap_or(0.0));
         for st in tipoff_actors::store::IMPORT_STATES {
             let n = counts

@@ -27,8 +27,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tipoff_actors::solana::{is_pubkey, is_signature, Token};
 use tipoff_actors::store::{
-    user_account, Deposit, LedgerEntry, Position, Stake, User, Withdrawal, WithdrawalOutcome,
-    WITHDRAWAL_STATES,
+    user_account, Deposit, LedgerEntry, Position, QuarantinedDeposit, Stake, User, Withdrawal,
+    WithdrawalOutcome, QUARANTINE_STATES, WITHDRAWAL_STATES,
 };
 use tipoff_actors::StoreError;
 
@@ -484,6 +484,51 @@ pub async fn admin_withdrawals(
     };
     let rows = state.store.withdrawals(wanted, after, limit + 1).await?;
     Ok(id_page(rows, limit, |w| w.id, admin_withdrawal_json))
+}
+
+fn quarantine_json(q: &QuarantinedDeposit) -> Value {
+    json!({"id": q.id, "token": q.token, "signature": q.signature, "slot": q.slot, "memo": q.memo,
+           "attempts": q.attempts, "last_error": q.last_error, "state": q.state,
+           "first_seen_at": q.first_seen_at, "updated_at": q.updated_at, "resolution": q.resolution})
+}
+
+/// `GET /admin/deposits/quarantine?state=&limit=&cursor=` (oldest first)
+pub async fn quarantine(
+    _: Admin,
+    state: web::Data<AppState>,
+    q: web::Query<WithdrawalQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = limit(q.limit.as_deref())?;
+    let after = id_cursor(q.cursor.as_deref())?;
+    let wanted = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) if QUARANTINE_STATES.contains(&s) => Some(s),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "state must be one of {}, not `{}`",
+                QUARANTINE_STATES.join(", "),
+                other.chars().take(64).collect::<String>()
+            )))
+        }
+    };
+    let rows = state.store.quarantine(wanted, after, limit + 1).await?;
+    Ok(id_page(rows, limit, |r| r.id, quarantine_json))
+}
+
+/// `POST /admin/deposits/quarantine/{id}/retry`
+pub async fn retry_quarantined(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let row = state
+        .store
+        .retry_quarantined(id, Utc::now())
+        .await
+        .map_err(not_found("quarantined deposit", id))?;
+    tracing::info!(id, token = %row.token, signature = %row.signature, "quarantined deposit queued for a retry");
+    Ok(HttpResponse::Ok().json(quarantine_json(&row)))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -403,3 +403,225 @@ async fn rpc_faults_back_off_inside_the_actor_and_never_restart_it() {
     crate::money::assert_audit(&app).await;
     app.stop().await;
 }
+
+/// CONSTRUCTED: `n` transfers of 1 + i base units into the USDC treasury at slots from `slot0`
+/// up; answers their list entries newest first.
+fn constructed_history(rpc: &MockRpc, tag: &str, slot0: u64, n: u64) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let sig = constructed_signature(tag, i);
+            rpc.add_transaction(
+                &sig,
+                constructed_transfer(&sig, slot0 + i, USDC_MINT, USDC_TREASURY, 0, 1 + i, None),
+            );
+            signature_entry(&sig, slot0 + i, None)
+        })
+        .rev()
+        .collect()
+}
+
+fn test_client(rpc: &MockRpc) -> RpcClient {
+    RpcClient::new(
+        &rpc.url,
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+        "test",
+    )
+    .unwrap()
+}
+
+/// A signature whose `getTransaction` always answers null holds the cursor for
+/// `quarantine_after` passes (credits before it still land), is then quarantined and the
+/// deposits after it are credited; the admin lists it, asks for a retry, and once the node can
+/// serve it the next pass credits it, once.
+async fn an_unreadable_signature_is_quarantined_and_later_deposits_are_credited(db: Db) {
+    let rpc = MockRpc::start();
+    let app = spawn_app(&db, &[("TIPOFF_TOKENS", &tokens_setting())]).await;
+    let client = test_client(&rpc);
+    let settings = WatcherSettings {
+        quarantine_after: 3,
+        ..Default::default()
+    };
+    let token = usdc_token();
+    // Oldest first: two readable, the pruned one, two readable.
+    let before = constructed_history(&rpc, "B", 100, 2);
+    let pruned = constructed_signature("P", 1);
+    let after = constructed_history(&rpc, "A", 200, 2);
+    let mut list = after.clone();
+    list.push(signature_entry(&pruned, 150, Some("[9] lost")));
+    list.extend(before);
+    rpc.push_signatures(USDC_TREASURY, list);
+
+    for attempt in 1..=2 {
+        let err = run_pass(&token, &app.store, &client, &settings)
+            .await
+            .expect_err("the pruned signature holds the window");
+        assert!(err.to_string().contains(&pruned), "{err}");
+        let cursor = app.store.watcher_cursor("usdc").await.unwrap().unwrap();
+        assert_eq!(
+            cursor.slot, 101,
+            "credited up to just before it (attempt {attempt})"
+        );
+    }
+    let audit = crate::money::assert_audit(&app).await;
+    assert_eq!(audit["tokens"][0]["deposits"], 1 + 2);
+    let res = app
+        .admin_get("/admin/deposits/quarantine?state=failing")
+        .await;
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["items"][0]["attempts"], 2, "{body}");
+
+    let pass = run_pass(&token, &app.store, &client, &settings)
+        .await
+        .expect("the third attempt quarantines it and moves on");
+    assert_eq!((pass.quarantined, pass.credited.unattributed), (1, 2));
+    let cursor = app.store.watcher_cursor("usdc").await.unwrap().unwrap();
+    assert_eq!(cursor.slot, 201);
+    let res = app
+        .admin_get("/admin/deposits/quarantine?state=quarantined")
+        .await;
+    let body: Value = res.json().await.unwrap();
+    let row = body["items"][0].clone();
+    assert_eq!(
+        (
+            row["signature"].as_str(),
+            row["attempts"].as_i64(),
+            row["memo"].as_str()
+        ),
+        (Some(pruned.as_str()), Some(3), Some("[9] lost")),
+        "{body}"
+    );
+    assert!(
+        row["last_error"].as_str().unwrap().contains("null"),
+        "{row}"
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("tipoff_deposits_quarantined{token=\"usdc\"} 1"),
+        "{metrics}"
+    );
+    // Later passes skip it: no more getTransaction for it.
+    rpc.clear_log();
+    let more = constructed_history(&rpc, "L", 300, 1);
+    rpc.push_signatures(USDC_TREASURY, more);
+    let pass = run_pass(&token, &app.store, &client, &settings)
+        .await
+        .unwrap();
+    assert_eq!(pass.credited.unattributed, 1);
+    assert!(calls(&rpc.log(), "getTransaction")
+        .iter()
+        .all(|(_, p, _)| p[0] != pruned.as_str()));
+
+    // The node serves it again (an archive node); the admin asks for a retry.
+    rpc.add_transaction(
+        &pruned,
+        constructed_transfer(&pruned, 150, USDC_MINT, USDC_TREASURY, 0, 1000, None),
+    );
+    let id = row["id"].as_i64().unwrap();
+    let res = app
+        .admin_post(&format!("/admin/deposits/quarantine/{id}/retry"))
+        .await;
+    assert_eq!(res.status(), 200);
+    let res = app
+        .admin_post(&format!("/admin/deposits/quarantine/{id}/retry"))
+        .await;
+    assert_eq!(res.status(), 409, "a retry is asked once");
+    let pass = run_pass(&token, &app.store, &client, &settings)
+        .await
+        .unwrap();
+    assert_eq!((pass.retried, pass.credited.amount), (1, 1000));
+    let pass = run_pass(&token, &app.store, &client, &settings)
+        .await
+        .unwrap();
+    assert_eq!((pass.retried, pass.credited.amount), (0, 0));
+    let res = app
+        .admin_get("/admin/deposits/quarantine?state=resolved")
+        .await;
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["items"][0]["resolution"], "credited", "{body}");
+    let audit = crate::money::assert_audit(&app).await;
+    // 1 + 2 before, 1 + 2 after, 1 later, 1000 recovered.
+    assert_eq!(audit["tokens"][0]["deposits"], 3 + 3 + 1 + 1000);
+    let res = app
+        .admin_get("/admin/deposits/quarantine?state=bogus")
+        .await;
+    assert_eq!(res.status(), 400);
+    app.stop().await;
+}
+both_backends!(an_unreadable_signature_is_quarantined_and_later_deposits_are_credited: quarantine_sqlite, quarantine_postgres);
+
+/// A first run against a 5,000-signature history with a start signature reads only what is
+/// after it (pages and transactions); with a start slot, only what is at or after the slot.
+async fn a_first_run_begins_at_the_configured_start(db: Db) {
+    let rpc = MockRpc::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(&db, dir.path()).await;
+    let client = test_client(&rpc);
+    let history = constructed_history(&rpc, "H", 1_000, 5_000);
+    rpc.push_signatures(USDC_TREASURY, history.clone());
+    // Newest first: index 30 is the 4,970th oldest; 30 signatures come after it.
+    let start = history[30]["signature"].as_str().unwrap().to_string();
+    let settings = WatcherSettings {
+        start: Some(tipoff_actors::watcher::StartAt::Signature(start.clone())),
+        ..Default::default()
+    };
+    let token = usdc_token();
+    let pass = run_pass(&token, &store, &client, &settings).await.unwrap();
+    assert_eq!((pass.signatures, pass.pages, pass.more), (30, 1, false));
+    let log = rpc.log();
+    assert_eq!(
+        calls(&log, "getSignaturesForAddress")[0].1[1]["until"],
+        start.as_str()
+    );
+    assert_eq!(calls(&log, "getTransaction").len(), 30);
+    // The amounts of the 30 newest: 1 + i for i in 4,970..5,000.
+    assert_eq!(pass.credited.amount, (4_971..=5_000).sum::<i64>());
+    store.close().await;
+    drop(store);
+
+    // A slot start for another token on the same treasury (a cursor of its own), paging 500 at
+    // a time: only slots ≥ 5,500 (500 signatures; the second page reaches below the start).
+    let store = fresh_store(&db, dir.path()).await;
+    let token = Token {
+        name: "second".into(),
+        ..usdc_token()
+    };
+    let settings = WatcherSettings {
+        start: Some(tipoff_actors::watcher::StartAt::Slot(5_500)),
+        page_limit: 500,
+        ..Default::default()
+    };
+    let pass = run_pass(&token, &store, &client, &settings).await.unwrap();
+    assert_eq!((pass.signatures, pass.pages), (500, 2));
+    assert_eq!(pass.credited.amount, (4_501..=5_000).sum::<i64>());
+    store.close().await;
+    drop(store);
+
+    // No start: the whole history, oldest first, one 1,000-signature window per pass (the
+    // newer ones are dropped while paging back, so memory holds a window and a page).
+    let store = fresh_store(&db, dir.path()).await;
+    let token = Token {
+        name: "third".into(),
+        ..usdc_token()
+    };
+    let settings = WatcherSettings {
+        page_limit: 1000,
+        ..Default::default()
+    };
+    let first = run_pass(&token, &store, &client, &settings).await.unwrap();
+    assert_eq!((first.signatures, first.more), (1000, true));
+    assert_eq!(first.credited.amount, (1..=1000).sum::<i64>());
+    let mut total = first.credited.amount;
+    loop {
+        let pass = run_pass(&token, &store, &client, &settings).await.unwrap();
+        total += pass.credited.amount;
+        if !pass.more {
+            break;
+        }
+    }
+    assert_eq!(total, (1..=5_000).sum::<i64>());
+    let audit = store.audit().await.unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+    store.close().await;
+}
+both_backends!(a_first_run_begins_at_the_configured_start: watcher_start_sqlite, watcher_start_postgres);

@@ -42,6 +42,7 @@ pub(crate) mod money;
 mod games;
 mod imports;
 mod postgres;
+mod quarantine;
 mod sqlite;
 
 pub use games::{
@@ -57,6 +58,7 @@ pub use outbox::{
     Attempt, Counts, EventBody, OutboxEvent, OutboxStats, EVENT_TYPES, OUTBOX_STATES,
     PUBLIC_EVENT_TYPES,
 };
+pub use quarantine::{QuarantinedDeposit, QUARANTINE_STATES};
 
 use std::sync::Arc;
 use std::time::Duration;
