@@ -164,7 +164,7 @@ const KEYS: &[Key] = &[
     key("history_retention", "30d"),
     secret("webhook_secret"),
     key("webhook_timeout", "10s"),
-    key("webhook_max_attempts", "10"),
+    key("webhook_retry_window", "3d"),
     key("webhook_backoff_base", "5s"),
     key("webhook_backoff_cap", "30m"),
     key("outbox_interval", "1s"),
@@ -273,7 +273,8 @@ pub struct Config {
     pub webhook_secret: Option<Secret>,
     pub webhook_timeout: Duration,
     /// Attempts before an event is marked dead.
-    pub webhook_max_attempts: u32,
+    /// How long an event is retried, from its creation, before it is dead.
+    pub webhook_retry_window: Duration,
     pub webhook_backoff_base: Duration,
     pub webhook_backoff_cap: Duration,
     pub outbox_interval: Duration,
@@ -661,7 +662,7 @@ impl Config {
             history_retention: nonzero("history_retention")?,
             webhook_secret,
             webhook_timeout: nonzero("webhook_timeout")?,
-            webhook_max_attempts: get("webhook_max_attempts").number(1u32)?,
+            webhook_retry_window: nonzero("webhook_retry_window")?,
             webhook_backoff_base: nonzero("webhook_backoff_base")?,
             webhook_backoff_cap,
             outbox_interval: nonzero("outbox_interval")?,

@@ -321,7 +321,7 @@ fn outbox_settings(config: &Config, urls: &[String]) -> OutboxSettings {
         urls: urls.to_vec(),
         interval: config.outbox_interval,
         batch: config.outbox_batch,
-        max_attempts: config.webhook_max_attempts,
+        retry_window: config.webhook_retry_window,
         backoff_base: config.webhook_backoff_base,
         backoff_cap: config.webhook_backoff_cap,
         timeout: config.webhook_timeout,

@@ -5,11 +5,16 @@
 //!   headers `X-Tipoff-Event-Id`, `X-Tipoff-Event-Type` and `X-Tipoff-Signature: sha256=<hex>`,
 //!   the HMAC-SHA256 of the exact body bytes under the configured secret.
 //! - A 2xx answer acknowledges the event for that URL (remembered, so a retry goes only to the
-//!   URLs that have not acknowledged). Anything else is a failed attempt: the next one waits
-//!   an exponential backoff with jitter, at least the receiver's `Retry-After` (capped), and
-//!   after `max_attempts` the event is `dead` (an admin can retry it).
-//! - Within one pass a URL that failed is not tried again: the events behind it wait for the
-//!   next pass instead of each costing a timeout against a receiver that is down.
+//!   URLs that have not acknowledged). Anything else is a failed attempt of that event: its
+//!   next one waits an exponential backoff with jitter, at least the receiver's `Retry-After`
+//!   (capped); an event that fails once its retry window (`retry_window`, 3 days by default,
+//!   like Stripe's) has passed is `dead` (an admin can retry it).
+//! - A circuit per receiver URL: a failed POST marks the URL down (`webhook_health`, shared by
+//!   replicas). While it is down no event is sent to it and none is charged an attempt, except
+//!   one probe — the oldest due event — when its probe time comes (on the same backoff
+//!   schedule, counted in the URL's failures). A probe that succeeds brings the URL up and the
+//!   waiting events go out in order at full speed. A long outage therefore costs each event
+//!   nothing; events whose window passes while their URL is down become `dead`.
 //! - Progress lives in the database only, so a restart or a crash loses nothing: an event
 //!   delivered but not yet marked is sent again (receivers deduplicate by the event id).
 //!
@@ -17,7 +22,7 @@
 //! Timers: one pass every interval; a pass that filled its batch is followed at once.
 //! Stops: at once, or when the pass in flight ends.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +35,7 @@ use sha2::Sha256;
 use crate::db::humantime;
 use crate::restart::exponential;
 use crate::service::{Control, ServiceCtx, TickGate};
-use crate::store::{Attempt, OutboxEvent, Store, StoreError};
+use crate::store::{Attempt, OutboxEvent, Store, StoreError, WebhookDown};
 
 #[derive(Debug, Clone)]
 pub struct OutboxSettings {
@@ -38,8 +43,8 @@ pub struct OutboxSettings {
     pub interval: Duration,
     /// Events read per pass.
     pub batch: i64,
-    /// Attempts before an event is dead.
-    pub max_attempts: u32,
+    /// How long an event is retried (from its creation) before it is dead.
+    pub retry_window: Duration,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
     /// Whole-request timeout per POST.
@@ -52,7 +57,7 @@ impl Default for OutboxSettings {
             urls: Vec::new(),
             interval: Duration::from_secs(1),
             batch: 100,
-            max_attempts: 10,
+            retry_window: Duration::from_secs(3 * 24 * 3600),
             backoff_base: Duration::from_secs(5),
             backoff_cap: Duration::from_secs(1800),
             timeout: Duration::from_secs(10),
@@ -189,68 +194,116 @@ pub struct Delivered {
     pub delivered: usize,
     /// Events with a failed attempt, to be retried.
     pub retrying: usize,
-    /// Events that spent their attempts.
+    /// Events given up: failed, or waited for a URL that was down, past their retry window.
     pub dead: usize,
-    /// Events left for the next pass because a URL they need failed earlier in this pass.
+    /// Events left for later because a URL they need is down (not charged an attempt).
     pub deferred: usize,
     /// Events read (a full batch means more may be due).
     pub read: usize,
+    /// Probes sent to URLs that were down.
+    pub probes: usize,
+    /// URLs that came back up in this pass.
+    pub recovered: usize,
     pub last_error: Option<String>,
 }
 
-/// One delivery pass over the due events.
+/// One delivery pass over the events due at `now` (the clock is a parameter so tests can
+/// drive days of outage in moments).
 pub async fn deliver_due(
     store: &Store,
     client: &WebhookClient,
     settings: &OutboxSettings,
+    now: DateTime<Utc>,
 ) -> Result<Delivered, StoreError> {
-    let events = store.outbox_due(Utc::now(), settings.batch).await?;
-    let mut done = Delivered {
-        read: events.len(),
-        ..Delivered::default()
-    };
-    let mut down: HashSet<String> = HashSet::new();
+    let mut done = Delivered::default();
+    // URLs down now; those whose probe is due may take one event in this pass.
+    let mut down: HashMap<String, WebhookDown> = store
+        .webhooks_down()
+        .await?
+        .into_iter()
+        .filter(|d| settings.urls.contains(&d.url))
+        .map(|d| (d.url.clone(), d))
+        .collect();
+    let mut probe_due: HashSet<String> = down
+        .values()
+        .filter(|d| d.next_probe_at <= now)
+        .map(|d| d.url.clone())
+        .collect();
+    if !settings.urls.is_empty()
+        && settings
+            .urls
+            .iter()
+            .all(|u| down.contains_key(u) && !probe_due.contains(u))
+    {
+        // Every receiver is down and none is due for a probe: nothing to read or charge.
+        done.last_error = down.values().next().map(|d| d.last_error.clone());
+        return Ok(done);
+    }
+    let window = chrono::Duration::from_std(settings.retry_window).unwrap_or(chrono::Duration::MAX);
+    let events = store.outbox_due(now, settings.batch).await?;
+    done.read = events.len();
     for event in events {
-        let mut acknowledged = event.acknowledged();
+        let before = event.acknowledged();
+        let mut acknowledged = before.clone();
         let wanted: Vec<&String> = settings
             .urls
             .iter()
             .filter(|u| !acknowledged.contains(u))
             .collect();
-        if wanted.iter().all(|u| down.contains(*u)) && !wanted.is_empty() {
-            done.deferred += 1;
-            continue;
-        }
         let mut errors = Vec::new();
+        let mut waiting = Vec::new();
         let mut retry_after = None;
         for url in wanted {
-            if down.contains(url) {
-                errors.push(format!("{url}: skipped (failed earlier in this pass)"));
+            if down.contains_key(url) && !probe_due.remove(url) {
+                waiting.push(url.clone());
                 continue;
             }
+            let probing = down.contains_key(url);
+            done.probes += usize::from(probing);
             match client.post(url, &event).await {
-                Ok(()) => acknowledged.push(url.clone()),
+                Ok(()) => {
+                    acknowledged.push(url.clone());
+                    if let Some(was) = down.remove(url) {
+                        store.webhook_recovered(url, now).await?;
+                        done.recovered += 1;
+                        tracing::info!(url = %host_of(url), failures = was.failures, down_since = %was.down_since, "webhook receiver is up again; delivering in order");
+                    }
+                }
                 Err(e) => {
-                    down.insert(url.clone());
+                    let row = store
+                        .webhook_failed(
+                            url,
+                            &e.message,
+                            |failures| {
+                                now + chrono::Duration::from_std(retry_delay(
+                                    settings,
+                                    failures,
+                                    e.retry_after,
+                                ))
+                                .unwrap_or_default()
+                            },
+                            now,
+                        )
+                        .await?;
+                    if row.failures == 1 {
+                        tracing::warn!(url = %host_of(url), error = %e.message, "webhook receiver is down; probing it with one event on the backoff schedule");
+                    }
+                    down.insert(url.clone(), row);
                     retry_after = retry_after.max(e.retry_after);
                     errors.push(e.message);
                 }
             }
         }
-        let now = Utc::now();
-        let attempt = if errors.is_empty() {
-            done.delivered += 1;
-            Attempt::Delivered
-        } else {
+        let age = now - event.created_at;
+        let attempt = if !errors.is_empty() {
             let attempts = event.attempts as u32 + 1;
-            let dead = attempts >= settings.max_attempts;
+            let dead = age >= window;
             let error = errors.join("; ");
             if dead {
                 done.dead += 1;
-                tracing::error!(event = event.id, event_type = %event.event_type, attempts, %error, "webhook event dead after its last attempt");
+                tracing::error!(event = event.id, event_type = %event.event_type, attempts, %error, "webhook event dead: its retry window has passed");
             } else {
                 done.retrying += 1;
-                tracing::warn!(event = event.id, event_type = %event.event_type, attempts, %error, "webhook delivery failed; will retry");
             }
             done.last_error = Some(error.clone());
             let delay = retry_delay(settings, attempts, retry_after);
@@ -259,12 +312,51 @@ pub async fn deliver_due(
                 next_at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
                 dead,
             }
+        } else if !waiting.is_empty() {
+            if age >= window {
+                done.dead += 1;
+                let error = format!(
+                    "retry window passed while {} was down",
+                    waiting
+                        .iter()
+                        .map(|u| host_of(u))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                tracing::error!(event = event.id, event_type = %event.event_type, %error, "webhook event dead");
+                Attempt::Expired { error }
+            } else if acknowledged != before {
+                done.deferred += 1;
+                Attempt::Acknowledged
+            } else {
+                done.deferred += 1;
+                continue;
+            }
+        } else {
+            done.delivered += 1;
+            Attempt::Delivered
         };
         store
             .outbox_attempted(event.id, &acknowledged, &attempt, now)
             .await?;
+        if done.recovered > 0 {
+            // Events that probed earlier are due again: the next pass, at once, takes the
+            // backlog from the oldest.
+            break;
+        }
+    }
+    if done.last_error.is_none() {
+        done.last_error = down.values().next().map(|d| d.last_error.clone());
     }
     Ok(done)
+}
+
+/// The scheme and host of a URL, for logs (the path or query may hold a secret).
+fn host_of(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!("{}://{}", u.scheme(), u.host_str().unwrap_or("?")),
+        Err(_) => "(unparseable URL)".into(),
+    }
 }
 
 pub struct Outbox {
@@ -302,7 +394,7 @@ impl Outbox {
             self.settings.clone(),
         );
         ctx.spawn(
-            async move { deliver_due(&store, &client, &settings).await }
+            async move { deliver_due(&store, &client, &settings, Utc::now()).await }
                 .into_actor(self)
                 .map(|res, act, ctx| {
                     let stop = act.gate.end();
@@ -324,8 +416,9 @@ impl Outbox {
                                     "outbox pass"
                                 );
                             }
-                            again = done.read as i64 >= act.settings.batch
-                                && done.delivered + done.retrying + done.dead > 0;
+                            again = done.recovered > 0
+                                || (done.read as i64 >= act.settings.batch
+                                    && done.delivered + done.retrying + done.dead > 0);
                         }
                         Err(e) => act.svc.tick_err(&e),
                     }

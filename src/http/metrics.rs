@@ -56,6 +56,7 @@ pub struct Metrics {
     sse_streams: IntGauge,
     withdrawal_claims: IntGauge,
     deposits_quarantined: IntGaugeVec,
+    webhooks_down: IntGauge,
     withdrawal_oldest_claim: prometheus::Gauge,
     ready: IntGauge,
     leader: IntGauge,
@@ -211,6 +212,10 @@ impl Metrics {
                 "sse_streams",
                 "Open live event streams (GET /api/v1/events)."
             ))),
+            webhooks_down: reg!(IntGauge::with_opts(opts(
+                "webhook_receivers_down",
+                "Webhook receiver URLs marked down (probed by one event on the backoff schedule; the others wait uncharged)."
+            ))),
             deposits_quarantined: reg!(IntGaugeVec::new(
                 opts(
                     "deposits_quarantined",
@@ -350,6 +355,8 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         let outbox = state.store.outbox_stats(now).await?;
         let (claims, oldest_claim) = state.store.open_claims(now).await?;
         m.withdrawal_claims.set(claims);
+        m.webhooks_down
+            .set(state.store.webhooks_down().await?.len() as i64);
         m.deposits_quarantined.reset();
         for t in state.tokens() {
             m.deposits_quarantined.with_label_values(&[&t.name]).set(0);

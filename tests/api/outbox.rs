@@ -1,8 +1,8 @@
 //! The outbox: domain events written with their change, delivered to webhooks signed and at
-//! least once, retried with the same ids after failures, dead after N attempts and retried by
-//! an admin, and delivered after a SIGKILL.
+//! least once, a receiver that is down probed by one event while the others wait uncharged (a
+//! simulated day of outage loses nothing), dead after the retry window and retried by an
+//! admin, and delivered after a SIGKILL.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -108,47 +108,55 @@ async fn healthy_receiver_sees_every_event_once(db: Db) {
 
 both_backends!(healthy_receiver_sees_every_event_once: webhook_healthy_sqlite, webhook_healthy_postgres);
 
+/// A receiver that is down is probed with one due event at a time (the others are not charged
+/// an attempt); once it answers, every event goes out once, in order.
 async fn failing_receiver_gets_the_same_ids_after_recovery(db: Db) {
     let hook = MockWebhook::start();
     hook.fail(503, Some("0"));
-    let env = outbox_env(&hook, &[("TIPOFF_WEBHOOK_MAX_ATTEMPTS", "50")]);
+    let env = outbox_env(&hook, &[]);
     let app = spawn_app(&db, &as_refs(&env)).await;
     let n = make_events(&app).await;
-    // Wait until every event has been refused at least twice.
+    // Wait until the receiver has been probed three times.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut tries: BTreeMap<i64, usize> = BTreeMap::new();
-        for r in hook.received() {
-            *tries.entry(r.id).or_default() += 1;
-        }
-        if tries.len() == n && tries.values().all(|t| *t >= 2) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "retries: {tries:?}");
+    while hook.received().len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "probes: {:?}",
+            hook.received()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let refused: std::collections::BTreeSet<i64> = hook.received().iter().map(|r| r.id).collect();
-    let stats: Value = app
+    let pending: Value = app
         .admin_get("/admin/outbox?state=pending")
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(stats["stats"]["pending"], n as i64);
-    assert!(stats["items"][0]["last_error"]
-        .as_str()
-        .unwrap()
-        .contains("HTTP 503"));
-    assert!(stats["items"][0]["attempts"].as_i64().unwrap() >= 1);
+    assert_eq!(pending["stats"]["pending"], n as i64);
+    let items = pending["items"].as_array().unwrap();
+    // Every attempt counted is a probe the receiver saw: no event is charged while it waits.
+    let charged: i64 = items.iter().map(|e| e["attempts"].as_i64().unwrap()).sum();
+    let seen = hook.received().len() as i64;
+    assert!(
+        charged <= seen && charged >= 3,
+        "charged {charged}, probes {seen}: {pending}"
+    );
+    assert!(items
+        .iter()
+        .filter(|e| e["attempts"].as_i64().unwrap() > 0)
+        .all(|e| e["last_error"].as_str().unwrap().contains("HTTP 503")));
 
     hook.recover();
     let accepted = hook.wait_accepted(n, Duration::from_secs(10)).await;
-    let delivered: std::collections::BTreeSet<i64> = accepted.iter().map(|r| r.id).collect();
-    assert_eq!(
-        delivered, refused,
-        "the same event ids come again after recovery"
-    );
-    assert_eq!(accepted.len(), n, "each accepted once");
+    let ids: Vec<i64> = accepted.iter().map(|r| r.id).collect();
+    // The probe that found it up first (one of the due events), then the backlog in order.
+    let mut rest = ids[1..].to_vec();
+    rest.sort();
+    assert_eq!(ids[1..], rest[..], "in order after the probe: {ids:?}");
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), n, "each accepted once");
     for r in &accepted {
         assert!(r.verifies(WEBHOOK_SECRET));
     }
@@ -160,7 +168,7 @@ both_backends!(failing_receiver_gets_the_same_ids_after_recovery: webhook_retry_
 async fn dead_events_are_listed_and_retried(db: Db) {
     let hook = MockWebhook::start();
     hook.fail(500, None);
-    let env = outbox_env(&hook, &[("TIPOFF_WEBHOOK_MAX_ATTEMPTS", "2")]);
+    let env = outbox_env(&hook, &[("TIPOFF_WEBHOOK_RETRY_WINDOW", "1s")]);
     let app = spawn_app(&db, &as_refs(&env)).await;
     register(&app.client, &app.address).await;
     register(&app.client, &app.address).await;
@@ -182,7 +190,14 @@ async fn dead_events_are_listed_and_retried(db: Db) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(dead["stats"]["dead"], 2);
-    assert_eq!(dead["items"][0]["attempts"], 2);
+    // Probes failed until the window passed: dead, each with its last error.
+    let errors: Vec<&str> = dead["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["last_error"].as_str().unwrap())
+        .collect();
+    assert!(errors.iter().any(|e| e.contains("HTTP 500")), "{dead}");
     // Dead means no more attempts.
     let tries = hook.received().len();
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -279,3 +294,102 @@ fn undelivered_events_survive_sigkill() {
         .collect();
     assert_eq!(types, ["user.registered"; 3]);
 }
+
+/// A receiver down for a simulated day (the delivery pass takes its clock as a parameter:
+/// one pass per simulated minute): nothing is lost, no event is dead, only probes reach the
+/// receiver while it is down, and after it recovers every event is delivered once, in order.
+/// With a 12-hour retry window instead, the same outage ends every event `dead`.
+async fn a_receiver_down_for_a_day_loses_nothing(db: Db) {
+    use tipoff_actors::outbox::{deliver_due, OutboxSettings, WebhookClient};
+    let hook = MockWebhook::start();
+    hook.fail(503, None);
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(&db, dir.path()).await;
+    let client = WebhookClient::new(WEBHOOK_SECRET, Duration::from_secs(2), "test").unwrap();
+    let settings = OutboxSettings {
+        urls: vec![hook.url.clone()],
+        ..OutboxSettings::default()
+    };
+    let user = |i: usize| {
+        let store = store.clone();
+        async move {
+            store
+                .create_user(
+                    "u",
+                    &format!("hash-{i}"),
+                    &format!("CODE{i:04}"),
+                    Utc::now(),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    for i in 0..20 {
+        user(i).await;
+    }
+    let start = Utc::now();
+    let minute = chrono::Duration::minutes(1);
+    let mut at = start;
+    for m in 0..24 * 60 {
+        if m == 12 * 60 {
+            for i in 20..30 {
+                user(i).await;
+            }
+        }
+        let done = deliver_due(&store, &client, &settings, at).await.unwrap();
+        assert_eq!((done.delivered, done.dead), (0, 0), "minute {m}: {done:?}");
+        at += minute;
+    }
+    let probes = hook.received().len();
+    assert!(
+        (20..=80).contains(&probes),
+        "a day of outage costs a few dozen probes, not an attempt per event per pass: {probes}"
+    );
+    let pending = store.outbox_stats(at).await.unwrap();
+    assert_eq!((pending.pending, pending.dead), (30, 0));
+
+    hook.recover();
+    let mut delivered = 0;
+    for _ in 0..60 {
+        delivered += deliver_due(&store, &client, &settings, at)
+            .await
+            .unwrap()
+            .delivered;
+        at += minute;
+    }
+    assert_eq!(delivered, 30);
+    let ids: Vec<i64> = hook.accepted().iter().map(|r| r.id).collect();
+    // The probe that found it up (a due event), then the backlog in order.
+    let mut rest = ids[1..].to_vec();
+    rest.sort();
+    assert_eq!(ids[1..], rest[..], "in order after the probe: {ids:?}");
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 30, "each event delivered once: {ids:?}");
+    let stats = store.outbox_stats(at).await.unwrap();
+    assert_eq!((stats.pending, stats.dead, stats.delivered), (0, 0, 30));
+    assert!(store.webhooks_down().await.unwrap().is_empty());
+
+    // The same outage against a 12-hour window: the events die after it, none is delivered.
+    let other = MockWebhook::start();
+    other.fail(500, None);
+    let short = OutboxSettings {
+        urls: vec![other.url.clone()],
+        retry_window: Duration::from_secs(12 * 3600),
+        ..OutboxSettings::default()
+    };
+    for i in 30..35 {
+        user(i).await;
+    }
+    let mut at = Utc::now();
+    let mut dead = 0;
+    for _ in 0..24 * 60 {
+        dead += deliver_due(&store, &client, &short, at).await.unwrap().dead;
+        at += minute;
+    }
+    assert_eq!(dead, 5);
+    assert!(other.accepted().is_empty());
+    store.close().await;
+}
+both_backends!(a_receiver_down_for_a_day_loses_nothing: webhook_outage_sqlite, webhook_outage_postgres);

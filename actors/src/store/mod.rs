@@ -55,7 +55,7 @@ pub use money::{
     WithdrawalOutcome, DEFAULT_FEE_BPS, WITHDRAWAL_STATES,
 };
 pub use outbox::{
-    Attempt, Counts, EventBody, OutboxEvent, OutboxStats, EVENT_TYPES, OUTBOX_STATES,
+    Attempt, Counts, EventBody, OutboxEvent, OutboxStats, WebhookDown, EVENT_TYPES, OUTBOX_STATES,
     PUBLIC_EVENT_TYPES,
 };
 pub use quarantine::{QuarantinedDeposit, QUARANTINE_STATES};

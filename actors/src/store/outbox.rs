@@ -110,12 +110,26 @@ pub struct OutboxStats {
 pub enum Attempt {
     /// Every URL has acknowledged.
     Delivered,
-    /// Some URL failed: try again at `next_at`, or give up (`dead`) when attempts are spent.
+    /// Some URL acknowledged it; the others are down and were not tried (no attempt charged).
+    Acknowledged,
+    /// Some URL failed: try again at `next_at`, or give up (`dead`) past the retry window.
     Failed {
         error: String,
         next_at: DateTime<Utc>,
         dead: bool,
     },
+    /// Its retry window passed while a URL it needs was down: `dead`, no attempt charged.
+    Expired { error: String },
+}
+
+/// A webhook receiver that is down: probed by one event at `next_probe_at`.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct WebhookDown {
+    pub url: String,
+    pub failures: i64,
+    pub down_since: DateTime<Utc>,
+    pub next_probe_at: DateTime<Utc>,
+    pub last_error: String,
 }
 
 const OUTBOX_COLUMNS: &str = "id, event_type, league, payload, created_at, state, attempts, next_attempt_at, delivered_to, last_error, delivered_at";
@@ -152,6 +166,22 @@ impl Store {
                     commit!(self, tx);
                 });
             }
+            Attempt::Acknowledged => {
+                let sql = "UPDATE outbox_events SET delivered_to = $1 WHERE id = $2 AND state = 'pending'";
+                on_pool!(self, pool => {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query(sql).bind(delivered_to).bind(id).execute(&mut *tx).await?;
+                    commit!(self, tx);
+                });
+            }
+            Attempt::Expired { error } => {
+                let sql = "UPDATE outbox_events SET state = 'dead', delivered_to = $1, last_error = $2 WHERE id = $3 AND state = 'pending'";
+                on_pool!(self, pool => {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query(sql).bind(delivered_to).bind(error).bind(id).execute(&mut *tx).await?;
+                    commit!(self, tx);
+                });
+            }
             Attempt::Failed {
                 error,
                 next_at,
@@ -168,6 +198,55 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Webhook receivers that are down.
+    pub async fn webhooks_down(&self) -> Result<Vec<WebhookDown>, StoreError> {
+        let sql = "SELECT url, failures, down_since, next_probe_at, last_error FROM webhook_health ORDER BY url";
+        on_pool!(self, pool => Ok(sqlx::query_as(sql).fetch_all(pool).await?))
+    }
+
+    /// Counts a failed POST to `url` (down from now if it was up) and schedules its next probe
+    /// by `next_probe`, given the failures so far. Answers the row.
+    pub async fn webhook_failed(
+        &self,
+        url: &str,
+        error: &str,
+        next_probe: impl Fn(u32) -> DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<WebhookDown, StoreError> {
+        let _writer = self.writer().await?;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let failures: i64 = sqlx::query_scalar("SELECT failures FROM webhook_health WHERE url = $1")
+                .bind(url).fetch_optional(&mut *tx).await?.unwrap_or(0) + 1;
+            let at = next_probe(failures.min(u32::MAX as i64) as u32);
+            let row: WebhookDown = sqlx::query_as(
+                "INSERT INTO webhook_health (url, failures, down_since, next_probe_at, last_error, updated_at) VALUES ($1, $2, $3, $4, $5, $3) \
+                 ON CONFLICT (url) DO UPDATE SET failures = excluded.failures, next_probe_at = excluded.next_probe_at, \
+                 last_error = excluded.last_error, updated_at = excluded.updated_at \
+                 RETURNING url, failures, down_since, next_probe_at, last_error",
+            )
+            .bind(url).bind(failures).bind(now).bind(at).bind(error)
+            .fetch_one(&mut *tx).await?;
+            commit!(self, tx);
+            Ok(row)
+        })
+    }
+
+    /// `url` answered: it is up again, and the pending events that were probes (their own
+    /// backoff pushed out by the outage) are due again at `now`, so the backlog goes out in
+    /// order.
+    pub async fn webhook_recovered(&self, url: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let _writer = self.writer().await?;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM webhook_health WHERE url = $1").bind(url).execute(&mut *tx).await?;
+            sqlx::query("UPDATE outbox_events SET next_attempt_at = $1 WHERE state = 'pending' AND next_attempt_at > $1")
+                .bind(now).execute(&mut *tx).await?;
+            commit!(self, tx);
+            Ok(())
+        })
     }
 
     /// Events with an id above `after`, in id order (the SSE stream and its resume).
