@@ -1,6 +1,8 @@
 //! Crash consistency of the money path: the daemon binary is SIGKILLed at random moments, over
-//! and over, while its watcher credits deposits from the mock RPC, users place stakes through
-//! the API and its poller settles markets from the mock ESPN. After every restart the ledger
+//! and over (50 times), while its watcher credits deposits from the mock RPC (some signatures
+//! never readable, so quarantined), users place stakes through the API (adding to positions),
+//! a signer claims withdrawals and completes or fails them, and its poller settles markets
+//! (paid in transactions of their own) from the mock ESPN. After every restart the ledger
 //! audit must hold (every balance equals its entries, each signature credited once, each
 //! market paid once, deposits = balances + holds + escrow + house + withdrawn; withdrawals are
 //! requested and expired by the cleanup meanwhile), and at the
@@ -18,7 +20,7 @@ use crate::helpers::*;
 use crate::money::{USDC_MINT, USDC_TREASURY};
 use crate::rpc_mock::*;
 
-const RESTARTS: usize = 20;
+const RESTARTS: usize = 50;
 
 fn random(below: u64) -> u64 {
     uuid::Uuid::new_v4().as_u64_pair().0 % below
@@ -48,6 +50,27 @@ pub(crate) fn board(finals: usize) -> Vec<u8> {
         bytes = with_status(&bytes, id, "STATUS_FINAL", "post", true, Some(score));
     }
     bytes
+}
+
+/// CONSTRUCTED: a well-formed transaction signature (64 bytes, base58) unique to `n`.
+fn base58_signature(n: u64) -> String {
+    let alphabet = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    let mut bytes = [7u8; 64];
+    bytes[56..].copy_from_slice(&n.to_be_bytes());
+    // Base58 of a big-endian number: repeated division by 58.
+    let mut digits: Vec<u8> = Vec::new();
+    let mut num = bytes.to_vec();
+    while num.iter().any(|b| *b != 0) {
+        let mut rem = 0u32;
+        for b in num.iter_mut() {
+            let acc = (rem << 8) | u32::from(*b);
+            *b = (acc / 58) as u8;
+            rem = acc % 58;
+        }
+        digits.push(alphabet[rem as usize]);
+    }
+    digits.reverse();
+    String::from_utf8(digits).unwrap()
 }
 
 /// The ledger audit of `d`, asserting it holds.
@@ -111,6 +134,9 @@ fn crash_consistency(db: Db) {
         ("TIPOFF_SCORE_IDLE_INTERVAL", "300ms"),
         ("TIPOFF_SCHEDULE_LOOKAHEAD_DAYS", "1"),
         ("TIPOFF_WITHDRAWAL_TTL", "1s"),
+        ("TIPOFF_SOLANA_QUARANTINE_AFTER", "2"),
+        ("TIPOFF_SOLANA_BACKOFF_BASE", "50ms"),
+        ("TIPOFF_SOLANA_BACKOFF_CAP", "100ms"),
         ("TIPOFF_CLEANUP_INTERVAL", "200ms"),
         // A SIGKILLed leader's lease lapses after its TTL; the restarted process (a new
         // instance) takes it then.
@@ -184,18 +210,31 @@ fn crash_consistency(db: Db) {
 
     // The chain: a new deposit to a random user (or with no memo) every 15 ms.
     let stop = Arc::new(AtomicBool::new(false));
+    // Signatures whose transaction the node never serves: each must end quarantined.
+    let unreadable = Arc::new(AtomicU64::new(0));
     let feeder = {
-        let (stop, pushed, pushed_amount, rpc) = (
+        let (stop, pushed, pushed_amount, rpc, unreadable) = (
             stop.clone(),
             pushed.clone(),
             pushed_amount.clone(),
             rpc.clone(),
+            unreadable.clone(),
         );
         let codes: Vec<String> = users.iter().map(|(_, c)| c.clone()).collect();
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(Ordering::Acquire) {
                 n += 1;
+                if n % 40 == 0 {
+                    let sig = constructed_signature("U", n);
+                    rpc.push_signatures(
+                        USDC_TREASURY,
+                        vec![signature_entry(&sig, 1_000_000 + n, None)],
+                    );
+                    unreadable.fetch_add(1, Ordering::AcqRel);
+                    std::thread::sleep(Duration::from_millis(15));
+                    continue;
+                }
                 let sig = constructed_signature("C", n);
                 let amount = 100 + random(900);
                 let memo = (n % 5 != 0).then(|| codes[(n % codes.len() as u64) as usize].clone());
@@ -277,6 +316,65 @@ fn crash_consistency(db: Db) {
         })
         .collect();
 
+    // A signer: claims pending withdrawals (racing the cleanup's expiry), then completes (with
+    // a signature of its own) or fails them; now and then leaves a claim open.
+    let signer = {
+        let (stop, port_slot, client) = (stop.clone(), port_slot.clone(), client.clone());
+        std::thread::spawn(move || {
+            let (mut claimed, mut completed) = (0u64, 0u64);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let port = *port_slot.lock().unwrap();
+                let base = format!("http://127.0.0.1:{port}");
+                let pending = client
+                    .get(format!("{base}/admin/withdrawals?state=pending&limit=5"))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .send()
+                    .ok()
+                    .and_then(|r| r.json::<Value>().ok());
+                let ids: Vec<i64> = pending
+                    .and_then(|p| p["items"].as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|w| w["id"].as_i64())
+                    .collect();
+                // A third are left to the cleanup's expiry.
+                for id in ids.into_iter().filter(|id| id % 3 != 0) {
+                    let claim = client
+                        .post(format!("{base}/admin/withdrawals/{id}/claim"))
+                        .bearer_auth(ADMIN_TOKEN)
+                        .json(&json!({"claimer": "crash-signer"}))
+                        .send();
+                    if !claim.is_ok_and(|r| r.status() == 200) {
+                        continue;
+                    }
+                    claimed += 1;
+                    n += 1;
+                    let body = match random(4) {
+                        0 => continue, // left claimed: it must never be refunded
+                        1 => json!({"reason": "node rejected it"}),
+                        _ => json!({"signature": base58_signature(n)}),
+                    };
+                    let action = if body.get("reason").is_some() {
+                        "fail"
+                    } else {
+                        "complete"
+                    };
+                    let done = client
+                        .post(format!("{base}/admin/withdrawals/{id}/{action}"))
+                        .bearer_auth(ADMIN_TOKEN)
+                        .json(&body)
+                        .send();
+                    if action == "complete" && done.is_ok_and(|r| r.status() == 200) {
+                        completed += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            (claimed, completed)
+        })
+    };
+
     let mut finals = 0;
     for round in 0..RESTARTS {
         let d = Daemon::spawn(&env);
@@ -304,14 +402,28 @@ fn crash_consistency(db: Db) {
     stop.store(true, Ordering::Release);
     feeder.join().unwrap();
     let placed: u64 = stakers.into_iter().map(|s| s.join().unwrap()).sum();
+    let (claimed, completed) = signer.join().unwrap();
+    let unreadable = unreadable.load(Ordering::Acquire) as usize;
     // The last start catches up: every deposit the chain shows is credited exactly once.
     let d = Daemon::spawn(&env);
     d.wait_notify("READY=1", Duration::from_secs(20));
     let total = pushed_amount.load(Ordering::Acquire) as i64;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let quarantined = || -> usize {
+        let q: Value = client
+            .get(d.url("/admin/deposits/quarantine?state=quarantined&limit=200"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        q["items"].as_array().unwrap().len()
+    };
     let last = loop {
         let a = audit(&client, &d);
-        if a["tokens"][0]["deposits"].as_i64() == Some(total) || Instant::now() > deadline {
+        if (a["tokens"][0]["deposits"].as_i64() == Some(total) && quarantined() == unreadable)
+            || Instant::now() > deadline
+        {
             break a;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -320,6 +432,11 @@ fn crash_consistency(db: Db) {
         last["tokens"][0]["deposits"].as_i64(),
         Some(total),
         "{last:#}"
+    );
+    assert_eq!(
+        quarantined(),
+        unreadable,
+        "every unreadable signature is quarantined, once"
     );
     let settled: Value = client
         .get(d.url("/api/v1/markets?state=settled&limit=200"))
@@ -354,11 +471,30 @@ fn crash_consistency(db: Db) {
         .sum();
     assert!(expired > 0, "some withdrawals were expired by the cleanup");
     let last = audit(&client, &d);
+    // Holds left are exactly the claims the signer left open: never expired, never refunded.
+    let open: Value = client
+        .get(d.url("/admin/withdrawals?state=processing&limit=200"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let open_amount: i64 = open["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["amount"].as_str().unwrap().parse::<i64>().unwrap())
+        .sum();
     assert_eq!(
-        last["tokens"][0]["holds"], 0,
-        "every expired hold was refunded"
+        last["tokens"][0]["holds"].as_i64(),
+        Some(open_amount),
+        "holds are the open claims only"
     );
-    eprintln!("crash consistency: {RESTARTS} SIGKILLs, {} deposits, {placed} stakes, {settled} markets settled, {expired} withdrawals expired; audit: {}", pushed.load(Ordering::Acquire), last["tokens"][0]);
+    assert!(
+        claimed > 0 && completed > 0,
+        "the signer claimed ({claimed}) and completed ({completed}) withdrawals"
+    );
+    eprintln!("crash consistency: {RESTARTS} SIGKILLs, {} deposits ({unreadable} quarantined), {placed} stakes, {settled} markets settled, {expired} withdrawals expired, {claimed} claimed, {completed} completed; audit: {}", pushed.load(Ordering::Acquire), last["tokens"][0]);
 }
 
 #[test]
