@@ -173,6 +173,17 @@ const KEYS: &[Key] = &[
     key("events_poll_interval", "500ms"),
     key("sse_heartbeat", "15s"),
     key("docs", ""),
+    key("embeddings_model", "text-embedding-3-small"),
+    secret("embeddings_api_key"),
+    key("embeddings_batch", "64"),
+    key("embeddings_concurrency", "2"),
+    key("embeddings_timeout", "30s"),
+    key("embeddings_connect_timeout", "5s"),
+    key("embeddings_interval", "30s"),
+    key("embeddings_backoff_base", "5s"),
+    key("embeddings_backoff_cap", "5m"),
+    key("search_embed_timeout", "300ms"),
+    key("search_refresh_interval", "10s"),
 ];
 
 fn env_name(key: &str) -> String {
@@ -287,6 +298,24 @@ pub struct Config {
     pub sse_heartbeat: Duration,
     /// Whether `/docs` (the API reference page) is served (default: on in development).
     pub docs: bool,
+    /// The embeddings model (`backfill` and query vectors); vectors are stored per model.
+    pub embeddings_model: String,
+    /// Sent as a bearer token to the embeddings API.
+    pub embeddings_api_key: Option<Secret>,
+    /// Documents per embeddings call, and calls in flight at once.
+    pub embeddings_batch: usize,
+    pub embeddings_concurrency: usize,
+    pub embeddings_timeout: Duration,
+    pub embeddings_connect_timeout: Duration,
+    /// Pause between backfill passes once the backlog is empty.
+    pub embeddings_interval: Duration,
+    pub embeddings_backoff_base: Duration,
+    pub embeddings_backoff_cap: Duration,
+    /// Longest a search waits for its query's embedding (and the vector index) before it
+    /// answers with keyword ranking alone.
+    pub search_embed_timeout: Duration,
+    /// How often each replica's vector index reads vectors other replicas wrote.
+    pub search_refresh_interval: Duration,
     /// Each setting's raw value and source, for `check-config`.
     entries: Vec<(&'static Key, String, Source)>,
 }
@@ -589,6 +618,20 @@ impl Config {
         if leader_ttl < Duration::from_secs(1) {
             return Err(leader_ttl_raw.err("must be at least 1s (it is renewed every third of it)"));
         }
+        let embeddings_backoff_cap = nonzero("embeddings_backoff_cap")?;
+        if embeddings_backoff_cap < nonzero("embeddings_backoff_base")? {
+            return Err(get("embeddings_backoff_cap")
+                .err("must not be smaller than embeddings_backoff_base"));
+        }
+        let embeddings_batch = get("embeddings_batch").number(1usize)?;
+        if embeddings_batch > 2048 {
+            return Err(get("embeddings_batch")
+                .err("must be at most 2048 (the OpenAI API's limit of inputs per call)"));
+        }
+        let embeddings_model = get("embeddings_model").value.trim().to_string();
+        if embeddings_model.is_empty() || embeddings_model.len() > 200 {
+            return Err(get("embeddings_model").err("must be a model name of 1 to 200 characters"));
+        }
         let docs_raw = get("docs");
         let docs = match docs_raw.value.trim() {
             "" => environment == Environment::Development,
@@ -671,6 +714,17 @@ impl Config {
             events_poll_interval: nonzero("events_poll_interval")?,
             sse_heartbeat: nonzero("sse_heartbeat")?,
             docs,
+            embeddings_model,
+            embeddings_api_key: get("embeddings_api_key").opt().map(Secret::new),
+            embeddings_batch,
+            embeddings_concurrency: get("embeddings_concurrency").number(1usize)?,
+            embeddings_timeout: nonzero("embeddings_timeout")?,
+            embeddings_connect_timeout: nonzero("embeddings_connect_timeout")?,
+            embeddings_interval: nonzero("embeddings_interval")?,
+            embeddings_backoff_base: nonzero("embeddings_backoff_base")?,
+            embeddings_backoff_cap,
+            search_embed_timeout: nonzero("search_embed_timeout")?,
+            search_refresh_interval: nonzero("search_refresh_interval")?,
             entries: raws
                 .into_iter()
                 .map(|r| {
@@ -707,6 +761,7 @@ impl Config {
         for (key, value, source) in &self.entries {
             let shown = match key.name {
                 "database_url" => redact_url(self.database_url.expose()),
+                "embeddings_url" | "solana_rpc_url" => redact_url(value),
                 "data_dir" => self.data_dir.display().to_string(),
                 _ => value.clone(),
             };

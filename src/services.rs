@@ -17,17 +17,22 @@
 //! ├── cleanup          permanent, singleton: stale withdrawals expire, old history is pruned
 //! ├── outbox           (skipped without TIPOFF_WEBHOOK_URLS) permanent, singleton: domain
 //! │                    events POSTed to the webhooks, signed, retried, dead after N attempts
-//! └── events           permanent, every replica: new outbox rows → the live SSE streams
+//! ├── events           permanent, every replica: new outbox rows → the live SSE streams
+//! ├── search           (skipped without TIPOFF_EMBEDDINGS_URL) permanent, every replica: the
+//! │                    in-memory vector index hybrid search ranks with (keyword search needs
+//! │                    no service: it is always on)
+//! └── backfill         (skipped without TIPOFF_EMBEDDINGS_URL) permanent, singleton: embeddings
+//!                      for markets whose document has no vector for the model, in batches
 //! ```
-//! (The embeddings backfill of SPEC §5 is not built yet; `TIPOFF_EMBEDDINGS_URL` is accepted
-//! and ignored.)
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use tipoff_actors::backfill::{Backfill, BackfillSettings};
 use tipoff_actors::cleanup::{Cleanup, CleanupSettings};
 use tipoff_actors::db::DbService;
+use tipoff_actors::embeddings::{EmbeddingsClient, EmbeddingsConfig};
 use tipoff_actors::espn::EspnClient;
 use tipoff_actors::events::{EventHub, EventsFeed};
 use tipoff_actors::leader::{Leader, LeaderSettings};
@@ -35,6 +40,7 @@ use tipoff_actors::listener::Listener;
 use tipoff_actors::outbox::{Outbox, OutboxSettings, WebhookClient};
 use tipoff_actors::poller::{Poller, PollerSettings};
 use tipoff_actors::restart::RestartSettings;
+use tipoff_actors::search::{SearchHub, SearchIndex, SearchSettings};
 use tipoff_actors::solana::RpcClient;
 use tipoff_actors::store::catalog_league;
 use tipoff_actors::watcher::{Watcher, WatcherSettings};
@@ -47,6 +53,7 @@ pub fn child_specs(
     config: &Config,
     store: &Store,
     hub: &Arc<EventHub>,
+    search: &Arc<SearchHub>,
     instance: &str,
 ) -> Result<Vec<ChildSpec>, String> {
     let mut specs = Vec::new();
@@ -286,7 +293,115 @@ pub fn child_specs(
         .hang_deadline(config.hang_timeout)
         .fingerprint(format!("{every:?}")),
     );
+
+    match embeddings_client(config, instance)? {
+        None => {
+            let why = "TIPOFF_EMBEDDINGS_URL is not set (search answers with keyword ranking)";
+            specs.push(ChildSpec::skipped("search", why));
+            specs.push(ChildSpec::skipped("backfill", why));
+        }
+        Some(client) => {
+            let settings = SearchSettings {
+                model: config.embeddings_model.clone(),
+                refresh_interval: config.search_refresh_interval,
+            };
+            let fingerprint = format!("{settings:?}");
+            let (search_store, hub) = (store.clone(), search.clone());
+            specs.push(
+                ChildSpec::new(
+                    "search",
+                    factory(move |svc| {
+                        Ok(SearchIndex::new(
+                            search_store.clone(),
+                            hub.clone(),
+                            settings.clone(),
+                            svc,
+                        ))
+                    }),
+                )
+                .hang_deadline(config.hang_timeout)
+                .fingerprint(fingerprint),
+            );
+            let settings = backfill_settings(config);
+            let deadline = config
+                .hang_timeout
+                .max(settings.slice + config.embeddings_timeout * 2 + Duration::from_secs(30));
+            let key = config
+                .embeddings_api_key
+                .as_ref()
+                .map_or("", |k| k.expose());
+            let key_digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+            let fingerprint = format!(
+                "{:?}",
+                (&settings, embeddings_config(config), key_digest, deadline)
+            );
+            let (backfill_store, hub) = (store.clone(), search.clone());
+            specs.push(
+                ChildSpec::new(
+                    "backfill",
+                    factory(move |svc| {
+                        Ok(Backfill::new(
+                            svc.store(&backfill_store),
+                            client.clone(),
+                            hub.clone(),
+                            settings.clone(),
+                            svc,
+                        ))
+                    }),
+                )
+                .singleton()
+                // A call cut short loses no data (nothing of its batch is written), so the
+                // stop does not wait a whole embeddings timeout inside the shutdown deadline.
+                .stop_timeout(
+                    config.embeddings_timeout.min(Duration::from_secs(8)) + Duration::from_secs(2),
+                )
+                .hang_deadline(deadline)
+                .fingerprint(fingerprint),
+            );
+        }
+    }
     Ok(specs)
+}
+
+/// The embeddings API's settings, when `TIPOFF_EMBEDDINGS_URL` is set. Its `Debug` redacts
+/// the key (the reload fingerprint adds a digest of it).
+fn embeddings_config(config: &Config) -> Option<EmbeddingsConfig> {
+    let url = config.embeddings_url.as_ref()?;
+    Some(EmbeddingsConfig {
+        url: url.clone(),
+        model: config.embeddings_model.clone(),
+        api_key: config
+            .embeddings_api_key
+            .as_ref()
+            .map(|k| k.expose().to_string()),
+        connect_timeout: config.embeddings_connect_timeout,
+        timeout: config.embeddings_timeout,
+    })
+}
+
+/// The one embeddings client of this configuration (`backfill` and the search handlers), or
+/// `None` when `TIPOFF_EMBEDDINGS_URL` is unset.
+pub fn embeddings_client(
+    config: &Config,
+    instance: &str,
+) -> Result<Option<EmbeddingsClient>, String> {
+    embeddings_config(config)
+        .map(|c| {
+            EmbeddingsClient::new(&c, instance)
+                .map_err(|e| format!("cannot build the embeddings client: {e}"))
+        })
+        .transpose()
+}
+
+fn backfill_settings(config: &Config) -> BackfillSettings {
+    BackfillSettings {
+        batch: config.embeddings_batch,
+        concurrency: config.embeddings_concurrency,
+        interval: config.embeddings_interval,
+        backoff_base: config.embeddings_backoff_base,
+        backoff_cap: config.embeddings_backoff_cap,
+        slice: Duration::from_secs(10),
+    }
 }
 
 /// The leader lease's settings from configuration.

@@ -16,6 +16,7 @@ use actix::{Actor, Addr};
 use actix_web::{web, HttpServer};
 use tipoff_actors::events::EventHub;
 use tipoff_actors::leader;
+use tipoff_actors::search::SearchHub;
 use tipoff_actors::supervisor::{self, Fatal, GetStatus};
 use tipoff_actors::{Backend, ChildSpec, Registry, Shared, Store, StoreOptions, Supervisor};
 use tokio::sync::mpsc;
@@ -139,8 +140,10 @@ impl Application {
             );
         }
         let events = EventHub::new(1024, store.last_event_id().await?);
-        let mut specs = services::child_specs(&config, &store, &events, &instance)
+        let search = SearchHub::new();
+        let mut specs = services::child_specs(&config, &store, &events, &search, &instance)
             .map_err(StartupError::Supervisor)?;
+        let live = reloadable(&config, &instance).map_err(StartupError::Supervisor)?;
         specs.extend(extra);
         for spec in &specs {
             match &spec.skip_reason {
@@ -174,13 +177,8 @@ impl Application {
             admin: AdminToken::new(config.admin_token.as_ref().map(|t| t.expose())),
             actor_timeout: config.actor_timeout,
             environment: config.env.as_str(),
-            live: std::sync::RwLock::new(Reloadable {
-                leagues_enabled: config.leagues.clone(),
-                tokens: config.tokens.clone(),
-                min_withdrawal: config.min_withdrawal.clone(),
-                min_stake: config.min_stake.clone(),
-                max_pending_withdrawals: config.max_pending_withdrawals,
-            }),
+            live: std::sync::RwLock::new(live),
+            search,
             read_cache: http::cache::ReadCache::new(config.read_cache_ttl),
             registration: config.registration,
             events: events.clone(),
@@ -348,12 +346,15 @@ const RESTART_ONLY: &[(&str, Reading)] = &[
 impl Reloader {
     /// Reconciles the supervisor with `config`; returns what changed.
     pub async fn apply(&self, config: &Config) -> Result<supervisor::Reconciled, String> {
+        let instance = self.state.shared.instance_id().to_string();
         let specs = services::child_specs(
             config,
             &self.store,
             &self.state.events,
-            self.state.shared.instance_id(),
+            &self.state.search,
+            &instance,
         )?;
+        let live = reloadable(config, &instance)?;
         let done = supervisor::ask(
             &self.supervisor,
             supervisor::Reconcile { specs },
@@ -363,13 +364,7 @@ impl Reloader {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-        self.state.set_live(Reloadable {
-            leagues_enabled: config.leagues.clone(),
-            tokens: config.tokens.clone(),
-            min_withdrawal: config.min_withdrawal.clone(),
-            min_stake: config.min_stake.clone(),
-            max_pending_withdrawals: config.max_pending_withdrawals,
-        });
+        self.state.set_live(live);
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let ignored: Vec<&str> = RESTART_ONLY
             .iter()
@@ -440,4 +435,17 @@ async fn keep_systemd_informed(
             }
         }
     }
+}
+
+/// What the handlers take from `config` (again on every reload).
+fn reloadable(config: &Config, instance: &str) -> Result<Reloadable, String> {
+    Ok(Reloadable {
+        leagues_enabled: config.leagues.clone(),
+        tokens: config.tokens.clone(),
+        min_withdrawal: config.min_withdrawal.clone(),
+        min_stake: config.min_stake.clone(),
+        max_pending_withdrawals: config.max_pending_withdrawals,
+        embeddings: services::embeddings_client(config, instance)?,
+        search_embed_timeout: config.search_embed_timeout,
+    })
 }

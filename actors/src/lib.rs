@@ -19,17 +19,23 @@
 //! - [`cleanup`]: the `cleanup` child: stale withdrawals expire, old history is pruned.
 //! - [`outbox`]: the `outbox` child: domain events delivered to webhooks, signed, retried.
 //! - [`events`]: the `events` child: feeds the live SSE stream from the outbox table.
+//! - [`embeddings`]: the OpenAI-compatible embeddings client (backfill and query vectors).
+//! - [`search`]: the `search` child (every replica): the in-memory vector index hybrid
+//!   search ranks with; [`backfill`]: the `backfill` child: embeddings for markets that lack one.
 //! - [`store`]: the storage seam over SQLite and PostgreSQL, with their migrations: leagues,
 //!   games and markets (`games.rs`), import jobs (`imports.rs`), users, ledger, stakes,
 //!   deposits and withdrawals (`money.rs`), the outbox of domain events (`outbox.rs`), the
-//!   leader lease and the fencing of singleton writes (`lease.rs`).
+//!   leader lease and the fencing of singleton writes (`lease.rs`), market search documents,
+//!   the keyword index and the stored vectors (`search.rs`).
 //!
 //! Data flow: the daemon builds a [`Store`](store::Store) and the child specs, starts the
 //! [`Supervisor`](supervisor::Supervisor), and hands both to its HTTP handlers. Handlers read
 //! through the store directly and send commands to the supervisor as messages.
 
+pub mod backfill;
 pub mod cleanup;
 pub mod db;
+pub mod embeddings;
 pub mod espn;
 pub mod events;
 pub mod leader;
@@ -37,6 +43,7 @@ pub mod listener;
 pub mod outbox;
 pub mod poller;
 pub mod restart;
+pub mod search;
 pub mod service;
 pub mod solana;
 pub mod status;

@@ -5,7 +5,7 @@
 use actix_web::web;
 use serde_json::{json, Map, Value};
 
-use super::{dashboard, events, imports, metrics, money, ops, read};
+use super::{dashboard, events, imports, metrics, money, ops, read, search};
 
 /// Who may call an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +96,8 @@ endpoints! {
     get "/api/v1/games/{id}" => read::game_by_id { tag: "games", access: Public, summary: "One game" }
     get "/api/v1/markets" => read::markets { tag: "markets", access: Public, summary: "Markets in id order",
         query: [("league", "league key"), ("state", "open, locked, settled or void"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+    get "/api/v1/markets/search" => search::search { tag: "markets", access: Public, summary: "Search markets: keyword ranking always (full text over the question, league, teams, game names and date); fused with embedding similarity when embeddings are configured (`mode` says which answered). Each item is a market with its `score`",
+        query: [("q", "the words to search for (1 to 200 characters)"), ("league", "league key"), ("state", "open, locked, settled or void"), ("limit", "results, 1 to 100 (default 20)"), ("mode", "hybrid (default: fused with vectors when embeddings are configured) or keyword (keyword ranking only)")] }
     get "/api/v1/markets/{id}" => read::market_by_id { tag: "markets", access: Public, summary: "One market with its pools per token" }
     post "/api/v1/markets/{id}/stakes" => money::stake { tag: "money", access: User, summary: "Stake on an outcome of an open market",
         body: || json!({"type": "object", "required": ["outcome", "token", "amount"], "properties": {"outcome": {"type": "string", "enum": ["home", "away"]}, "token": s("string"), "amount": amount()}}),
@@ -128,6 +130,11 @@ endpoints! {
     post "/admin/withdrawals/{id}/{action}" => money::finish_withdrawal { tag: "admin", access: Admin, summary: "The signer protocol: claim a pending withdrawal (pending → processing) before sending it on chain, then complete it (with the transaction signature, which pays one withdrawal only) or fail it (hold released); action is claim, complete or fail",
         body: || json!({"type": "object", "properties": {"claimer": s("string"), "signature": s("string"), "reason": s("string")}}) }
     get "/admin/ledger/audit" => money::audit { tag: "admin", access: Admin, summary: "Check every money invariant over one snapshot" }
+    get "/admin/embeddings" => search::status { tag: "admin", access: Admin, summary: "Embeddings: the model, markets, vectors stored, the backlog and rate, the local vector index, the open re-embed job" }
+    post "/admin/embeddings/reindex" => search::reindex { tag: "admin", access: Admin, summary: "Queue a full re-embed of every market for the configured model as a persistent job (or answer the one queued or running); 409 without embeddings configured",
+        ok: (202, "the job") }
+    get "/admin/embeddings/jobs" => search::jobs { tag: "admin", access: Admin, summary: "Re-embed jobs, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+    get "/admin/embeddings/jobs/{id}" => search::job { tag: "admin", access: Admin, summary: "One re-embed job with its progress" }
     post "/admin/imports" => imports::create { tag: "admin", access: Admin, summary: "Start (or join an overlapping) import job for a league and date range",
         body: || json!({"type": "object", "required": ["league", "from", "to"], "properties": {"league": s("string"), "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"}}}),
         ok: (202, "the job") }

@@ -11,7 +11,6 @@ use chrono::{NaiveDate, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use tipoff_actors::store::{catalog_league, ImportFilter, ImportJob, IMPORT_STATES};
-use tipoff_actors::supervisor::{ask, WakeChild};
 
 use super::auth::Admin;
 use super::read::{id_cursor, limit, not_found, page};
@@ -70,28 +69,7 @@ pub async fn create(
         .store
         .create_import(&league, from, to, Utc::now())
         .await?;
-    let poller = format!("poller:{league}");
-    match ask(
-        &state.supervisor,
-        WakeChild {
-            name: poller.clone(),
-        },
-        state.actor_timeout,
-    )
-    .await
-    {
-        Ok(Ok(true)) => {}
-        // Not running here (a follower): the leader's poller finds the durable job on its
-        // timer; the nudge only makes it look now.
-        Ok(Ok(false)) if !state.shared.leader() => {
-            if let Err(e) = super::ops::forward(&state, &poller, "wake").await {
-                tracing::debug!(error = %e, "wake not forwarded; the leader finds the job on its timer");
-            }
-        }
-        Ok(Ok(false)) => {}
-        Ok(Err(e)) => tracing::debug!(error = %e, "poller not woken"),
-        Err(e) => tracing::warn!(error = %e, "poller not woken; it will find the job on its timer"),
-    }
+    super::ops::wake(&state, &format!("poller:{league}")).await;
     tracing::info!(job_id = job.id, %league, %from, %to, created, "import requested");
     let mut res = if created {
         HttpResponse::Accepted()

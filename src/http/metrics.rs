@@ -65,6 +65,12 @@ pub struct Metrics {
     fenced_writes: prometheus::IntCounter,
     transaction_retries: prometheus::IntCounter,
     build_info: IntGaugeVec,
+    search_requests: IntCounterVec,
+    embeddings_backlog: IntGauge,
+    embeddings_vectors: IntGauge,
+    embeddings_embedded: prometheus::IntCounter,
+    embeddings_errors: prometheus::IntCounter,
+    search_index_vectors: IntGauge,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -262,8 +268,40 @@ impl Metrics {
                 ),
                 &["version", "backend"]
             )),
+            search_requests: reg!(IntCounterVec::new(
+                opts(
+                    "search_requests_total",
+                    "Market searches answered, by mode (hybrid, or keyword when embeddings are off, slow or failing)."
+                ),
+                &["mode"]
+            )),
+            embeddings_backlog: reg!(IntGauge::with_opts(opts(
+                "embeddings_backlog",
+                "Markets whose vector for the configured model is missing or stale (0 without embeddings)."
+            ))),
+            embeddings_vectors: reg!(IntGauge::with_opts(opts(
+                "embeddings_vectors",
+                "Vectors stored for the configured model."
+            ))),
+            embeddings_embedded: reg!(prometheus::IntCounter::with_opts(opts(
+                "embeddings_embedded_total",
+                "Vectors the backfill service of this replica committed."
+            ))),
+            embeddings_errors: reg!(prometheus::IntCounter::with_opts(opts(
+                "embeddings_upstream_errors_total",
+                "Failed calls to the embeddings API (backfill batches and query vectors)."
+            ))),
+            search_index_vectors: reg!(IntGauge::with_opts(opts(
+                "search_index_vectors",
+                "Vectors in this replica's in-memory search index."
+            ))),
             registry,
         }
+    }
+
+    /// Counts one market search by the mode it answered in.
+    pub fn observe_search(&self, mode: &str) {
+        self.search_requests.with_label_values(&[mode]).inc();
     }
 
     /// Counts one answered request.
@@ -349,8 +387,33 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         .with_label_values(&[env!("CARGO_PKG_VERSION"), state.store.backend().as_str()])
         .set(1);
 
+    let search = &state.search.stats;
+    use std::sync::atomic::Ordering::Relaxed;
+    advance(&m.embeddings_embedded, search.embedded_total.load(Relaxed));
+    advance(
+        &m.embeddings_errors,
+        search.upstream_errors_total.load(Relaxed),
+    );
+    m.search_index_vectors
+        .set(search.index_vectors.load(Relaxed) as i64);
+    for mode in ["hybrid", "keyword"] {
+        m.search_requests.with_label_values(&[mode]);
+    }
+
     // Database figures: skipped (and the families left as last seen) while it is down.
     if state.shared.db_healthy() {
+        if let Some((client, _)) = state.embeddings() {
+            let model = client.model();
+            let cutoff = state
+                .store
+                .open_embedding_job(model)
+                .await?
+                .map(|j| j.created_at);
+            m.embeddings_backlog
+                .set(state.store.embedding_backlog_count(model, cutoff).await?);
+            m.embeddings_vectors
+                .set(state.store.embedded_count(model).await?);
+        }
         let counts = state.store.counts().await?;
         let outbox = state.store.outbox_stats(now).await?;
         let (claims, oldest_claim) = state.store.open_claims(now).await?;

@@ -3,6 +3,8 @@
 //! bounded by `actor_timeout` (a dead or busy actor is a 503, never a hang).
 //!
 //! - `read.rs`: `/api/v1/leagues`, `/api/v1/games`, `/api/v1/markets` (store reads).
+//! - `search.rs`: `/api/v1/markets/search` (keyword, fused with vectors when configured) and
+//!   `/admin/embeddings` (backlog, re-embed jobs).
 //! - `imports.rs`: `/admin/imports` (manual import jobs, run by the league pollers).
 //! - `money.rs`: users and API keys, `/api/v1/me/*` (balances, ledger, stakes, withdrawals),
 //!   stakes on markets, and the admin side of deposits, withdrawals and the ledger audit.
@@ -20,6 +22,7 @@ pub mod metrics;
 mod money;
 mod ops;
 mod read;
+mod search;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -94,6 +97,10 @@ pub struct Reloadable {
     pub min_stake: crate::config::PerToken,
     /// Pending and claimed withdrawals one user may have at once.
     pub max_pending_withdrawals: i64,
+    /// The embeddings API for query vectors (hybrid search), when configured.
+    pub embeddings: Option<tipoff_actors::embeddings::EmbeddingsClient>,
+    /// Longest a search waits for its query's vector before answering by keyword alone.
+    pub search_embed_timeout: Duration,
 }
 
 impl Default for Lifecycle {
@@ -123,6 +130,8 @@ pub struct AppState {
     /// Whether `/docs` is served.
     pub docs: bool,
     pub metrics: metrics::Metrics,
+    /// The vector index of hybrid search and the search figures.
+    pub search: Arc<tipoff_actors::search::SearchHub>,
 }
 
 impl AppState {
@@ -152,6 +161,14 @@ impl AppState {
     pub fn min_stake(&self, token: &str) -> i64 {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         live.min_stake.of(token)
+    }
+
+    /// The embeddings client and the query deadline, when hybrid search is configured.
+    pub fn embeddings(&self) -> Option<(tipoff_actors::embeddings::EmbeddingsClient, Duration)> {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        live.embeddings
+            .clone()
+            .map(|c| (c, live.search_embed_timeout))
     }
 
     pub fn set_live(&self, live: Reloadable) {

@@ -203,3 +203,30 @@ pub async fn control_service(
     tracing::info!(service = %name, %action, state = status.state.as_str(), "service control");
     Ok(HttpResponse::Ok().json(status))
 }
+
+/// Wakes a service so it looks for durable work now (an import, a re-embed job). Not running
+/// here (a follower): the nudge is forwarded to the leader; either way the service finds the
+/// work on its own timer if the nudge is lost.
+pub(super) async fn wake(state: &AppState, name: &str) {
+    match ask(
+        &state.supervisor,
+        WakeChild {
+            name: name.to_string(),
+        },
+        state.actor_timeout,
+    )
+    .await
+    {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) if !state.shared.leader() => {
+            if let Err(e) = forward(state, name, "wake").await {
+                tracing::debug!(service = name, error = %e, "wake not forwarded; the leader finds the work on its timer");
+            }
+        }
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => tracing::debug!(service = name, error = %e, "service not woken"),
+        Err(e) => {
+            tracing::warn!(service = name, error = %e, "service not woken; it will find the work on its timer")
+        }
+    }
+}

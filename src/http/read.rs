@@ -16,7 +16,7 @@ use super::{error::ApiError, AppState};
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
-const MARKET_STATES: &[&str] = &["open", "locked", "settled", "void"];
+pub(super) const MARKET_STATES: &[&str] = &["open", "locked", "settled", "void"];
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
@@ -165,7 +165,7 @@ fn cached(
 
 /// Markets in API form, with each outcome's pool per token (`{"towai": "1500"}`, base units
 /// as strings; empty before the first stake).
-async fn markets_json(
+pub(super) async fn markets_json(
     store: &Store,
     rows: &[MarketRow],
 ) -> Result<Vec<serde_json::Value>, ApiError> {

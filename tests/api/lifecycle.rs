@@ -13,7 +13,7 @@ fn sigterm_drains_in_flight_requests_and_exits_zero_after_stopping() {
     let mut d = Daemon::spawn(&[("TIPOFF_SHUTDOWN_DRAIN_DELAY", "700ms")]);
     let ready = d.wait_notify("READY=1", Duration::from_secs(15));
     assert!(
-        ready.contains("STATUS=leader (epoch 1); services: 3 running, 5 skipped; database: ok"),
+        ready.contains("STATUS=leader (epoch 1); services: 3 running, 7 skipped; database: ok"),
         "{ready}"
     );
     let res = reqwest::blocking::get(d.url("/ready")).unwrap();

@@ -9,6 +9,7 @@
 mod crash;
 mod dashboard;
 mod deploy;
+mod embeddings_mock;
 mod espn_mock;
 mod games;
 mod helpers;
@@ -25,6 +26,7 @@ mod outbox;
 mod poller;
 mod replicas;
 mod rpc_mock;
+mod search;
 mod seed;
 mod settlement;
 mod storage;

@@ -208,6 +208,7 @@ async fn a_supervisor_that_does_not_answer_gives_503_not_a_hang() {
         sse_heartbeat: Duration::from_secs(15),
         docs: false,
         metrics: Default::default(),
+        search: tipoff_actors::search::SearchHub::new(),
     });
     let service = actix_web::test::init_service(tipoff::http::app(state)).await;
     let req = actix_web::test::TestRequest::get()

@@ -139,7 +139,7 @@ pub fn question(game: &ScoreboardGame) -> String {
 }
 
 const GAME_COLUMNS: &str = "g.id, g.league, g.external_id, g.name, g.short_name, g.starts_at, g.state, g.status_detail, g.neutral_site, g.home_abbr, g.home_name, g.home_score, g.away_abbr, g.away_name, g.away_score, m.id AS market_id";
-const MARKET_COLUMNS: &str = "m.id, m.game_id, g.league, m.question, m.state, g.home_abbr, g.away_abbr, m.winning_outcome, m.created_at, m.settled_at";
+pub(super) const MARKET_COLUMNS: &str = "m.id, m.game_id, g.league, m.question, m.state, g.home_abbr, g.away_abbr, m.winning_outcome, m.created_at, m.settled_at";
 
 /// Voids the market unless it is already closed (expands inside each backend's branch). Its
 /// refunds follow in a transaction of their own ([`Store::pay_market`]).
@@ -230,10 +230,16 @@ macro_rules! upsert_in_tx {
                 "starts_at": game.starts_at, "home": game.home.abbreviation, "away": game.away.abbreviation,
             }), now);
         }
-        let (market_id, market_state, market_winner): (i64, String, Option<String>) =
-            sqlx::query_as("SELECT id, state, winning_outcome FROM markets WHERE game_id = $1")
+        let (market_id, market_state, market_winner, market_question): (i64, String, Option<String>, String) =
+            sqlx::query_as("SELECT id, state, winning_outcome, question FROM markets WHERE game_id = $1")
                 .bind(game_id)
                 .fetch_one(&mut *$tx).await?;
+        if created || updated || new_market.is_some() {
+            index_market!($tx, market_id, $crate::store::search::search_document(
+                &market_question, league, &game.away.name, &game.away.abbreviation, &game.home.name,
+                &game.home.abbreviation, &game.name, &game.short_name, game.starts_at,
+            ), now);
+        }
         let finished = matches!(market_state.as_str(), "settled" | "void");
         let transition = match game.state {
             GameState::Final => match winner(game) {
@@ -420,6 +426,33 @@ impl Store {
     pub async fn market(&self, id: i64) -> Result<MarketRow, StoreError> {
         let sql = format!("SELECT {MARKET_COLUMNS} FROM markets m JOIN games g ON g.id = m.game_id WHERE m.id = $1");
         on_pool!(self, pool => Ok(sqlx::query_as(&sql).bind(id).fetch_one(pool).await?))
+    }
+
+    /// The markets of `ids` that pass the filters, in no particular order.
+    pub async fn markets_by_ids(
+        &self,
+        ids: &[i64],
+        league: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<Vec<MarketRow>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new(format!("SELECT {MARKET_COLUMNS} FROM markets m JOIN games g ON g.id = m.game_id WHERE m.id IN ("));
+            let mut list = q.separated(", ");
+            for id in ids {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            if let Some(league) = league {
+                q.push(" AND g.league = ").push_bind(league.to_string());
+            }
+            if let Some(state) = state {
+                q.push(" AND m.state = ").push_bind(state.to_string());
+            }
+            Ok(q.build_query_as().fetch_all(pool).await?)
+        })
     }
 
     /// Markets in id order.

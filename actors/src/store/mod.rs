@@ -39,6 +39,8 @@ mod outbox;
 #[macro_use]
 pub(crate) mod money;
 #[macro_use]
+pub mod search;
+#[macro_use]
 mod games;
 mod imports;
 mod postgres;
@@ -59,6 +61,7 @@ pub use outbox::{
     PUBLIC_EVENT_TYPES,
 };
 pub use quarantine::{QuarantinedDeposit, QUARANTINE_STATES};
+pub use search::{BacklogItem, EmbeddingJob, KeywordQuery, NewVector, StoredVector};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -323,6 +326,7 @@ impl Store {
             Store::Sqlite(pool, _) => sqlite::MIGRATOR.run(pool).await?,
             Store::Postgres(pool, _) => postgres::MIGRATOR.run(pool).await?,
         }
+        self.index_unindexed_markets().await?;
         Ok(())
     }
 

@@ -1,0 +1,249 @@
+//! A client for the OpenAI-compatible embeddings API (`POST {url}/v1/embeddings` with
+//! `{"model", "input": [..]}` → `{"data": [{"index", "embedding"}]}`), which OpenAI, Ollama,
+//! llama.cpp's server, vLLM and text-embeddings-inference all serve.
+//!
+//! Every answer is checked before anyone uses it: one vector per input (placed by `index`),
+//! every vector of one dimension, finite numbers. Errors name the host, never the URL or the
+//! API key (either may carry a credential).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+
+/// Why a call failed. The `backfill` service absorbs every kind and backs off.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EmbedError {
+    #[error("embeddings API at {host} answered HTTP {status}")]
+    Http {
+        host: String,
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    #[error("embeddings API at {host} timed out")]
+    Timeout { host: String },
+    #[error("embeddings API at {host} unreachable: {cause}")]
+    Transport { host: String, cause: String },
+    #[error("embeddings API at {host} answered something unusable: {cause}")]
+    Malformed { host: String, cause: String },
+}
+
+impl EmbedError {
+    /// How long the API asked us to wait (HTTP `Retry-After` on a 429 or 503), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            EmbedError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// The API's settings.
+#[derive(Clone)]
+pub struct EmbeddingsConfig {
+    /// Base URL: requests go to `{url}/v1/embeddings` (a trailing `/v1` is accepted too; a
+    /// query string, such as an `api-key`, is kept).
+    pub url: String,
+    pub model: String,
+    /// Sent as `Authorization: Bearer …` when set.
+    pub api_key: Option<String>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for EmbeddingsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddingsConfig")
+            .field("host", &host_of(&self.url))
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// One pooled client, shared by the `backfill` service and the search handlers.
+#[derive(Debug, Clone)]
+pub struct EmbeddingsClient {
+    http: reqwest::Client,
+    endpoint: String,
+    host: String,
+    model: String,
+    api_key: Option<String>,
+}
+
+/// `scheme://host[:port]` of a URL, without user-info, path or query.
+pub fn host_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    if scheme.is_empty() {
+        host.to_string()
+    } else {
+        format!("{scheme}://{host}")
+    }
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    data: Vec<Item>,
+}
+
+#[derive(Deserialize)]
+struct Item {
+    index: Option<usize>,
+    embedding: Vec<f64>,
+}
+
+impl EmbeddingsClient {
+    /// `instance` names this replica in the `User-Agent` (see [`crate::user_agent`]).
+    pub fn new(config: &EmbeddingsConfig, instance: &str) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .user_agent(crate::user_agent(instance))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let (base, query) = match config.url.split_once('?') {
+            Some((base, query)) => (base, format!("?{query}")),
+            None => (config.url.as_str(), String::new()),
+        };
+        let base = base.trim_end_matches('/');
+        let base = base.strip_suffix("/v1").unwrap_or(base);
+        Ok(EmbeddingsClient {
+            http,
+            endpoint: format!("{base}/v1/embeddings{query}"),
+            host: host_of(&config.url),
+            model: config.model.clone(),
+            api_key: config.api_key.clone(),
+        })
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The embedding of every input, in input order; within `deadline` when given (shorter
+    /// than the client's own timeout, for a search that must answer in time).
+    pub async fn embed(
+        &self,
+        inputs: &[String],
+        deadline: Option<Duration>,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut req = self
+            .http
+            .post(&self.endpoint)
+            .json(&json!({"model": self.model, "input": inputs}));
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(deadline) = deadline {
+            req = req.timeout(deadline);
+        }
+        let host = || self.host.clone();
+        let res = req.send().await.map_err(|e| self.transport(e))?;
+        let status = res.status();
+        if !status.is_success() {
+            let retry_after = res
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| crate::outbox::parse_retry_after(v, chrono::Utc::now()));
+            return Err(EmbedError::Http {
+                host: host(),
+                status: status.as_u16(),
+                retry_after,
+            });
+        }
+        let body = res.bytes().await.map_err(|e| self.transport(e))?;
+        let malformed = |cause: String| EmbedError::Malformed {
+            host: host(),
+            cause,
+        };
+        let answer: Answer = serde_json::from_slice(&body)
+            .map_err(|e| malformed(format!("not an embeddings answer ({e})")))?;
+        if answer.data.len() != inputs.len() {
+            return Err(malformed(format!(
+                "{} vectors for {} inputs",
+                answer.data.len(),
+                inputs.len()
+            )));
+        }
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
+        for (position, item) in answer.data.into_iter().enumerate() {
+            let index = item.index.unwrap_or(position);
+            let slot = out
+                .get_mut(index)
+                .ok_or_else(|| malformed(format!("index {index} is out of range")))?;
+            if slot.is_some() {
+                return Err(malformed(format!("index {index} answered twice")));
+            }
+            if item.embedding.is_empty() || item.embedding.iter().any(|x| !x.is_finite()) {
+                return Err(malformed(format!(
+                    "the vector at index {index} is empty or not finite"
+                )));
+            }
+            *slot = Some(item.embedding.into_iter().map(|x| x as f32).collect());
+        }
+        let out: Vec<Vec<f32>> = out.into_iter().map(|v| v.expect("filled")).collect();
+        if let Some(first) = out.first() {
+            if let Some(odd) = out.iter().find(|v| v.len() != first.len()) {
+                return Err(malformed(format!(
+                    "vectors of different dimensions ({} and {})",
+                    first.len(),
+                    odd.len()
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    fn transport(&self, e: reqwest::Error) -> EmbedError {
+        if e.is_timeout() {
+            EmbedError::Timeout {
+                host: self.host.clone(),
+            }
+        } else if e.is_decode() || e.is_body() {
+            EmbedError::Malformed {
+                host: self.host.clone(),
+                cause: "the answer broke off".into(),
+            }
+        } else {
+            EmbedError::Transport {
+                host: self.host.clone(),
+                cause: e.without_url().to_string(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_leaves_out_credentials_path_and_query() {
+        assert_eq!(
+            host_of("https://user:pw@api.example.com:8443/v1?api-key=secret"),
+            "https://api.example.com:8443"
+        );
+        assert_eq!(host_of("http://127.0.0.1:11434"), "http://127.0.0.1:11434");
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let c = EmbeddingsConfig {
+            url: "https://k:secret@x.test/?key=secret".into(),
+            model: "m".into(),
+            api_key: Some("sk-secret".into()),
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+}
