@@ -58,6 +58,21 @@ struct DebugStatus {
     lease_expires_at: Option<chrono::DateTime<chrono::Utc>>,
     database: Database,
     services: Vec<ServiceStatus>,
+    search: SearchStatus,
+}
+
+/// Market search as this replica sees it (the backlog and rate come from the local backfill's
+/// last pass, so they are `null` on a replica that has not run it).
+#[derive(Serialize)]
+struct SearchStatus {
+    /// `hybrid` when embeddings are configured and the vector index is loaded, else `keyword`.
+    mode: &'static str,
+    model: Option<String>,
+    backlog: Option<u64>,
+    rate_per_second: Option<f64>,
+    embedded_total: u64,
+    upstream_errors_total: u64,
+    index_vectors: u64,
 }
 
 /// The status registry and process facts.
@@ -80,7 +95,29 @@ pub async fn debug_status(_: Admin, state: web::Data<AppState>) -> Result<HttpRe
             pool: state.store.pool_stats(),
         },
         services: registry.services,
+        search: search_status(&state),
     }))
+}
+
+fn search_status(state: &AppState) -> SearchStatus {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = &state.search.stats;
+    let model = state.embeddings().map(|(c, _)| c.model().to_string());
+    let ran = stats.embedded_total.load(Relaxed) > 0 || stats.rate() > 0.0;
+    let leads_backfill = model.is_some() && state.shared.leader();
+    SearchStatus {
+        mode: if model.is_some() && state.search.index().is_some() {
+            "hybrid"
+        } else {
+            "keyword"
+        },
+        backlog: (leads_backfill || ran).then(|| stats.backlog.load(Relaxed)),
+        rate_per_second: ran.then(|| (stats.rate() * 10.0).round() / 10.0),
+        model,
+        embedded_total: stats.embedded_total.load(Relaxed),
+        upstream_errors_total: stats.upstream_errors_total.load(Relaxed),
+        index_vectors: stats.index_vectors.load(Relaxed),
+    }
 }
 
 /// Forwards an admin command for a singleton to the leader (`NOTIFY tipoff_control`; the

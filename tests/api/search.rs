@@ -223,6 +223,16 @@ async fn keyword_search_works_with_nothing_configured(db: Db) {
         "\u{202e}",
         "a\tb",
         "\n",
+        "²",
+        "㊿",
+        "Ⅻ celtics",
+        "x\u{301}",
+        "١٢٣",
+        "𝟙𝟚𝟛",
+        "\"*\"",
+        "NEAR/3",
+        "celtics^2",
+        "[celtics]",
     ] {
         let (s, body) = search(&app, q).await;
         assert!(s == 200 || s == 400, "{q:?} answered {s}: {body}");
@@ -285,6 +295,11 @@ async fn hybrid_search_finds_a_typo_through_the_vectors(db: Db) {
     load_boards(&app.store).await;
     let e = wait_embedded(&app, GAMES as u64).await;
     assert_eq!(e["embedded"], GAMES as u64);
+    let status = app.json("/debug/status").await;
+    assert_eq!(status["search"]["mode"], "hybrid", "{status}");
+    assert_eq!(status["search"]["backlog"], 0);
+    assert_eq!(status["search"]["embedded_total"], GAMES as u64);
+    assert!(status["search"]["rate_per_second"].as_f64().unwrap() > 0.0);
     assert_eq!(e["model"], "mock-trigrams");
     assert_eq!(
         mock.calls(),
@@ -609,4 +624,48 @@ fn a_killed_backfill_resumes_without_reembedding_committed_batches_on_postgres()
     };
     drop(rt);
     a_killed_backfill_resumes_without_reembedding_committed_batches(Db::Postgres(url));
+}
+
+/// Two replicas on one PostgreSQL: only the leader embeds (every market once), and the
+/// follower's index reads the leader's vectors from the database and answers hybrid searches.
+#[actix_rt::test]
+async fn a_follower_searches_with_the_vectors_its_leader_embedded_on_postgres() {
+    let Some(url) = postgres_db("a_follower_searches_with_the_vectors_its_leader_embedded").await
+    else {
+        return;
+    };
+    let db = Db::Postgres(url);
+    let mock = MockEmbeddings::start(1024);
+    let env = embeddings_env(&mock, &[("TIPOFF_LEADER_TTL", "2s")]);
+    let leader = spawn_app(&db, &env).await;
+    let follower = spawn_app(&db, &env).await;
+    let role = |status: &Value| status["leader"].as_bool().unwrap();
+    assert!(role(&leader.json("/debug/status").await));
+    assert!(!role(&follower.json("/debug/status").await));
+    load_boards(&leader.store).await;
+    wait_embedded(&leader, GAMES as u64).await;
+    let e = wait_embedded(&follower, GAMES as u64).await;
+    assert_eq!(e["embedded"], GAMES as u64);
+    assert_eq!(
+        service(&follower.json("/debug/status").await, "backfill").unwrap()["state"],
+        "standby"
+    );
+    let (s, body) = search(&follower, "celtcs").await;
+    assert_eq!(s, 200);
+    assert_eq!(body["mode"], "hybrid", "{body}");
+    let top = &body["items"][0];
+    assert!(
+        top["league"] == "nba" && top["question"].as_str().unwrap().contains("BOS"),
+        "{body}"
+    );
+    let inputs = mock.inputs();
+    let unique: HashSet<&String> = inputs.iter().filter(|i| i.contains('·')).collect();
+    assert_eq!(
+        inputs.iter().filter(|i| i.contains('·')).count(),
+        unique.len(),
+        "no document embedded twice"
+    );
+    assert_eq!(unique.len(), GAMES);
+    follower.stop().await;
+    leader.stop().await;
 }
