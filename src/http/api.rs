@@ -46,9 +46,13 @@ macro_rules! endpoints {
         $(, produces: $produces:literal)?
         $(,)?
     } )* ) => {
-        /// Registers every route of the table.
+        /// Registers every route of the table, then, for each path, a 405 with `Allow` for
+        /// the methods it does not declare.
         pub fn register(cfg: &mut web::ServiceConfig) {
             $( cfg.route($path, web::$method().to($handler)); )*
+            for (path, allow) in allowed_methods() {
+                cfg.route(path, web::route().to(move || method_not_allowed(allow.clone())));
+            }
         }
 
         /// The table.
@@ -153,6 +157,30 @@ endpoints! {
     post "/admin/ui/login" => dashboard::login { tag: "admin", access: Public, summary: "Dashboard sign-in: form field `token`; sets the session cookie",
         ok: (303, "redirect to /admin/ui"), produces: "text/html" }
     post "/admin/ui/logout" => dashboard::logout { tag: "admin", access: Public, summary: "Dashboard sign-out: clears the session cookie", ok: (303, "redirect to /admin/ui"), produces: "text/html" }
+}
+
+/// Each path of the table with the methods it declares, as an `Allow` value.
+fn allowed_methods() -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, Vec<String>)> = Vec::new();
+    for e in endpoints() {
+        let method = e.method.to_ascii_uppercase();
+        match out.iter_mut().find(|(p, _)| *p == e.path) {
+            Some((_, methods)) => methods.push(method),
+            None => out.push((e.path, vec![method])),
+        }
+    }
+    out.into_iter().map(|(p, m)| (p, m.join(", "))).collect()
+}
+
+async fn method_not_allowed(allow: String) -> actix_web::HttpResponse {
+    let message = format!("this path answers {allow} only");
+    let mut res =
+        actix_web::ResponseError::error_response(&super::ApiError::MethodNotAllowed(message));
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        res.headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    res
 }
 
 /// The OpenAPI 3 document of the table.

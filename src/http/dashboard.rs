@@ -29,6 +29,10 @@ input{{width:100%;padding:8px;margin:8px 0 14px;box-sizing:border-box}}button{{p
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
         .insert_header(("cache-control", "no-store"))
+        .insert_header((
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ))
         .body(html)
 }
 
@@ -40,7 +44,7 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
             .insert_header(("cache-control", "no-store"))
             .insert_header((
                 "content-security-policy",
-                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:",
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
             ))
             .body(PAGE),
         Err(ApiError::Forbidden(m)) => {

@@ -9,10 +9,12 @@
 //! - `money.rs`: users and API keys, `/api/v1/me/*` (balances, ledger, stakes, withdrawals),
 //!   stakes on markets, and the admin side of deposits, withdrawals and the ledger audit.
 //! - `ops.rs`: `/health`, `/ready`, `/debug/status`, `/admin/services/{name}/{action}`.
-//! - `error.rs`: the JSON error format; `auth.rs`: the admin bearer token.
+//! - `error.rs`: the JSON error format; `auth.rs`: the admin bearer token; `body.rs`: JSON
+//!   bodies (16 KiB at most, parsed strictly, bounded error messages).
 
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod cache;
 mod dashboard;
 pub mod error;
@@ -179,18 +181,16 @@ impl AppState {
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
-        web::JsonConfig::default().error_handler(|err, _| {
-            ApiError::BadRequest(format!("invalid JSON body: {err}")).into()
-        }),
+        web::JsonConfig::default()
+            .limit(body::MAX_BODY)
+            .error_handler(|err, _| body::json_error(&err).into()),
     )
-    .app_data(
-        web::PathConfig::default()
-            .error_handler(|err, _| ApiError::BadRequest(format!("invalid path: {err}")).into()),
-    )
-    .app_data(
-        web::QueryConfig::default()
-            .error_handler(|err, _| ApiError::BadRequest(format!("invalid query: {err}")).into()),
-    )
+    .app_data(web::PathConfig::default().error_handler(|err, _| {
+        ApiError::BadRequest(body::bounded(&format!("invalid path: {err}"))).into()
+    }))
+    .app_data(web::QueryConfig::default().error_handler(|err, _| {
+        ApiError::BadRequest(body::bounded(&format!("invalid query: {err}"))).into()
+    }))
     .configure(api::register)
     .default_service(web::to(not_found));
 }
@@ -219,6 +219,8 @@ pub fn app(
     actix_web::App::new()
         .app_data(state)
         .configure(routes)
+        // No answer is ever to be sniffed into another type than the one it declares.
+        .wrap(actix_web::middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
         .wrap_fn(move |req, srv| {
             let span = tracing::info_span!("http", method = %req.method(), path = %req.path());
             let started = Instant::now();

@@ -33,6 +33,7 @@ use tipoff_actors::store::{
 use tipoff_actors::StoreError;
 
 use super::auth::{bearer, Admin};
+use super::body::OptionalJson;
 use super::read::{id_cursor, limit, not_found, page};
 use super::{error::ApiError, AppState};
 
@@ -127,9 +128,9 @@ pub struct NewUser {
 
 async fn create_user(
     state: &AppState,
-    body: Option<web::Json<NewUser>>,
+    body: OptionalJson<NewUser>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = body.and_then(|b| b.into_inner().name).unwrap_or_default();
+    let name = body.0.and_then(|b| b.name).unwrap_or_default();
     let name = name.trim();
     if name.chars().count() > 100 {
         return Err(ApiError::BadRequest(
@@ -175,7 +176,7 @@ async fn create_user(
 /// `POST /api/v1/users {name?}`
 pub async fn register(
     state: web::Data<AppState>,
-    body: Option<web::Json<NewUser>>,
+    body: OptionalJson<NewUser>,
 ) -> Result<HttpResponse, ApiError> {
     if !state.registration {
         return Err(ApiError::Forbidden(
@@ -189,7 +190,7 @@ pub async fn register(
 pub async fn admin_create_user(
     _: Admin,
     state: web::Data<AppState>,
-    body: Option<web::Json<NewUser>>,
+    body: OptionalJson<NewUser>,
 ) -> Result<HttpResponse, ApiError> {
     create_user(&state, body).await
 }
@@ -543,10 +544,10 @@ pub async fn finish_withdrawal(
     _: Admin,
     state: web::Data<AppState>,
     path: web::Path<(i64, String)>,
-    body: Option<web::Json<FinishWithdrawal>>,
+    body: OptionalJson<FinishWithdrawal>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, action) = path.into_inner();
-    let body = body.map(|b| b.into_inner()).unwrap_or_default();
+    let body = body.0.unwrap_or_default();
     if action == "claim" {
         let claimer = body
             .claimer

@@ -13,6 +13,7 @@ mod embeddings_mock;
 mod espn_mock;
 mod games;
 mod helpers;
+mod hostile;
 #[macro_use]
 mod imports;
 mod events;
