@@ -388,7 +388,10 @@ impl Raw<'_> {
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
                 Ok(Some(u.trim_end_matches('/').to_string()))
             }
-            Some(u) => Err(self.err(format!("`{u}` is not an http:// or https:// URL"))),
+            Some(u) => Err(self.err(format!(
+                "`{}` is not an http:// or https:// URL",
+                redact_url(&u)
+            ))),
         }
     }
 }
@@ -416,26 +419,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// A URL with any password replaced by `***`.
+/// A URL with its user-info password and secret query parameters replaced by `***`.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &rest[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end + 3],
-            &userinfo[..colon],
-            &rest[at..]
-        ),
-        None => url.to_string(),
-    }
+    tipoff_actors::redact::url(url)
 }
 
 impl Config {
@@ -544,7 +530,10 @@ impl Config {
         let mut webhook_urls = Vec::new();
         for url in webhooks_raw.list() {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(webhooks_raw.err(format!("`{url}` is not an http:// or https:// URL")));
+                return Err(webhooks_raw.err(format!(
+                    "`{}` is not an http:// or https:// URL",
+                    redact_url(&url)
+                )));
             }
             webhook_urls.push(url);
         }
@@ -761,7 +750,12 @@ impl Config {
         for (key, value, source) in &self.entries {
             let shown = match key.name {
                 "database_url" => redact_url(self.database_url.expose()),
-                "embeddings_url" | "solana_rpc_url" => redact_url(value),
+                "embeddings_url" | "solana_rpc_url" | "espn_base_url" => redact_url(value),
+                "webhook_urls" => value
+                    .split(',')
+                    .map(|u| redact_url(u.trim()))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 "data_dir" => self.data_dir.display().to_string(),
                 _ => value.clone(),
             };
@@ -1123,6 +1117,51 @@ mod tests {
         );
         assert!(out.contains("admin_token = \"[redacted]\""), "{out}");
         assert!(!format!("{c:?}").contains("hunter2hunter2"));
+    }
+
+    #[test]
+    fn credentials_in_any_configured_url_are_redacted_by_check_config() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("TIPOFF_SOLANA_RPC_URL", "https://rpc.example/?api-key=rpc-secret-1"),
+                ("TIPOFF_EMBEDDINGS_URL", "https://user:emb-secret-2@emb.example/v1"),
+                ("TIPOFF_EMBEDDINGS_API_KEY", "sk-emb-secret-3"),
+                (
+                    "TIPOFF_WEBHOOK_URLS",
+                    "https://hooks.example/in?token=hook-secret-4,https://b.example/x?secret=hook-secret-5",
+                ),
+                ("TIPOFF_WEBHOOK_SECRET", "webhook-signing-secret-6"),
+                ("TIPOFF_ESPN_BASE_URL", "https://proxy.example/?key=espn-secret-7"),
+            ]),
+        )
+        .unwrap();
+        let out = c.render();
+        for secret in [
+            "rpc-secret-1",
+            "emb-secret-2",
+            "sk-emb-secret-3",
+            "hook-secret-4",
+            "hook-secret-5",
+            "webhook-signing-secret-6",
+            "espn-secret-7",
+        ] {
+            assert!(!out.contains(secret), "{secret} in\n{out}");
+        }
+        assert!(out.contains("https://rpc.example/?api-key=***"), "{out}");
+        let err = Config::load(
+            None,
+            &env(&[(
+                "TIPOFF_SOLANA_RPC_URL",
+                "ftp://u:rpc-secret-8@x/?token=rpc-secret-9",
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            !err.contains("rpc-secret-8") && !err.contains("rpc-secret-9"),
+            "{err}"
+        );
     }
 
     #[test]

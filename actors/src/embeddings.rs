@@ -74,14 +74,7 @@ pub struct EmbeddingsClient {
 
 /// `scheme://host[:port]` of a URL, without user-info, path or query.
 pub fn host_of(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = authority.rsplit('@').next().unwrap_or(authority);
-    if scheme.is_empty() {
-        host.to_string()
-    } else {
-        format!("{scheme}://{host}")
-    }
+    crate::redact::host(url)
 }
 
 #[derive(Deserialize)]

@@ -335,7 +335,7 @@ impl EspnClient {
                 if e.is_timeout() {
                     EspnError::Timeout
                 } else {
-                    EspnError::Transport(e.to_string())
+                    EspnError::Transport(e.without_url().to_string())
                 }
             })?;
         let status = res.status().as_u16();
@@ -358,7 +358,7 @@ impl EspnClient {
             if e.is_timeout() {
                 EspnError::Timeout
             } else {
-                EspnError::Transport(e.to_string())
+                EspnError::Transport(e.without_url().to_string())
             }
         })?;
         parse_scoreboard(&body)

@@ -9,6 +9,7 @@
 //!   factory that builds a fresh actor on every (re)start.
 //! - [`restart`]: backoff and intensity arithmetic.
 //! - [`status`]: the registry's types, as served by `/debug/status`.
+//! - [`redact`]: credentials out of URLs before they reach a log line or an error.
 //! - [`db`]: the `db` child: database health pings.
 //! - [`leader`]: the `leader` child: holds the leader lease (PostgreSQL); singletons follow it.
 //! - [`listener`]: the `listener` child (PostgreSQL, every replica): other replicas' writes
@@ -42,6 +43,7 @@ pub mod leader;
 pub mod listener;
 pub mod outbox;
 pub mod poller;
+pub mod redact;
 pub mod restart;
 pub mod search;
 pub mod service;

@@ -128,7 +128,7 @@ impl WebhookClient {
             .send()
             .await
             .map_err(|e| PostError {
-                message: format!("{url}: {}", without_url(&e)),
+                message: format!("{}: {}", host_of(url), without_url(&e)),
                 retry_after: None,
             })?;
         let status = res.status();
@@ -141,7 +141,7 @@ impl WebhookClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, Utc::now()));
         Err(PostError {
-            message: format!("{url}: HTTP {}", status.as_u16()),
+            message: format!("{}: HTTP {}", host_of(url), status.as_u16()),
             retry_after,
         })
     }
@@ -352,11 +352,10 @@ pub async fn deliver_due(
 }
 
 /// The scheme and host of a URL, for logs (the path or query may hold a secret).
+/// What a delivery error or a log line says of a receiver: its scheme, host and port, never
+/// the path or query (either may carry a credential).
 fn host_of(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => format!("{}://{}", u.scheme(), u.host_str().unwrap_or("?")),
-        Err(_) => "(unparseable URL)".into(),
-    }
+    crate::redact::host(url)
 }
 
 pub struct Outbox {
