@@ -25,6 +25,17 @@ pub enum GameState {
 }
 
 impl GameState {
+    /// Every state, as the API names them.
+    pub const ALL: [GameState; 7] = [
+        GameState::Scheduled,
+        GameState::Live,
+        GameState::Final,
+        GameState::Postponed,
+        GameState::Canceled,
+        GameState::Delayed,
+        GameState::Suspended,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             GameState::Scheduled => "scheduled",

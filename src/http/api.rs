@@ -84,7 +84,7 @@ fn s(t: &str) -> Value {
 }
 
 fn amount() -> Value {
-    json!({"description": "base units of the token, as a string (or an integer up to 2^53)", "oneOf": [{"type": "string", "pattern": "^[0-9]+$"}, {"type": "integer", "minimum": 1}]})
+    json!({"description": "base units of the token, as a string of digits (or an integer up to 2^53)", "oneOf": [{"type": "string", "pattern": "^[1-9][0-9]{0,17}$"}, {"type": "integer", "minimum": 1, "maximum": 9007199254740991_i64}]})
 }
 
 endpoints! {
@@ -110,22 +110,22 @@ endpoints! {
         query: [("types", "comma-separated event types"), ("league", "only events of this league"), ("last_event_id", "resume after this id (or the Last-Event-ID header)")],
         produces: "text/event-stream" }
     post "/api/v1/users" => money::register { tag: "money", access: Public, summary: "Register a user (when registration is enabled); the API key is shown once",
-        body: || json!({"type": "object", "properties": {"name": s("string")}}),
+        body: || json!({"type": "object", "properties": {"name": optional_text(100)}}),
         ok: (201, "the user with its API key and deposit code") }
     get "/api/v1/me" => money::me { tag: "money", access: User, summary: "The caller, its deposit code and balances" }
     get "/api/v1/me/ledger" => money::ledger { tag: "money", access: User, summary: "The caller's ledger entries, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     get "/api/v1/me/stakes" => money::stakes { tag: "money", access: User, summary: "The caller's stakes, newest first; each stake's payout is its share of its position's", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     get "/api/v1/me/positions" => money::positions { tag: "money", access: User, summary: "The caller's positions (stakes on one market outcome in one token, added up; what settlement pays), newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     post "/api/v1/me/withdrawals" => money::withdraw { tag: "money", access: User, summary: "Request a withdrawal (places a hold)",
-        body: || json!({"type": "object", "required": ["token", "amount", "destination"], "properties": {"token": s("string"), "amount": amount(), "destination": {"type": "string", "description": "base58 Solana address"}}}),
+        body: || json!({"type": "object", "required": ["token", "amount", "destination"], "properties": {"token": s("string"), "amount": amount(), "destination": {"type": "string", "pattern": "^[1-9A-HJ-NP-Za-km-z]{32,44}$", "description": "base58 Solana address (a wallet)"}}}),
         ok: (201, "the pending withdrawal") }
     get "/api/v1/me/withdrawals" => money::withdrawals { tag: "money", access: User, summary: "The caller's withdrawals, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     post "/admin/users" => money::admin_create_user { tag: "admin", access: Admin, summary: "Create a user (works with registration off)",
-        body: || json!({"type": "object", "properties": {"name": s("string")}}), ok: (201, "the user with its API key") }
+        body: || json!({"type": "object", "properties": {"name": optional_text(100)}}), ok: (201, "the user with its API key") }
     get "/admin/deposits" => money::deposits { tag: "admin", access: Admin, summary: "Deposits, newest first",
         query: [("unattributed", "true: only deposits no user's code matched"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     post "/admin/deposits/{id}/assign" => money::assign_deposit { tag: "admin", access: Admin, summary: "Credit an unattributed deposit to a user (once)",
-        body: || json!({"type": "object", "required": ["user_id"], "properties": {"user_id": s("integer")}}) }
+        body: || json!({"type": "object", "required": ["user_id"], "properties": {"user_id": {"type": "integer", "format": "int64", "minimum": 1}}}) }
     get "/admin/deposits/quarantine" => money::quarantine { tag: "admin", access: Admin, summary: "Treasury signatures a watcher could not read: failing (counting attempts), quarantined (skipped; the cursor moved on), retry (asked again), resolved; oldest first",
         query: [("state", "failing, quarantined, retry or resolved"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     post "/admin/deposits/quarantine/{id}/retry" => money::retry_quarantined { tag: "admin", access: Admin, summary: "Ask the watcher to read a quarantined signature again on its next pass (credited if readable, else quarantined again)" }
@@ -140,7 +140,7 @@ endpoints! {
     get "/admin/embeddings/jobs" => search::jobs { tag: "admin", access: Admin, summary: "Re-embed jobs, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     get "/admin/embeddings/jobs/{id}" => search::job { tag: "admin", access: Admin, summary: "One re-embed job with its progress" }
     post "/admin/imports" => imports::create { tag: "admin", access: Admin, summary: "Start (or join an overlapping) import job for a league and date range",
-        body: || json!({"type": "object", "required": ["league", "from", "to"], "properties": {"league": s("string"), "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"}}}),
+        body: || json!({"type": "object", "required": ["league", "from", "to"], "properties": {"league": leagues(), "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"}}}),
         ok: (202, "the job") }
     get "/admin/imports" => imports::list { tag: "admin", access: Admin, summary: "Import jobs, newest first",
         query: [("league", "league key"), ("state", "queued, running, succeeded, failed or canceled"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
@@ -183,6 +183,94 @@ async fn method_not_allowed(allow: String) -> actix_web::HttpResponse {
     res
 }
 
+/// One event of the live stream, as an SSE client reads it (OpenAPI 3.0: the schema of a
+/// `text/event-stream` describes each event): a domain event, or the stream's own `reset`
+/// (resume from the start), `error` and `shutdown` (reconnect with `Last-Event-ID`).
+fn sse_event() -> Value {
+    let mut names: Vec<&str> = tipoff_actors::store::EVENT_TYPES.to_vec();
+    names.extend(["reset", "error", "shutdown"]);
+    json!({
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": names},
+            "data": {"type": "string", "description": "JSON: a domain event {id, type, created_at, league, payload}, or {reason} for error and shutdown"},
+            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the outbox id (domain events): send it back as Last-Event-ID"},
+            "retry": {"type": "integer"},
+        },
+    })
+}
+
+/// An optional text field: a string of at most `max` characters, or null.
+fn optional_text(max: u32) -> Value {
+    json!({"type": "string", "maxLength": max, "nullable": true})
+}
+
+fn enum_of(values: impl IntoIterator<Item = &'static str>) -> Value {
+    json!({"type": "string", "enum": values.into_iter().collect::<Vec<_>>()})
+}
+
+fn leagues() -> Value {
+    enum_of(tipoff_actors::store::LEAGUE_CATALOG.iter().map(|l| l.0))
+}
+
+/// The schema of a path parameter, from the values the handlers accept.
+fn path_schema(path: &str, name: &str) -> Value {
+    match name {
+        "id" => json!({"type": "integer", "format": "int64", "minimum": 1}),
+        "action" if path.starts_with("/admin/withdrawals") => {
+            enum_of(["claim", "complete", "fail"])
+        }
+        "action" => enum_of(["restart", "stop", "start"]),
+        _ => json!({"type": "string", "minLength": 1, "maxLength": 100}),
+    }
+}
+
+/// The schema of a query parameter, from the values the handlers accept.
+fn query_schema(path: &str, name: &str) -> Value {
+    use tipoff_actors::store::{
+        IMPORT_STATES, OUTBOX_STATES, QUARANTINE_STATES, WITHDRAWAL_STATES,
+    };
+    match (path, name) {
+        ("/api/v1/markets/search", "limit") => {
+            json!({"type": "integer", "minimum": 1, "maximum": 100})
+        }
+        (_, "limit") => json!({"type": "integer", "minimum": 1, "maximum": 200}),
+        ("/api/v1/games", "cursor") => {
+            json!({"type": "string", "pattern": "^-?[0-9]{1,15}:[0-9]{1,18}$"})
+        }
+        (_, "cursor") => json!({"type": "string", "pattern": "^[0-9]{1,18}$"}),
+        (_, "league") => leagues(),
+        ("/api/v1/games", "state") => {
+            enum_of(tipoff_actors::espn::GameState::ALL.map(|g| g.as_str()))
+        }
+        ("/api/v1/markets" | "/api/v1/markets/search", "state") => {
+            enum_of(super::read::MARKET_STATES.iter().copied())
+        }
+        ("/admin/imports", "state") => enum_of(IMPORT_STATES.iter().copied()),
+        ("/admin/outbox", "state") => enum_of(OUTBOX_STATES.iter().copied()),
+        ("/admin/withdrawals", "state") => enum_of(WITHDRAWAL_STATES.iter().copied()),
+        ("/admin/deposits/quarantine", "state") => enum_of(QUARANTINE_STATES.iter().copied()),
+        (_, "date") => json!({"type": "string", "format": "date"}),
+        // At least one letter or digit (`[^\\W_]`), as the search handler requires.
+        (_, "q") => {
+            json!({"type": "string", "minLength": 1, "maxLength": 200, "pattern": "[^\\W_]"})
+        }
+        (_, "mode") => enum_of(["hybrid", "keyword"]),
+        (_, "unattributed") => enum_of(["true", "false"]),
+        (_, "last_event_id") => json!({"type": "integer", "format": "int64", "minimum": 0}),
+        (_, "types") => {
+            let one = tipoff_actors::store::EVENT_TYPES
+                .iter()
+                .map(|t| t.replace('.', "\\."))
+                .collect::<Vec<_>>()
+                .join("|");
+            json!({"type": "string", "pattern": format!("^({one})(,({one}))*$")})
+        }
+        _ => s("string"),
+    }
+}
+
 /// The OpenAPI 3 document of the table.
 pub fn openapi() -> Value {
     let mut paths = Map::new();
@@ -192,19 +280,22 @@ pub fn openapi() -> Value {
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| {
-                let schema = if name == "id" {
-                    s("integer")
-                } else {
-                    s("string")
-                };
-                json!({"name": name, "in": "path", "required": true, "schema": schema})
+                json!({"name": name, "in": "path", "required": true, "schema": path_schema(e.path, name)})
             })
             .collect();
         params.extend(e.query.iter().map(|(name, description)| {
-            json!({"name": name, "in": "query", "required": false, "description": description, "schema": s("string")})
+            let required = e.path == "/api/v1/markets/search" && *name == "q";
+            // An empty value is the same as leaving the parameter out.
+            let schema = if required {
+                query_schema(e.path, name)
+            } else {
+                json!({"anyOf": [query_schema(e.path, name), {"type": "string", "maxLength": 0}]})
+            };
+            json!({"name": name, "in": "query", "required": required, "description": description, "schema": schema})
         }));
         let ok_content = match e.produces {
             "application/json" => json!({"application/json": {"schema": s("object")}}),
+            "text/event-stream" => json!({"text/event-stream": {"schema": sse_event()}}),
             other => {
                 let mut m = Map::new();
                 m.insert(other.to_string(), json!({"schema": s("string")}));
@@ -250,6 +341,27 @@ pub fn openapi() -> Value {
         if e.method == "post" {
             responses.insert("409".into(), error("conflicts with the current state"));
         }
+        if e.body.is_some() || e.path == "/admin/ui/login" {
+            responses.insert("413".into(), error("the body is over 16 KiB"));
+            responses.insert(
+                "415".into(),
+                error("the body is not in the content type the endpoint takes"),
+            );
+        }
+        if e.path.starts_with("/admin/ui") && e.path != "/admin/ui/logout" {
+            responses.insert("401".into(), json!({"description": "no session, or a wrong token: the sign-in form", "content": {"text/html": {"schema": s("string")}}}));
+            responses.insert("403".into(), json!({"description": "admin endpoints are disabled (TIPOFF_ADMIN_TOKEN unset): the sign-in form says so", "content": {"text/html": {"schema": s("string")}}}));
+        }
+        if e.path == "/api/v1/events" {
+            responses.insert(
+                "403".into(),
+                error("event types other than market events need the admin token"),
+            );
+        }
+        responses.insert(
+            "405".into(),
+            error("the path does not answer this method (see `Allow`)"),
+        );
         responses.insert("503".into(), error("unavailable: starting, stopping, database down, or an actor did not answer in time"));
         let mut op = json!({
             "tags": [e.tag],
@@ -264,8 +376,11 @@ pub fn openapi() -> Value {
             Access::Public => {}
         }
         if let Some(body) = e.body {
+            let schema = body();
+            // A body whose fields are all optional may be left out altogether.
+            let required = schema.get("required").is_some();
             op["requestBody"] =
-                json!({"required": true, "content": {"application/json": {"schema": body()}}});
+                json!({"required": required, "content": {"application/json": {"schema": schema}}});
         }
         if e.path == "/admin/ui/login" {
             op["requestBody"] = json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["token"], "properties": {"token": s("string")}}}}});
@@ -304,8 +419,27 @@ pub fn openapi() -> Value {
     })
 }
 
-async fn openapi_json() -> actix_web::HttpResponse {
-    actix_web::HttpResponse::Ok().json(openapi())
+/// `/openapi.json`: the table's document, with the `token` fields of request bodies narrowed
+/// to this daemon's configured tokens.
+async fn openapi_json(state: web::Data<super::AppState>) -> actix_web::HttpResponse {
+    let mut doc = openapi();
+    let names: Vec<String> = state.tokens().into_iter().map(|t| t.name).collect();
+    if names.is_empty() {
+        return actix_web::HttpResponse::Ok().json(doc);
+    }
+    let token = json!({"type": "string", "enum": names, "description": "a configured token"});
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for item in paths.values_mut().filter_map(Value::as_object_mut) {
+            for op in item.values_mut() {
+                if let Some(field) =
+                    op.pointer_mut("/requestBody/content/application~1json/schema/properties/token")
+                {
+                    *field = token.clone();
+                }
+            }
+        }
+    }
+    actix_web::HttpResponse::Ok().json(doc)
 }
 
 const DOCS_HTML: &str = include_str!("docs.html");

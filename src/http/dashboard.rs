@@ -59,11 +59,37 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
 
 #[derive(Debug, Deserialize)]
 pub struct Login {
+    #[serde(default)]
     token: String,
 }
 
 /// `POST /admin/ui/login` (form): a right token sets the session cookie.
-pub async fn login(state: web::Data<AppState>, form: web::Form<Login>) -> HttpResponse {
+pub async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let form_type = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form_type {
+        return Err(ApiError::UnsupportedMediaType(
+            "sign in with the form: Content-Type: application/x-www-form-urlencoded, field `token`"
+                .into(),
+        ));
+    }
+    if body.len() > super::body::MAX_BODY {
+        return Err(ApiError::PayloadTooLarge("the form is over 16 KiB".into()));
+    }
+    let form: Login = serde_urlencoded::from_bytes(&body).unwrap_or(Login {
+        token: String::new(),
+    });
+    Ok(sign_in(&state, &form))
+}
+
+fn sign_in(state: &AppState, form: &Login) -> HttpResponse {
     if !state.admin.configured() {
         return login_page(
             actix_web::http::StatusCode::FORBIDDEN,

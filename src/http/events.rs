@@ -198,11 +198,8 @@ pub async fn stream(
             types
         }
     };
-    let league = query
-        .league
-        .as_deref()
-        .map(|l| l.trim().to_ascii_lowercase())
-        .filter(|l| !l.is_empty());
+    let league =
+        super::read::league_filter(query.league.as_deref().filter(|l| !l.trim().is_empty()))?;
     let resume = req
         .headers()
         .get("last-event-id")

@@ -48,7 +48,8 @@ pub async fn create(
         } else {
             state.leagues_enabled().join(", ")
         };
-        return Err(ApiError::BadRequest(format!(
+        // The request is well formed; this daemon's configuration is what stands in the way.
+        return Err(ApiError::Conflict(format!(
             "league `{league}` is not enabled, so no poller would run the import: add it to TIPOFF_LEAGUES (enabled: {enabled})"
         )));
     }
@@ -104,7 +105,7 @@ pub async fn list(
     }
     let before = id_cursor(q.cursor.as_deref())?;
     let filter = ImportFilter {
-        league: q.league.clone(),
+        league: super::read::league_filter(q.league.as_deref())?,
         state: q.state.clone(),
         before,
         limit: limit + 1,

@@ -221,7 +221,8 @@ pub fn app(
         .configure(routes)
         // No answer is ever to be sniffed into another type than the one it declares.
         .wrap(actix_web::middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
-        .wrap_fn(move |req, srv| {
+        .wrap_fn(move |mut req, srv| {
+            drop_empty_parameters(&mut req);
             let span = tracing::info_span!("http", method = %req.method(), path = %req.path());
             let started = Instant::now();
             let inner = span.clone();
@@ -237,4 +238,32 @@ pub fn app(
                 res
             })
         })
+}
+
+/// `?limit=&cursor=` is the same request as no `limit` and no `cursor`: a parameter given with
+/// an empty value is dropped before any handler reads the query.
+fn drop_empty_parameters(req: &mut actix_web::dev::ServiceRequest) {
+    let Some(query) = req.uri().query() else {
+        return;
+    };
+    if !query
+        .split('&')
+        .any(|p| p.is_empty() || p.ends_with('=') || !p.contains('='))
+    {
+        return;
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.ends_with('=') && p.contains('='))
+        .collect();
+    let path = req.uri().path().to_string();
+    let rebuilt = if kept.is_empty() {
+        path
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    };
+    if let Ok(uri) = rebuilt.parse::<actix_web::http::Uri>() {
+        // Routing reads the path (unchanged); extractors read the query from the URI.
+        req.head_mut().uri = uri;
+    }
 }

@@ -572,6 +572,14 @@ pub async fn finish_withdrawal(
         "complete" => {
             let signature = body.signature.as_deref().map(str::trim).unwrap_or_default();
             if !is_signature(signature) {
+                // A withdrawal that does not exist is a 404 whatever the body says.
+                let found = state
+                    .store
+                    .withdrawals(None, Some(id.saturating_sub(1)), 1)
+                    .await?;
+                if found.first().map(|w| w.id) != Some(id) {
+                    return Err(ApiError::NotFound(format!("no withdrawal {id}")));
+                }
                 return Err(ApiError::BadRequest(format!(
                     "`signature` must be the base58 transaction signature (64 bytes) that paid the withdrawal, not `{signature}`"
                 )));

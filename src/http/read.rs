@@ -40,22 +40,37 @@ pub(super) fn limit(text: Option<&str>) -> Result<i64, ApiError> {
     }
 }
 
+/// A list's `next` cursor: the sort key of the last row, as text (an id, or
+/// `micros:id` for games). Clients pass it back as it is.
 pub(super) fn encode_cursor(text: &str) -> String {
-    text.bytes().map(|b| format!("{b:02x}")).collect()
+    text.to_string()
 }
 
+/// The sort key a `cursor=` carries; only digits, `-` and `:` can be one.
 pub(super) fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
-    let bad = || {
-        ApiError::BadRequest("invalid cursor: pass the `next` value of the previous page".into())
-    };
-    if cursor.len() % 2 != 0 {
-        return Err(bad());
+    let well_formed = !cursor.is_empty()
+        && cursor.len() <= 40
+        && cursor
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b':');
+    if !well_formed {
+        return Err(ApiError::BadRequest(
+            "invalid cursor: pass the `next` value of the previous page".into(),
+        ));
     }
-    let bytes: Result<Vec<u8>, _> = (0..cursor.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&cursor[i..i + 2], 16))
-        .collect();
-    String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())
+    Ok(cursor.to_string())
+}
+
+/// A `league=` filter: a key of the catalog (a 400 naming the known ones otherwise).
+pub(super) fn league_filter(league: Option<&str>) -> Result<Option<String>, ApiError> {
+    league
+        .map(|l| {
+            let key = l.trim().to_ascii_lowercase();
+            tipoff_actors::store::catalog_league(&key)
+                .map(|_| key)
+                .map_err(|m| ApiError::BadRequest(super::body::bounded(&m)))
+        })
+        .transpose()
 }
 
 /// The row id a `cursor=` of an id-ordered list carries.
@@ -265,7 +280,7 @@ pub async fn games(
         }
     };
     let filter = GameFilter {
-        league: q.league.clone(),
+        league: league_filter(q.league.as_deref())?,
         state: game_state,
         date,
         after,
@@ -314,7 +329,7 @@ pub async fn markets(
     }
     let after = id_cursor(q.cursor.as_deref())?;
     let filter = MarketFilter {
-        league: q.league.clone(),
+        league: league_filter(q.league.as_deref())?,
         state: q.state.clone(),
         after,
         limit: limit + 1,

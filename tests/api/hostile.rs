@@ -162,3 +162,40 @@ async fn an_undeclared_method_is_a_405_naming_the_allowed_ones() {
     assert_eq!(app.get("/no/such/route").await.status(), 404);
     app.stop().await;
 }
+
+#[actix_rt::test]
+async fn empty_parameters_count_as_absent_and_odd_cursors_are_a_400() {
+    let app = spawn_app(&Db::Sqlite, &[]).await;
+    let res = app.get("/api/v1/games?league=&date=&limit=&cursor=").await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["items"].is_array());
+    // A cursor holding a four-byte character (this once split it mid-character and dropped
+    // the connection), and other junk, is a clear 400.
+    for cursor in ["%F0%90%80%80", "zzz", "12%3Aab", "-"] {
+        for path in ["/api/v1/markets", "/admin/imports", "/api/v1/games"] {
+            let res = app.admin_get(&format!("{path}?cursor={cursor}")).await;
+            let status = res.status().as_u16();
+            assert!(
+                status == 400 || (status == 200 && cursor == "-" && path == "/api/v1/games"),
+                "{path}?cursor={cursor}: {status}"
+            );
+            if status == 400 {
+                let body: Value = res.json().await.unwrap();
+                assert!(body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("cursor"));
+            }
+        }
+    }
+    // An unknown league filter is a 400 naming the known ones.
+    let res = app.get("/api/v1/markets?league=xfl").await;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("nba"),
+        "{body}"
+    );
+    app.stop().await;
+}

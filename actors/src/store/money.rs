@@ -820,6 +820,10 @@ impl Store {
         let _writer = self.writer().await?;
         retrying!(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM deposits WHERE id = $1").bind(deposit_id).fetch_optional(&mut *tx).await?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound);
+            }
             let user: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1").bind(user_id).fetch_optional(&mut *tx).await?;
             if user.is_none() {
                 return Err(StoreError::Invalid(format!("user {user_id} does not exist")));
