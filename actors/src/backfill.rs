@@ -27,9 +27,9 @@ use futures_util::future::join_all;
 
 use crate::db::humantime;
 use crate::embeddings::{EmbedError, EmbeddingsClient};
-use crate::restart::exponential;
+use crate::restart::upstream_backoff;
 use crate::search::SearchHub;
-use crate::service::{Control, ServiceCtx, TickGate};
+use crate::service::{Control, NextRun, ServiceCtx, TickGate};
 use crate::store::{BacklogItem, NewVector, Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -205,7 +205,7 @@ pub struct Backfill {
     svc: ServiceCtx,
     gate: TickGate,
     failures: u32,
-    next: Option<SpawnHandle>,
+    next: NextRun,
 }
 
 impl Backfill {
@@ -224,19 +224,12 @@ impl Backfill {
             svc,
             gate: TickGate::default(),
             failures: 0,
-            next: None,
+            next: NextRun::default(),
         }
     }
 
     fn later(&mut self, ctx: &mut Context<Self>, delay: Duration, reason: String) {
-        if let Some(h) = self.next.take() {
-            ctx.cancel_future(h);
-        }
-        self.svc.schedule(delay, reason);
-        self.next = Some(ctx.run_later(delay, |act, ctx| {
-            act.next = None;
-            act.pass(ctx);
-        }));
+        self.next.set(ctx, &self.svc, delay, reason, Self::pass);
     }
 
     fn pass(&mut self, ctx: &mut Context<Self>) {
@@ -297,16 +290,16 @@ impl Backfill {
                 Err(e) => {
                     act.failures += 1;
                     act.svc.tick_err(&e);
-                    let mut delay = exponential(
+                    let retry_after = match &e {
+                        BackfillError::Upstream(up) => up.retry_after(),
+                        _ => None,
+                    };
+                    let delay = upstream_backoff(
                         act.settings.backoff_base,
                         act.settings.backoff_cap,
-                        act.failures - 1,
+                        act.failures,
+                        retry_after,
                     );
-                    if let BackfillError::Upstream(up) = &e {
-                        if let Some(wait) = up.retry_after() {
-                            delay = delay.max(wait.min(act.settings.backoff_cap));
-                        }
-                    }
                     act.later(
                         ctx,
                         delay,

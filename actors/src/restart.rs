@@ -13,6 +13,18 @@ pub fn exponential(base: Duration, cap: Duration, attempt: u32) -> Duration {
     base.checked_mul(factor).unwrap_or(cap).min(cap)
 }
 
+/// The wait of a service after `failures` (≥ 1) failed passes in a row against an upstream:
+/// `base × 2^(failures − 1)`, capped, and never shorter than what the upstream asked for
+/// (`Retry-After`, itself capped).
+pub fn upstream_backoff(
+    base: Duration,
+    cap: Duration,
+    failures: u32,
+    retry_after: Option<Duration>,
+) -> Duration {
+    exponential(base, cap, failures.saturating_sub(1)).max(retry_after.unwrap_or_default().min(cap))
+}
+
 /// Supervisor-wide restart settings (SPEC §3 defaults: base 1 s, cap 5 min, 5 restarts in 60 s).
 #[derive(Debug, Clone)]
 pub struct RestartSettings {
@@ -89,6 +101,24 @@ impl Intensity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_backoff_starts_at_the_base_and_honours_retry_after_up_to_the_cap() {
+        let (base, cap) = (Duration::from_secs(5), Duration::from_secs(60));
+        assert_eq!(upstream_backoff(base, cap, 1, None), base);
+        assert_eq!(
+            upstream_backoff(base, cap, 3, None),
+            Duration::from_secs(20)
+        );
+        assert_eq!(upstream_backoff(base, cap, 30, None), cap);
+        let asked = Some(Duration::from_secs(30));
+        assert_eq!(
+            upstream_backoff(base, cap, 1, asked),
+            Duration::from_secs(30)
+        );
+        let too_long = Some(Duration::from_secs(3600));
+        assert_eq!(upstream_backoff(base, cap, 1, too_long), cap);
+    }
 
     #[test]
     fn ceiling_doubles_until_the_cap() {

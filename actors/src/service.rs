@@ -393,6 +393,33 @@ impl TickGate {
     }
 }
 
+/// The one pending timer of a service that schedules itself pass by pass (the next pass at
+/// once, after its interval, or after a backoff): setting a new one cancels the old, and the
+/// registry is told the time and the reason.
+#[derive(Debug, Default)]
+pub struct NextRun(Option<SpawnHandle>);
+
+impl NextRun {
+    /// Runs `pass` after `delay`, in place of any run already pending.
+    pub fn set<A>(
+        &mut self,
+        ctx: &mut Context<A>,
+        svc: &ServiceCtx,
+        delay: Duration,
+        reason: impl Into<String>,
+        pass: fn(&mut A, &mut Context<A>),
+    ) where
+        A: Actor<Context = Context<A>>,
+    {
+        if let Some(h) = self.0.take() {
+            // A handle whose timer already fired is cancelled to no effect.
+            ctx.cancel_future(h);
+        }
+        svc.schedule(delay, reason);
+        self.0 = Some(ctx.run_later(delay, pass));
+    }
+}
+
 /// A freshly built service, not yet running.
 pub struct Spawned {
     pub control: Recipient<Control>,

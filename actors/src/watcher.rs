@@ -26,8 +26,8 @@ use actix::prelude::*;
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::db::humantime;
-use crate::restart::exponential;
-use crate::service::{Control, ServiceCtx, TickGate};
+use crate::restart::upstream_backoff;
+use crate::service::{Control, NextRun, ServiceCtx, TickGate};
 use crate::solana::{memos, treasury_delta, RpcClient, RpcError, SignatureInfo, Token};
 use crate::store::{Credited, Cursor, IncomingDeposit, Store, StoreError};
 
@@ -117,7 +117,7 @@ pub struct Watcher {
     svc: ServiceCtx,
     gate: TickGate,
     failures: u32,
-    next: Option<SpawnHandle>,
+    next: NextRun,
 }
 
 impl Watcher {
@@ -136,19 +136,12 @@ impl Watcher {
             svc,
             gate: TickGate::default(),
             failures: 0,
-            next: None,
+            next: NextRun::default(),
         }
     }
 
     fn later(&mut self, ctx: &mut Context<Self>, delay: Duration, reason: String) {
-        if let Some(h) = self.next.take() {
-            ctx.cancel_future(h);
-        }
-        self.svc.schedule(delay, reason);
-        self.next = Some(ctx.run_later(delay, |act, ctx| {
-            act.next = None;
-            act.pass(ctx);
-        }));
+        self.next.set(ctx, &self.svc, delay, reason, Self::pass);
     }
 
     fn pass(&mut self, ctx: &mut Context<Self>) {
@@ -190,16 +183,16 @@ impl Watcher {
                 Err(e) => {
                     act.failures += 1;
                     act.svc.tick_err(&e);
-                    let mut delay = exponential(
+                    let retry_after = match &e {
+                        WatchError::Rpc(rpc) => rpc.retry_after(),
+                        _ => None,
+                    };
+                    let delay = upstream_backoff(
                         act.settings.backoff_base,
                         act.settings.backoff_cap,
                         act.failures,
+                        retry_after,
                     );
-                    if let WatchError::Rpc(rpc) = &e {
-                        if let Some(wait) = rpc.retry_after() {
-                            delay = delay.max(wait.min(act.settings.backoff_cap));
-                        }
-                    }
                     let n = act.failures;
                     act.later(
                         ctx,
