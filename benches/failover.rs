@@ -177,6 +177,7 @@ fn rand_below(n: u64) -> u64 {
 }
 
 fn main() {
+    common::print_machine();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let Some(url) = rt.block_on(common::postgres_url("failover")) else {
         eprintln!("SKIPPED: set TIPOFF_TEST_POSTGRES_URL to a reachable PostgreSQL server");

@@ -235,11 +235,7 @@ fn main() {
         }
     }
     rpc.push_signatures(TREASURY, list.as_array().unwrap().clone());
-    println!(
-        "machine: {} cores; {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        Utc::now().format("%Y-%m-%d")
-    );
+    common::print_machine();
     actix_rt::System::new().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("deposits.db").display());

@@ -254,6 +254,18 @@ impl Running {
             .unwrap()
     }
 
+    async fn search(&self, query: &str) -> Value {
+        reqwest::get(format!(
+            "http://127.0.0.1:{}/api/v1/markets/search?{query}",
+            self.port
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
@@ -432,25 +444,9 @@ async fn search(label: &str, url: &str, markets: usize) {
         "{label}: the search index loaded {markets} vectors in {:.2} s",
         loaded.elapsed().as_secs_f64()
     );
-    let body: Value = reqwest::get(format!(
-        "http://127.0.0.1:{}/api/v1/markets/search?q=celtcs",
-        hybrid.port
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let body = hybrid.search("q=celtcs").await;
     assert_eq!(body["mode"], "hybrid", "{body}");
-    let body: Value = reqwest::get(format!(
-        "http://127.0.0.1:{}/api/v1/markets/search?q=celtics&mode=keyword",
-        hybrid.port
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let body = hybrid.search("q=celtics&mode=keyword").await;
     assert_eq!(body["mode"], "keyword");
     assert!(!body["items"].as_array().unwrap().is_empty(), "{body}");
     for mode in ["keyword", "hybrid"] {
@@ -508,11 +504,7 @@ async fn search(label: &str, url: &str, markets: usize) {
 fn main() {
     let backfill_markets = env_number("BACKFILL", 10_000);
     let markets = env_number("MARKETS", 100_000);
-    println!(
-        "machine: {} cores; {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        Utc::now().format("%Y-%m-%d")
-    );
+    common::print_machine();
     actix_rt::System::new().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let dir = match std::env::var("BENCH_DIR") {

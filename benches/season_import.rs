@@ -159,11 +159,7 @@ fn main() {
         let n = per_day + usize::from(i < extra);
         espn.serve("basketball/nba", date, espn_mock::generated_board(date, n));
     }
-    println!(
-        "machine: {} cores; {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        chrono::Utc::now().format("%Y-%m-%d")
-    );
+    common::print_machine();
     actix_rt::System::new().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         // Each backend twice: with the read cache (the default, 1 s) and without it (0s).

@@ -355,8 +355,7 @@ impl EspnClient {
                 .headers()
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| crate::outbox::parse_retry_after(v, chrono::Utc::now()));
             return Err(EspnError::RateLimited {
                 status,
                 retry_after,

@@ -447,7 +447,7 @@ impl SearchIndex {
         }
         let mut after = 0;
         loop {
-            let page = store.vectors_since(&model, None, after, LOAD_PAGE).await?;
+            let page = store.vectors_after(&model, after, LOAD_PAGE).await?;
             let n = page.len();
             if let Some(last) = page.last() {
                 after = last.market_id;

@@ -142,8 +142,7 @@ impl RpcClient {
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| crate::outbox::parse_retry_after(v, chrono::Utc::now()));
             return Err(RpcError::Http {
                 status: status.as_u16(),
                 retry_after,

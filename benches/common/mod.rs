@@ -17,3 +17,12 @@ pub async fn postgres_url(tag: &str) -> Option<String> {
     let (prefix, _) = base.rsplit_once('/')?;
     Some(format!("{prefix}/{name}"))
 }
+
+/// The line every bench starts with: the cores it ran on and the date.
+pub fn print_machine() {
+    println!(
+        "machine: {} cores; {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        chrono::Utc::now().format("%Y-%m-%d")
+    );
+}

@@ -99,10 +99,11 @@ pub async fn search(
             )))
         }
     };
-    let hybrid_wanted = want_vectors && state.embeddings().is_some();
+    // Read once: a reload may change the client while the search runs.
+    let embeddings = state.embeddings().filter(|_| want_vectors);
     // Enough candidates from each ranking that the fused top `limit` is the same as with all;
     // keyword ranking alone needs `limit`.
-    let candidates = if hybrid_wanted {
+    let candidates = if embeddings.is_some() {
         (limit * 3).max(50)
     } else {
         limit
@@ -111,10 +112,7 @@ pub async fn search(
         .store
         .keyword_search(&query, league.as_deref(), market_state, candidates);
     let vector = async {
-        if !want_vectors {
-            return None;
-        }
-        let (client, deadline) = state.embeddings()?;
+        let (client, deadline) = embeddings?;
         // A state filter is applied to the candidates afterwards: fetch more of them.
         let k = if market_state.is_some() {
             candidates * 4

@@ -474,20 +474,18 @@ impl Store {
         }))
     }
 
-    /// Vectors of `model` embedded at or after `since` with a market id above `after`, in
-    /// (market id) order, at most `limit`: the in-memory index loads and refreshes with it.
-    pub async fn vectors_since(
+    /// Vectors of `model` with a market id above `after`, in (market id) order, at most
+    /// `limit`: the in-memory index loads with it, page by page.
+    pub async fn vectors_after(
         &self,
         model: &str,
-        since: Option<DateTime<Utc>>,
         after: i64,
         limit: i64,
     ) -> Result<Vec<StoredVector>, StoreError> {
         let sql = "SELECT e.market_id, g.league, e.dim, e.vector, e.embedded_at FROM market_embeddings e \
                    JOIN markets m ON m.id = e.market_id JOIN games g ON g.id = m.game_id \
-                   WHERE e.model = $1 AND e.embedded_at >= $2 AND e.market_id > $3 ORDER BY e.market_id LIMIT $4";
-        let since = since.unwrap_or_else(epoch);
-        on_pool!(self, pool => Ok(sqlx::query_as(sql).bind(model).bind(since).bind(after).bind(limit).fetch_all(pool).await?))
+                   WHERE e.model = $1 AND e.market_id > $2 ORDER BY e.market_id LIMIT $3";
+        on_pool!(self, pool => Ok(sqlx::query_as(sql).bind(model).bind(after).bind(limit).fetch_all(pool).await?))
     }
 
     /// The market ids and times of the vectors of `model` embedded at or after `since`.
