@@ -126,16 +126,31 @@ async fn failing_receiver_gets_the_same_ids_after_recovery(db: Db) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let pending: Value = app
-        .admin_get("/admin/outbox?state=pending")
-        .await
-        .json()
-        .await
-        .unwrap();
+    // The receiver sees a probe before its attempt commits: wait for the third to be counted.
+    let charged_of = |listing: &Value| -> i64 {
+        listing["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["attempts"].as_i64().unwrap())
+            .sum()
+    };
+    let pending: Value = loop {
+        let listing: Value = app
+            .admin_get("/admin/outbox?state=pending")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if charged_of(&listing) >= 3 || std::time::Instant::now() > deadline {
+            break listing;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(pending["stats"]["pending"], n as i64);
     let items = pending["items"].as_array().unwrap();
     // Every attempt counted is a probe the receiver saw: no event is charged while it waits.
-    let charged: i64 = items.iter().map(|e| e["attempts"].as_i64().unwrap()).sum();
+    let charged = charged_of(&pending);
     let seen = hook.received().len() as i64;
     assert!(
         charged <= seen && charged >= 3,
