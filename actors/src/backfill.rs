@@ -156,15 +156,11 @@ pub async fn run_pass(
                 hub.stats
                     .embedded_total
                     .fetch_add(rows.len() as u64, Ordering::Relaxed);
-                let leagues = store
-                    .market_leagues(&rows.iter().map(|r| r.market_id).collect::<Vec<_>>())
-                    .await?;
                 hub.add(
-                    rows.into_iter()
-                        .filter_map(|r| {
-                            let league = leagues.iter().find(|(id, _)| *id == r.market_id)?;
-                            Some((r.market_id, league.1.clone(), r.vector, now))
-                        })
+                    batch
+                        .iter()
+                        .zip(rows)
+                        .map(|(item, r)| (r.market_id, item.league.clone(), r.vector, now))
                         .collect(),
                 );
             }

@@ -54,7 +54,7 @@ pub struct EmbeddingsConfig {
 impl std::fmt::Debug for EmbeddingsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddingsConfig")
-            .field("host", &host_of(&self.url))
+            .field("host", &crate::redact::host(&self.url))
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("timeout", &self.timeout)
@@ -70,11 +70,6 @@ pub struct EmbeddingsClient {
     host: String,
     model: String,
     api_key: Option<String>,
-}
-
-/// `scheme://host[:port]` of a URL, without user-info, path or query.
-pub fn host_of(url: &str) -> String {
-    crate::redact::host(url)
 }
 
 #[derive(Deserialize)]
@@ -106,7 +101,7 @@ impl EmbeddingsClient {
         Ok(EmbeddingsClient {
             http,
             endpoint: format!("{base}/v1/embeddings{query}"),
-            host: host_of(&config.url),
+            host: crate::redact::host(&config.url),
             model: config.model.clone(),
             api_key: config.api_key.clone(),
         })
@@ -217,15 +212,6 @@ impl EmbeddingsClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_host_leaves_out_credentials_path_and_query() {
-        assert_eq!(
-            host_of("https://user:pw@api.example.com:8443/v1?api-key=secret"),
-            "https://api.example.com:8443"
-        );
-        assert_eq!(host_of("http://127.0.0.1:11434"), "http://127.0.0.1:11434");
-    }
 
     #[test]
     fn debug_never_shows_the_key() {

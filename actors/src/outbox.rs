@@ -128,7 +128,7 @@ impl WebhookClient {
             .send()
             .await
             .map_err(|e| PostError {
-                message: format!("{}: {}", host_of(url), without_url(&e)),
+                message: format!("{}: {}", crate::redact::host(url), without_url(&e)),
                 retry_after: None,
             })?;
         let status = res.status();
@@ -141,7 +141,7 @@ impl WebhookClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, Utc::now()));
         Err(PostError {
-            message: format!("{}: HTTP {}", host_of(url), status.as_u16()),
+            message: format!("{}: HTTP {}", crate::redact::host(url), status.as_u16()),
             retry_after,
         })
     }
@@ -266,7 +266,7 @@ pub async fn deliver_due(
                     if let Some(was) = down.remove(url) {
                         store.webhook_recovered(url, now).await?;
                         done.recovered += 1;
-                        tracing::info!(url = %host_of(url), failures = was.failures, down_since = %was.down_since, "webhook receiver is up again; delivering in order");
+                        tracing::info!(url = %crate::redact::host(url), failures = was.failures, down_since = %was.down_since, "webhook receiver is up again; delivering in order");
                     }
                 }
                 Err(e) => {
@@ -286,7 +286,7 @@ pub async fn deliver_due(
                         )
                         .await?;
                     if row.failures == 1 {
-                        tracing::warn!(url = %host_of(url), error = %e.message, "webhook receiver is down; probing it with one event on the backoff schedule");
+                        tracing::warn!(url = %crate::redact::host(url), error = %e.message, "webhook receiver is down; probing it with one event on the backoff schedule");
                     }
                     down.insert(url.clone(), row);
                     retry_after = retry_after.max(e.retry_after);
@@ -319,7 +319,7 @@ pub async fn deliver_due(
                     "retry window passed while {} was down",
                     waiting
                         .iter()
-                        .map(|u| host_of(u))
+                        .map(|u| crate::redact::host(u))
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
@@ -349,13 +349,6 @@ pub async fn deliver_due(
         done.last_error = down.values().next().map(|d| d.last_error.clone());
     }
     Ok(done)
-}
-
-/// The scheme and host of a URL, for logs (the path or query may hold a secret).
-/// What a delivery error or a log line says of a receiver: its scheme, host and port, never
-/// the path or query (either may carry a credential).
-fn host_of(url: &str) -> String {
-    crate::redact::host(url)
 }
 
 pub struct Outbox {

@@ -187,6 +187,8 @@ macro_rules! index_market {
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct BacklogItem {
     pub market_id: i64,
+    /// The market's league (the vector index filters by it).
+    pub league: String,
     pub document: String,
     pub doc_hash: String,
 }
@@ -244,9 +246,6 @@ pub struct EmbeddingJob {
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
 }
-
-/// Every re-embed job state.
-pub const EMBEDDING_JOB_STATES: &[&str] = &["queued", "running", "succeeded", "canceled"];
 
 const JOB_COLUMNS: &str =
     "id, model, state, total, done, error, created_at, started_at, updated_at, finished_at";
@@ -392,7 +391,8 @@ impl Store {
 
     /// The stored search document of a market.
     pub async fn search_document_of(&self, market_id: i64) -> Result<BacklogItem, StoreError> {
-        let sql = "SELECT market_id, document, doc_hash FROM market_search WHERE market_id = $1";
+        let sql = "SELECT s.market_id, g.league, s.document, s.doc_hash FROM market_search s \
+                   JOIN markets m ON m.id = s.market_id JOIN games g ON g.id = m.game_id WHERE s.market_id = $1";
         on_pool!(self, pool => Ok(sqlx::query_as(sql).bind(market_id).fetch_one(pool).await?))
     }
 
@@ -404,7 +404,8 @@ impl Store {
         cutoff: Option<DateTime<Utc>>,
         limit: i64,
     ) -> Result<Vec<BacklogItem>, StoreError> {
-        let sql = "SELECT s.market_id, s.document, s.doc_hash FROM market_search s \
+        let sql = "SELECT s.market_id, g.league, s.document, s.doc_hash FROM market_search s \
+                   JOIN markets m ON m.id = s.market_id JOIN games g ON g.id = m.game_id \
                    LEFT JOIN market_embeddings e ON e.market_id = s.market_id AND e.model = $1 \
                    WHERE e.market_id IS NULL OR e.doc_hash <> s.doc_hash OR e.embedded_at < $2 \
                    ORDER BY s.market_id LIMIT $3";
@@ -621,22 +622,6 @@ impl Store {
             .unwrap_or(job);
             commit!(self, tx);
             Ok(job)
-        })
-    }
-
-    /// The league of each of `ids` (for the vectors the index takes).
-    pub async fn market_leagues(&self, ids: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        on_pool!(self, pool => {
-            let mut q = sqlx::QueryBuilder::new("SELECT m.id, g.league FROM markets m JOIN games g ON g.id = m.game_id WHERE m.id IN (");
-            let mut list = q.separated(", ");
-            for id in ids {
-                list.push_bind(*id);
-            }
-            q.push(")");
-            Ok(q.build_query_as().fetch_all(pool).await?)
         })
     }
 
