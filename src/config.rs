@@ -172,6 +172,13 @@ const KEYS: &[Key] = &[
     key("events_retention", "7d"),
     key("events_poll_interval", "500ms"),
     key("sse_heartbeat", "15s"),
+    key("sse_max_streams", "10000"),
+    key("sse_max_streams_per_client", "32"),
+    key("read_cache_max_bytes", "16777216"),
+    key("metrics_db_interval", "5s"),
+    key("session_ttl", "12h"),
+    key("auth_failure_limit", "10"),
+    key("auth_failure_window", "5m"),
     key("docs", ""),
     key("embeddings_model", "text-embedding-3-small"),
     secret("embeddings_api_key"),
@@ -296,7 +303,19 @@ pub struct Config {
     pub events_poll_interval: Duration,
     /// Comment line sent on idle SSE streams.
     pub sse_heartbeat: Duration,
-    /// Whether `/docs` (the API reference page) is served (default: on in development).
+    /// Live streams open at once on this daemon, and per client address; 503 beyond.
+    pub sse_max_streams: usize,
+    pub sse_max_streams_per_client: usize,
+    /// Bytes of cached answers the read cache keeps at most (least recently used go first).
+    pub read_cache_max_bytes: usize,
+    /// The longest `/metrics` reuses its database figures (zero: read them on every scrape).
+    pub metrics_db_interval: Duration,
+    /// How long a dashboard session lasts.
+    pub session_ttl: Duration,
+    /// Failed admin authentications one client address may make per window before 429.
+    pub auth_failure_limit: u32,
+    pub auth_failure_window: Duration,
+    /// Whether `/docs` and `/openapi.json` are served (default: on in development).
     pub docs: bool,
     /// The embeddings model (`backfill` and query vectors); vectors are stored per model.
     pub embeddings_model: String,
@@ -702,6 +721,13 @@ impl Config {
             events_retention: nonzero("events_retention")?,
             events_poll_interval: nonzero("events_poll_interval")?,
             sse_heartbeat: nonzero("sse_heartbeat")?,
+            sse_max_streams: get("sse_max_streams").number(1usize)?,
+            sse_max_streams_per_client: get("sse_max_streams_per_client").number(1usize)?,
+            read_cache_max_bytes: get("read_cache_max_bytes").number(65536usize)?,
+            metrics_db_interval: get("metrics_db_interval").duration()?,
+            session_ttl: nonzero("session_ttl")?,
+            auth_failure_limit: get("auth_failure_limit").number(1u32)?,
+            auth_failure_window: nonzero("auth_failure_window")?,
             docs,
             embeddings_model,
             embeddings_api_key: get("embeddings_api_key").opt().map(Secret::new),

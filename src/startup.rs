@@ -179,12 +179,27 @@ impl Application {
             environment: config.env.as_str(),
             live: std::sync::RwLock::new(live),
             search,
-            read_cache: http::cache::ReadCache::new(config.read_cache_ttl),
+            read_cache: http::cache::ReadCache::new(
+                config.read_cache_ttl,
+                config.read_cache_max_bytes,
+            ),
+            sessions: http::auth::Sessions {
+                ttl: config.session_ttl,
+                secure: config.env == crate::config::Environment::Production,
+            },
+            auth_limiter: http::auth::AuthLimiter::new(
+                config.auth_failure_limit,
+                config.auth_failure_window,
+            ),
+            streams: http::events::StreamCaps::new(
+                config.sse_max_streams,
+                config.sse_max_streams_per_client,
+            ),
             registration: config.registration,
             events: events.clone(),
             sse_heartbeat: config.sse_heartbeat,
             docs: config.docs,
-            metrics: http::metrics::Metrics::new(),
+            metrics: http::metrics::Metrics::new(config.metrics_db_interval),
         });
         let app_state = state.clone();
         let drain = config.shutdown_timeout.as_secs().clamp(1, 10);
@@ -341,6 +356,21 @@ const RESTART_ONLY: &[(&str, Reading)] = &[
     ("actor_timeout", |c| format!("{:?}", c.actor_timeout)),
     ("read_cache_ttl", |c| format!("{:?}", c.read_cache_ttl)),
     ("sse_heartbeat", |c| format!("{:?}", c.sse_heartbeat)),
+    ("sse_max_streams", |c| c.sse_max_streams.to_string()),
+    ("sse_max_streams_per_client", |c| {
+        c.sse_max_streams_per_client.to_string()
+    }),
+    ("read_cache_max_bytes", |c| {
+        c.read_cache_max_bytes.to_string()
+    }),
+    ("metrics_db_interval", |c| {
+        format!("{:?}", c.metrics_db_interval)
+    }),
+    ("session_ttl", |c| format!("{:?}", c.session_ttl)),
+    ("auth_failure_limit", |c| c.auth_failure_limit.to_string()),
+    ("auth_failure_window", |c| {
+        format!("{:?}", c.auth_failure_window)
+    }),
 ];
 
 impl Reloader {

@@ -91,7 +91,7 @@ endpoints! {
     get "/health" => ops::health { tag: "operations", access: Public, summary: "Liveness: the process answers HTTP" }
     get "/ready" => ops::ready { tag: "operations", access: Public, summary: "Readiness: started, not stopping, database reachable (503 otherwise)" }
     get "/metrics" => metrics::metrics { tag: "operations", access: Public, summary: "Prometheus metrics (text format 0.0.4)", produces: "text/plain" }
-    get "/openapi.json" => openapi_json { tag: "operations", access: Public, summary: "This OpenAPI 3 document" }
+    get "/openapi.json" => openapi_json { tag: "operations", access: Public, summary: "This OpenAPI 3 document (off in production unless TIPOFF_DOCS=true)" }
     get "/docs" => docs_page { tag: "operations", access: Public, summary: "API reference page (self-contained; off in production unless TIPOFF_DOCS=true)", produces: "text/html" }
     get "/debug/status" => ops::debug_status { tag: "operations", access: Admin, summary: "Instance facts and the status registry of every service" }
     get "/api/v1/leagues" => read::leagues { tag: "games", access: Public, summary: "The league catalog, each with whether its poller is enabled" }
@@ -157,6 +157,28 @@ endpoints! {
     post "/admin/ui/login" => dashboard::login { tag: "admin", access: Public, summary: "Dashboard sign-in: form field `token`; sets the session cookie",
         ok: (303, "redirect to /admin/ui"), produces: "text/html" }
     post "/admin/ui/logout" => dashboard::logout { tag: "admin", access: Public, summary: "Dashboard sign-out: clears the session cookie", ok: (303, "redirect to /admin/ui"), produces: "text/html" }
+}
+
+/// The query parameters the route `pattern` takes with `method` (upper case), or `None` when
+/// the table has no such route.
+pub fn query_names(method: &str, pattern: &str) -> Option<&'static [&'static str]> {
+    type Names = std::collections::HashMap<String, Vec<&'static str>>;
+    static NAMES: std::sync::OnceLock<Names> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        endpoints()
+            .into_iter()
+            .map(|e| {
+                let names = e.query.iter().map(|(n, _)| *n).collect();
+                (
+                    format!("{} {}", e.method.to_ascii_uppercase(), e.path),
+                    names,
+                )
+            })
+            .collect()
+    });
+    // HEAD is answered by the GET route.
+    let method = if method == "HEAD" { "GET" } else { method };
+    names.get(&format!("{method} {pattern}")).map(Vec::as_slice)
 }
 
 /// Each path of the table with the methods it declares, as an `Allow` value.
@@ -406,7 +428,7 @@ pub fn openapi() -> Value {
             "securitySchemes": {
                 "admin": {"type": "http", "scheme": "bearer", "description": "the admin token (TIPOFF_ADMIN_TOKEN)"},
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "a user's API key"},
-                "dashboard": {"type": "apiKey", "in": "cookie", "name": super::auth::UI_COOKIE},
+                "dashboard": {"type": "apiKey", "in": "cookie", "name": "tipoff_session", "description": "the dashboard session (`__Host-tipoff_session` in production)"},
             },
             "schemas": {
                 "Error": {
@@ -421,11 +443,17 @@ pub fn openapi() -> Value {
 
 /// `/openapi.json`: the table's document, with the `token` fields of request bodies narrowed
 /// to this daemon's configured tokens.
-async fn openapi_json(state: web::Data<super::AppState>) -> actix_web::HttpResponse {
+async fn openapi_json(
+    state: web::Data<super::AppState>,
+) -> Result<actix_web::HttpResponse, super::ApiError> {
+    if !state.docs {
+        return Err(docs_off());
+    }
     let mut doc = openapi();
+    doc["components"]["securitySchemes"]["dashboard"]["name"] = json!(state.sessions.cookie_name());
     let names: Vec<String> = state.tokens().into_iter().map(|t| t.name).collect();
     if names.is_empty() {
-        return actix_web::HttpResponse::Ok().json(doc);
+        return Ok(actix_web::HttpResponse::Ok().json(doc));
     }
     let token = json!({"type": "string", "enum": names, "description": "a configured token"});
     if let Some(paths) = doc["paths"].as_object_mut() {
@@ -439,7 +467,13 @@ async fn openapi_json(state: web::Data<super::AppState>) -> actix_web::HttpRespo
             }
         }
     }
-    actix_web::HttpResponse::Ok().json(doc)
+    Ok(actix_web::HttpResponse::Ok().json(doc))
+}
+
+fn docs_off() -> super::ApiError {
+    super::ApiError::NotFound(
+        "the API description is off in production; set TIPOFF_DOCS=true to serve /openapi.json and /docs".into(),
+    )
 }
 
 const DOCS_HTML: &str = include_str!("docs.html");
@@ -448,9 +482,7 @@ async fn docs_page(
     state: web::Data<super::AppState>,
 ) -> Result<actix_web::HttpResponse, super::ApiError> {
     if !state.docs {
-        return Err(super::ApiError::NotFound(
-            "the docs page is off in production; set TIPOFF_DOCS=true to serve it (/openapi.json is always served)".into(),
-        ));
+        return Err(docs_off());
     }
     Ok(actix_web::HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

@@ -62,6 +62,20 @@ fn is_json(req: &HttpRequest) -> bool {
         .is_some_and(|mime| mime == "application/json" || mime.ends_with("+json"))
 }
 
+/// A body whose errors wait for the handler: extractors run side by side, so a handler that
+/// took `web::Json<T>` could answer a body's 400 before its guard's 401. Handlers take
+/// `Deferred<T>` and call [`parsed`] after their guard has passed.
+pub type Deferred<T> = Result<web::Json<T>, actix_web::Error>;
+
+/// The body of a [`Deferred`], or the error its extractor answered.
+pub fn parsed<T>(body: Deferred<T>) -> Result<T, ApiError> {
+    body.map(web::Json::into_inner).map_err(|e| {
+        e.as_error::<ApiError>()
+            .cloned()
+            .unwrap_or_else(|| ApiError::BadRequest(bounded(&format!("invalid JSON body: {e}"))))
+    })
+}
+
 /// A JSON body that may be absent: `None` for an empty body, else the parsed value (or a 400,
 /// 413 or 415).
 pub struct OptionalJson<T>(pub Option<T>);

@@ -2,8 +2,9 @@
 //! external assets, no build step) served by the daemon.
 //!
 //! Signing in: without a session the page answers 401 with a sign-in form; the form posts the
-//! admin token to `/admin/ui/login`, which sets it as an `HttpOnly`, `SameSite=Strict` cookie
-//! and redirects back. The page then polls `/debug/status`, `/admin/imports` and
+//! admin token to `/admin/ui/login`, which opens a session (a random id in an `HttpOnly`,
+//! `SameSite=Strict` cookie, stored server-side; see `auth.rs`) and redirects back. Sign-out
+//! is `POST /admin/ui/logout` with `X-Tipoff-UI: 1`, which deletes the session. The page then polls `/debug/status`, `/admin/imports` and
 //! `/admin/outbox` every 2 s and drives the service and import endpoints, sending
 //! `X-Tipoff-UI: 1` with every request (see `auth.rs`).
 
@@ -11,7 +12,7 @@ use actix_web::cookie::{time::Duration as CookieAge, Cookie, SameSite};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::auth::{check_admin, UI_COOKIE};
+use super::auth::{check_admin, AuthLimiter};
 use super::{error::ApiError, AppState};
 
 const PAGE: &str = include_str!("dashboard.html");
@@ -38,7 +39,7 @@ input{{width:100%;padding:8px;margin:8px 0 14px;box-sizing:border-box}}button{{p
 
 /// `GET /admin/ui`
 pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    match check_admin(&req, &state) {
+    match check_admin(&req, &state).await {
         Ok(()) => HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
             .insert_header(("cache-control", "no-store"))
@@ -50,6 +51,7 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
         Err(ApiError::Forbidden(m)) => {
             login_page(actix_web::http::StatusCode::FORBIDDEN, &m)
         }
+        Err(e @ ApiError::TooManyRequests(..)) => actix_web::ResponseError::error_response(&e),
         Err(_) => login_page(
             actix_web::http::StatusCode::UNAUTHORIZED,
             "Sign in with the admin token.",
@@ -86,41 +88,74 @@ pub async fn login(
     let form: Login = serde_urlencoded::from_bytes(&body).unwrap_or(Login {
         token: String::new(),
     });
-    Ok(sign_in(&state, &form))
+    sign_in(&req, &state, &form).await
 }
 
-fn sign_in(state: &AppState, form: &Login) -> HttpResponse {
+async fn sign_in(
+    req: &HttpRequest,
+    state: &AppState,
+    form: &Login,
+) -> Result<HttpResponse, ApiError> {
     if !state.admin.configured() {
-        return login_page(
+        return Ok(login_page(
             actix_web::http::StatusCode::FORBIDDEN,
             "admin endpoints are disabled: TIPOFF_ADMIN_TOKEN is not set",
+        ));
+    }
+    let client = AuthLimiter::client(req);
+    if let Some(wait) = state.auth_limiter.blocked(client) {
+        let mut res = login_page(
+            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+            &format!("Too many failed sign-ins from this address; try again in {wait}s."),
         );
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&wait.to_string()) {
+            res.headers_mut()
+                .insert(actix_web::http::header::RETRY_AFTER, v);
+        }
+        return Ok(res);
     }
     if !state.admin.matches(form.token.trim()) {
-        tracing::warn!("dashboard sign-in with a wrong token");
-        return login_page(
+        state.auth_limiter.failed(client);
+        tracing::warn!(client = ?client, "dashboard sign-in with a wrong token");
+        return Ok(login_page(
             actix_web::http::StatusCode::UNAUTHORIZED,
             "That token is not the admin token.",
-        );
+        ));
     }
-    let cookie = Cookie::build(UI_COOKIE, form.token.trim().to_string())
+    let id = state.sessions.open(state).await?;
+    let cookie = Cookie::build(state.sessions.cookie_name(), id)
         .path("/")
         .http_only(true)
+        .secure(state.sessions.secure)
         .same_site(SameSite::Strict)
-        .max_age(CookieAge::hours(12))
+        .max_age(CookieAge::seconds(state.sessions.ttl.as_secs() as i64))
         .finish();
-    HttpResponse::SeeOther()
+    Ok(HttpResponse::SeeOther()
         .insert_header(("location", "/admin/ui"))
         .cookie(cookie)
-        .finish()
+        .finish())
 }
 
-/// `POST /admin/ui/logout`
-pub async fn logout() -> HttpResponse {
-    let mut cookie = Cookie::build(UI_COOKIE, "").path("/").finish();
+/// `POST /admin/ui/logout` (with `X-Tipoff-UI: 1`): deletes the session and clears the cookie.
+pub async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if req.headers().get("x-tipoff-ui").is_none() {
+        return Err(ApiError::Forbidden(
+            "sign out from the dashboard: this request needs the X-Tipoff-UI header".into(),
+        ));
+    }
+    let name = state.sessions.cookie_name();
+    if let Some(session) = req.cookie(name) {
+        if state.sessions.close(&state, session.value()).await? {
+            tracing::info!("dashboard session signed out");
+        }
+    }
+    let mut cookie = Cookie::build(name, "")
+        .path("/")
+        .secure(state.sessions.secure)
+        .finish();
     cookie.make_removal();
-    HttpResponse::SeeOther()
-        .insert_header(("location", "/admin/ui"))
-        .cookie(cookie)
-        .finish()
+    Ok(HttpResponse::NoContent().cookie(cookie).finish())
 }

@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 /// An error as the API reports it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The request body is not in a media type the endpoint takes.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// Too many failed attempts from this client: try again after the given seconds.
+    #[error("{0}")]
+    TooManyRequests(String, u64),
     #[error("{0}")]
     Unavailable(String),
     /// The message is logged, never sent.
@@ -45,6 +48,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::TooManyRequests(..) => "too_many_requests",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -73,6 +77,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -89,6 +94,9 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unavailable(_)) {
             // Overload, a database that is down, shutting down: worth another try soon.
             res.insert_header(("Retry-After", "2"));
+        }
+        if let ApiError::TooManyRequests(_, after) = self {
+            res.insert_header(("Retry-After", after.to_string()));
         }
         res.json(Body {
             error: Inner {

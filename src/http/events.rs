@@ -8,8 +8,11 @@
 //! - each event is `id: <outbox id>`, `event: <type>`, `data: <JSON body>`; a comment line is
 //!   sent as a heartbeat when nothing happened for `sse_heartbeat`;
 //! - resume: `Last-Event-ID` (header, or `last_event_id` in the query) replays the retained
-//!   events after that id from the table before going live; when some of them were already
-//!   pruned, a `reset` event says so first;
+//!   events after that id from the table (filtered by type and league in SQL) before going
+//!   live; when some of them were already pruned, or the id is ahead of the newest event, a
+//!   `reset` event says so first; an id that is not a whole number from 0 up is a 400;
+//! - caps: at most `TIPOFF_SSE_MAX_STREAMS` streams at once, and
+//!   `TIPOFF_SSE_MAX_STREAMS_PER_CLIENT` per client address; a stream beyond either is a 503;
 //! - a client too slow for the live feed is caught up from the table, never dropped silently;
 //! - at shutdown every stream gets a final `shutdown` event and ends, so the HTTP drain never
 //!   waits on open streams.
@@ -17,8 +20,10 @@
 //! `GET /admin/outbox?state=dead` lists events; `POST /admin/outbox/{id}/retry` and
 //! `POST /admin/outbox/retry-dead` put dead events back in the queue.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -28,7 +33,7 @@ use tipoff_actors::store::{OutboxEvent, EVENT_TYPES, OUTBOX_STATES, PUBLIC_EVENT
 use tipoff_actors::supervisor::{ask, WakeChild};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::auth::{Admin, IsAdmin};
+use super::auth::{bearer, Admin, AuthLimiter, IsAdmin};
 use super::read::{id_cursor, limit, not_found, page};
 use super::{error::ApiError, AppState};
 
@@ -38,6 +43,85 @@ pub struct EventsQuery {
     types: Option<String>,
     league: Option<String>,
     last_event_id: Option<String>,
+}
+
+/// Open streams against their caps.
+pub struct StreamCaps {
+    max: usize,
+    per_client: usize,
+    open: Arc<AtomicUsize>,
+    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One stream's place under the caps, given back when the stream ends.
+struct Slot {
+    open: Arc<AtomicUsize>,
+    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    client: Option<IpAddr>,
+}
+
+impl StreamCaps {
+    pub fn new(max: usize, per_client: usize) -> Self {
+        StreamCaps {
+            max,
+            per_client,
+            open: Arc::new(AtomicUsize::new(0)),
+            clients: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Streams open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    fn take(&self, client: Option<IpAddr>) -> Result<Slot, ApiError> {
+        if self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(ApiError::Unavailable(format!(
+                "{} live streams are open, the most this daemon serves (TIPOFF_SSE_MAX_STREAMS)",
+                self.max
+            )));
+        }
+        let mut slot = Slot {
+            open: self.open.clone(),
+            clients: self.clients.clone(),
+            client: None,
+        };
+        if let Some(ip) = client {
+            let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            let n = clients.entry(ip).or_insert(0);
+            if *n >= self.per_client {
+                return Err(ApiError::Unavailable(format!(
+                    "this address has {} live streams open, the most one client may (TIPOFF_SSE_MAX_STREAMS_PER_CLIENT)",
+                    self.per_client
+                )));
+            }
+            *n += 1;
+            slot.client = client;
+        }
+        Ok(slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.client {
+            let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = clients.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    clients.remove(&ip);
+                }
+            }
+        }
+    }
 }
 
 /// Which events a stream carries.
@@ -83,6 +167,7 @@ struct Stream {
     recent: std::collections::BTreeSet<i64>,
     queue: VecDeque<Bytes>,
     phase: Phase,
+    _slot: Slot,
 }
 
 impl Drop for Stream {
@@ -125,7 +210,17 @@ impl Stream {
             }
             match self.phase {
                 Phase::Done => return None,
-                Phase::Replay => match self.state.store.events_after(self.last_sent, 200).await {
+                Phase::Replay => match self
+                    .state
+                    .store
+                    .events_matching(
+                        self.last_sent,
+                        &self.filter.types,
+                        self.filter.league.as_deref(),
+                        200,
+                    )
+                    .await
+                {
                     Ok(events) if events.is_empty() => self.phase = Phase::Live,
                     Ok(events) => {
                         for e in events {
@@ -188,6 +283,10 @@ pub async fn stream(
                     )));
                 }
                 if !allowed.contains(&t) {
+                    // A wrong token here answers differently from a right one: count it.
+                    if bearer(&req).is_some() {
+                        state.auth_limiter.failed(AuthLimiter::client(&req));
+                    }
                     return Err(ApiError::Forbidden(format!(
                         "event type `{t}` needs the admin token (public: {})",
                         PUBLIC_EVENT_TYPES.join(", ")
@@ -210,13 +309,16 @@ pub async fn stream(
         None | Some("") => None,
         Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
             ApiError::BadRequest(format!(
-                "Last-Event-ID `{v}` is not an event id (a whole number)"
+                "Last-Event-ID `{}` is not an event id (a whole number from 0 to {})",
+                super::body::bounded(v),
+                i64::MAX
             ))
         })?),
     };
     if state.lifecycle.stopping() {
         return Err(ApiError::Unavailable("shutting down".into()));
     }
+    let slot = state.streams.take(AuthLimiter::client(&req))?;
 
     // Subscribe before reading the table, so nothing falls between the two.
     let rx = state.events.subscribe();
@@ -224,15 +326,23 @@ pub async fn stream(
     queue.push_back(Bytes::from_static(b"retry: 3000\n\n"));
     let (last_sent, phase) = match resume {
         Some(after) => {
-            if let Some(first) = state.store.first_event_id().await? {
-                if first > after + 1 {
+            let newest = state.store.last_event_id().await?;
+            let first = state.store.first_event_id().await?;
+            if after > newest {
+                queue.push_back(Bytes::from(format!(
+                    "event: reset\ndata: {}\n\n",
+                    json!({"reason": "Last-Event-ID is ahead of the newest event; the stream goes on from the newest", "newest": newest})
+                )));
+                (newest, Phase::Replay)
+            } else {
+                if first.is_some_and(|first| first > after.saturating_add(1)) {
                     queue.push_back(Bytes::from(format!(
                         "event: reset\ndata: {}\n\n",
                         json!({"reason": "events after Last-Event-ID were pruned", "oldest_retained": first})
                     )));
                 }
+                (after, Phase::Replay)
             }
-            (after, Phase::Replay)
         }
         None => (state.events.last_published(), Phase::Live),
     };
@@ -246,6 +356,7 @@ pub async fn stream(
         recent: std::collections::BTreeSet::new(),
         queue,
         phase,
+        _slot: slot,
     };
     let body = futures_util::stream::unfold(stream, |mut s| async move {
         s.next_chunk()

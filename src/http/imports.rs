@@ -38,8 +38,9 @@ fn date(field: &str, text: &str) -> Result<NaiveDate, ApiError> {
 pub async fn create(
     _: Admin,
     state: web::Data<AppState>,
-    body: web::Json<NewImport>,
+    body: super::body::Deferred<NewImport>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = super::body::parsed(body)?;
     let league = body.league.trim().to_ascii_lowercase();
     catalog_league(&league).map_err(ApiError::BadRequest)?;
     if !state.leagues_enabled().contains(&league) {

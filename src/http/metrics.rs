@@ -71,6 +71,13 @@ pub struct Metrics {
     embeddings_embedded: prometheus::IntCounter,
     embeddings_errors: prometheus::IntCounter,
     search_index_vectors: IntGauge,
+    read_cache: IntGaugeVec,
+    read_cache_events: IntCounterVec,
+    db_refreshes: prometheus::IntCounter,
+    /// When the database figures were last read; scrapes within `TIPOFF_METRICS_DB_INTERVAL`
+    /// reuse them, and concurrent scrapes wait for the one refresh.
+    db_refreshed: std::sync::Arc<tokio::sync::Mutex<Option<std::time::Instant>>>,
+    db_interval: Duration,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -78,7 +85,8 @@ fn opts(name: &str, help: &str) -> Opts {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// `db_interval`: the longest the database figures are reused.
+    pub fn new(db_interval: Duration) -> Self {
         let registry = Registry::new();
         macro_rules! reg {
             ($metric:expr) => {{
@@ -295,6 +303,26 @@ impl Metrics {
                 "search_index_vectors",
                 "Vectors in this replica's in-memory search index."
             ))),
+            read_cache: reg!(IntGaugeVec::new(
+                opts(
+                    "read_cache",
+                    "The read cache of public lists: entries and bytes held (bounded by TIPOFF_READ_CACHE_MAX_BYTES)."
+                ),
+                &["figure"]
+            )),
+            read_cache_events: reg!(IntCounterVec::new(
+                opts(
+                    "read_cache_events_total",
+                    "Read cache lookups and removals: hit, miss, evicted."
+                ),
+                &["event"]
+            )),
+            db_refreshes: reg!(prometheus::IntCounter::with_opts(opts(
+                "metrics_db_refreshes_total",
+                "Times /metrics read its database figures (at most once per TIPOFF_METRICS_DB_INTERVAL however often it is scraped)."
+            ))),
+            db_refreshed: std::sync::Arc::new(tokio::sync::Mutex::new(None)),
+            db_interval,
             registry,
         }
     }
@@ -325,7 +353,7 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(Duration::from_secs(5))
     }
 }
 
@@ -400,8 +428,30 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         m.search_requests.with_label_values(&[mode]);
     }
 
-    // Database figures: skipped (and the families left as last seen) while it is down.
-    if state.shared.db_healthy() {
+    let cache = state.read_cache.stats();
+    m.read_cache
+        .with_label_values(&["entries"])
+        .set(cache.entries as i64);
+    m.read_cache
+        .with_label_values(&["bytes"])
+        .set(cache.bytes as i64);
+    advance(&m.read_cache_events.with_label_values(&["hit"]), cache.hits);
+    advance(
+        &m.read_cache_events.with_label_values(&["miss"]),
+        cache.misses,
+    );
+    advance(
+        &m.read_cache_events.with_label_values(&["evicted"]),
+        cache.evictions,
+    );
+
+    // Database figures: at most once per TIPOFF_METRICS_DB_INTERVAL, and skipped (the families left
+    // as last seen) while the database is down.
+    let mut refreshed = m.db_refreshed.lock().await;
+    let fresh = refreshed.is_some_and(|at| at.elapsed() < m.db_interval);
+    if !fresh && state.shared.db_healthy() {
+        *refreshed = Some(std::time::Instant::now());
+        m.db_refreshes.inc();
         if let Some((client, _)) = state.embeddings() {
             let model = client.model();
             let cutoff = state
@@ -470,6 +520,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
                 .set((now - *at).num_milliseconds().max(0) as f64 / 1000.0);
         }
     }
+    drop(refreshed);
 
     let mut out = Vec::new();
     TextEncoder::new()

@@ -18,7 +18,7 @@ pub mod body;
 pub mod cache;
 mod dashboard;
 pub mod error;
-mod events;
+pub mod events;
 mod imports;
 pub mod metrics;
 mod money;
@@ -129,8 +129,14 @@ pub struct AppState {
     /// New outbox events for the live streams.
     pub events: Arc<tipoff_actors::events::EventHub>,
     pub sse_heartbeat: Duration,
-    /// Whether `/docs` is served.
+    /// Whether `/docs` and `/openapi.json` are served.
     pub docs: bool,
+    /// Dashboard sessions.
+    pub sessions: auth::Sessions,
+    /// Failed admin authentications per client address.
+    pub auth_limiter: auth::AuthLimiter,
+    /// Live streams open, against their caps.
+    pub streams: events::StreamCaps,
     pub metrics: metrics::Metrics,
     /// The vector index of hybrid search and the search figures.
     pub search: Arc<tipoff_actors::search::SearchHub>,
@@ -219,6 +225,15 @@ pub fn app(
     actix_web::App::new()
         .app_data(state)
         .configure(routes)
+        .wrap_fn(|req, srv| {
+            use futures_util::future::{ready, Either};
+            match unknown_parameters(&req) {
+                Some(err) => {
+                    Either::Left(ready(Ok(req.error_response(err).map_into_right_body())))
+                }
+                None => Either::Right(srv.call(req).map(|res| res.map(|r| r.map_into_left_body()))),
+            }
+        })
         // No answer is ever to be sniffed into another type than the one it declares.
         .wrap(actix_web::middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
         .wrap_fn(move |mut req, srv| {
@@ -238,6 +253,42 @@ pub fn app(
                 res
             })
         })
+}
+
+/// A 400 naming the query parameters the matched route does not take (a typo is never
+/// silently ignored, and junk parameters cannot multiply cache keys).
+fn unknown_parameters(req: &actix_web::dev::ServiceRequest) -> Option<ApiError> {
+    let query = req.query_string();
+    if query.is_empty() {
+        return None;
+    }
+    let pattern = req.match_pattern()?;
+    let known = api::query_names(req.method().as_str(), &pattern)?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let mut unknown: Vec<String> = pairs
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| !known.contains(&name.as_str()))
+        .collect();
+    if unknown.is_empty() {
+        return None;
+    }
+    unknown.dedup();
+    let named = unknown
+        .iter()
+        .take(5)
+        .map(|n| format!("`{}`", body::bounded(n)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let takes = if known.is_empty() {
+        "no query parameters".to_string()
+    } else {
+        known.join(", ")
+    };
+    Some(ApiError::BadRequest(body::bounded(&format!(
+        "unknown query parameter {named}: {} takes {takes}",
+        pattern
+    ))))
 }
 
 /// `?limit=&cursor=` is the same request as no `limit` and no `cursor`: a parameter given with

@@ -33,7 +33,7 @@ use tipoff_actors::store::{
 use tipoff_actors::StoreError;
 
 use super::auth::{bearer, Admin};
-use super::body::OptionalJson;
+use super::body::{parsed, Deferred, OptionalJson};
 use super::read::{id_cursor, limit, not_found, page};
 use super::{error::ApiError, AppState};
 
@@ -190,9 +190,9 @@ pub async fn register(
 pub async fn admin_create_user(
     _: Admin,
     state: web::Data<AppState>,
-    body: OptionalJson<NewUser>,
+    body: Result<OptionalJson<NewUser>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
-    create_user(&state, body).await
+    create_user(&state, body?).await
 }
 
 /// `GET /api/v1/me`: the user, its deposit code and a balance for every configured token.
@@ -344,8 +344,9 @@ pub async fn stake(
     Caller(user): Caller,
     state: web::Data<AppState>,
     id: web::Path<i64>,
-    body: web::Json<NewStake>,
+    body: Deferred<NewStake>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = parsed(body)?;
     let market_id = id.into_inner();
     let outcome = body.outcome.trim().to_ascii_lowercase();
     if outcome != "home" && outcome != "away" {
@@ -389,8 +390,9 @@ pub struct NewWithdrawal {
 pub async fn withdraw(
     Caller(user): Caller,
     state: web::Data<AppState>,
-    body: web::Json<NewWithdrawal>,
+    body: Deferred<NewWithdrawal>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = parsed(body)?;
     let token = token(&state, &body.token)?;
     let amount = amount("amount", &body.amount)?;
     let destination = body.destination.trim();
@@ -544,10 +546,10 @@ pub async fn finish_withdrawal(
     _: Admin,
     state: web::Data<AppState>,
     path: web::Path<(i64, String)>,
-    body: OptionalJson<FinishWithdrawal>,
+    body: Result<OptionalJson<FinishWithdrawal>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, action) = path.into_inner();
-    let body = body.0.unwrap_or_default();
+    let body = body?.0.unwrap_or_default();
     if action == "claim" {
         let claimer = body
             .claimer
@@ -642,8 +644,9 @@ pub async fn assign_deposit(
     _: Admin,
     state: web::Data<AppState>,
     id: web::Path<i64>,
-    body: web::Json<Assign>,
+    body: Deferred<Assign>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = parsed(body)?;
     let id = id.into_inner();
     let d = state
         .store

@@ -4,7 +4,7 @@
 //! per token, integers in base units sent as strings. List answers are kept in the read cache
 //! (`cache.rs`) until the next write, or at most `TIPOFF_READ_CACHE_TTL`.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -240,14 +240,8 @@ pub async fn leagues(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 /// `GET /api/v1/games?league=&date=YYYY-MM-DD&state=&limit=&cursor=`
 pub async fn games(
     state: web::Data<AppState>,
-    req: HttpRequest,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = format!("games?{}", req.query_string());
-    if let Some(body) = state.read_cache.get(&key) {
-        return Ok(json_body(body));
-    }
-    let generation = Store::write_generation();
     let limit = limit(q.limit.as_deref())?;
     let game_state = match &q.state {
         None => None,
@@ -286,6 +280,12 @@ pub async fn games(
         after,
         limit: limit + 1,
     };
+    // The key is the parsed filter, so spellings of one request share an entry.
+    let key = format!("games|{filter:?}");
+    if let Some(body) = state.read_cache.get(&key) {
+        return Ok(json_body(body));
+    }
+    let generation = Store::write_generation();
     let (rows, next) = page(state.store.games(&filter).await?, limit, |g| {
         format!("{}:{}", g.starts_at.timestamp_micros(), g.id)
     });
@@ -311,14 +311,8 @@ pub async fn game_by_id(
 /// `GET /api/v1/markets?state=&league=&limit=&cursor=`
 pub async fn markets(
     state: web::Data<AppState>,
-    req: HttpRequest,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = format!("markets?{}", req.query_string());
-    if let Some(body) = state.read_cache.get(&key) {
-        return Ok(json_body(body));
-    }
-    let generation = Store::write_generation();
     let limit = limit(q.limit.as_deref())?;
     if let Some(s) = &q.state {
         if !MARKET_STATES.contains(&s.as_str()) {
@@ -334,6 +328,11 @@ pub async fn markets(
         after,
         limit: limit + 1,
     };
+    let key = format!("markets|{filter:?}");
+    if let Some(body) = state.read_cache.get(&key) {
+        return Ok(json_body(body));
+    }
+    let generation = Store::write_generation();
     let (rows, next) = page(state.store.markets(&filter).await?, limit, |m| {
         m.id.to_string()
     });

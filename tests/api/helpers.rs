@@ -74,6 +74,8 @@ pub fn test_env(db_url: &str, extra: &[(&str, &str)]) -> HashMap<String, String>
         ("TIPOFF_SUPERVISOR_CHECK_INTERVAL", "50ms"),
         ("TIPOFF_HTTP_WORKERS", "1"),
         ("TIPOFF_SHUTDOWN_TIMEOUT", "5s"),
+        // Tests read /metrics right after the writes they check.
+        ("TIPOFF_METRICS_DB_INTERVAL", "0s"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -303,6 +305,7 @@ impl Daemon {
             .env("TIPOFF_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("TIPOFF_LOG_FORMAT", "json")
             .env("TIPOFF_HTTP_WORKERS", "1")
+            .env("TIPOFF_METRICS_DB_INTERVAL", "0s")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {

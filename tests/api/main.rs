@@ -28,6 +28,7 @@ mod poller;
 mod replicas;
 mod rpc_mock;
 mod search;
+mod security;
 mod seed;
 mod settlement;
 mod storage;

@@ -120,7 +120,7 @@ async fn openapi_validates_and_covers_every_route() {
 }
 
 #[actix_rt::test]
-async fn docs_page_is_off_in_production_unless_enabled() {
+async fn docs_and_openapi_are_off_in_production_unless_enabled() {
     let app = spawn_app(&Db::Sqlite, &[("TIPOFF_ENV", "production")]).await;
     let res = app.get("/docs").await;
     assert_eq!(res.status(), 404);
@@ -129,7 +129,13 @@ async fn docs_page_is_off_in_production_unless_enabled() {
         .as_str()
         .unwrap()
         .contains("TIPOFF_DOCS"));
-    assert_eq!(app.get("/openapi.json").await.status(), 200);
+    let res = app.get("/openapi.json").await;
+    assert_eq!(res.status(), 404, "the API description is off too");
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("TIPOFF_DOCS"));
     app.stop().await;
     let app = spawn_app(
         &Db::Sqlite,
@@ -137,5 +143,10 @@ async fn docs_page_is_off_in_production_unless_enabled() {
     )
     .await;
     assert_eq!(app.get("/docs").await.status(), 200);
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert_eq!(
+        doc["components"]["securitySchemes"]["dashboard"]["name"], "__Host-tipoff_session",
+        "production names the session cookie it sets"
+    );
     app.stop().await;
 }

@@ -202,13 +202,19 @@ async fn a_supervisor_that_does_not_answer_gives_503_not_a_hang() {
         actor_timeout: Duration::from_millis(200),
         environment: "development",
         live: Default::default(),
-        read_cache: tipoff::http::cache::ReadCache::new(Duration::ZERO),
+        read_cache: tipoff::http::cache::ReadCache::new(Duration::ZERO, 1 << 20),
         registration: false,
         events: tipoff_actors::events::EventHub::new(16, 0),
         sse_heartbeat: Duration::from_secs(15),
         docs: false,
         metrics: Default::default(),
         search: tipoff_actors::search::SearchHub::new(),
+        sessions: tipoff::http::auth::Sessions {
+            ttl: Duration::from_secs(60),
+            secure: false,
+        },
+        auth_limiter: tipoff::http::auth::AuthLimiter::new(10, Duration::from_secs(60)),
+        streams: tipoff::http::events::StreamCaps::new(10, 10),
     });
     let service = actix_web::test::init_service(tipoff::http::app(state)).await;
     let req = actix_web::test::TestRequest::get()

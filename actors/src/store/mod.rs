@@ -45,6 +45,7 @@ mod games;
 mod imports;
 mod postgres;
 mod quarantine;
+mod sessions;
 mod sqlite;
 
 pub use games::{

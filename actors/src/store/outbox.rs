@@ -261,6 +261,34 @@ impl Store {
         on_pool!(self, pool => Ok(sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(pool).await?))
     }
 
+    /// Events with an id above `after` of one of `types` (and of `league`, when given), in id
+    /// order: an SSE stream's resume, filtered by the database.
+    pub async fn events_matching(
+        &self,
+        after: i64,
+        types: &[String],
+        league: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        if types.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new(format!("SELECT {OUTBOX_COLUMNS} FROM outbox_events WHERE id > "));
+            q.push_bind(after).push(" AND event_type IN (");
+            let mut list = q.separated(", ");
+            for t in types {
+                list.push_bind(t.as_str());
+            }
+            q.push(")");
+            if let Some(league) = league {
+                q.push(" AND league = ").push_bind(league);
+            }
+            q.push(" ORDER BY id LIMIT ").push_bind(limit);
+            Ok(q.build_query_as().fetch_all(pool).await?)
+        })
+    }
+
     /// The events among `ids` that exist now (ids skipped earlier may commit late).
     pub async fn events_by_ids(&self, ids: &[i64]) -> Result<Vec<OutboxEvent>, StoreError> {
         if ids.is_empty() {
