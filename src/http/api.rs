@@ -101,7 +101,7 @@ endpoints! {
     get "/api/v1/markets" => read::markets { tag: "markets", access: Public, summary: "Markets in id order",
         query: [("league", "league key"), ("state", "open, locked, settled or void"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     get "/api/v1/markets/search" => search::search { tag: "markets", access: Public, summary: "Search markets: keyword ranking always (full text over the question, league, teams, game names and date); fused with embedding similarity when embeddings are configured (`mode` says which answered). Each item is a market with its `score`",
-        query: [("q", "the words to search for (1 to 200 characters)"), ("league", "league key"), ("state", "open, locked, settled or void"), ("limit", "results, 1 to 100 (default 20)"), ("mode", "hybrid (default: fused with vectors when embeddings are configured) or keyword (keyword ranking only)")] }
+        query: [("q", "the words to search for (1 to 200 characters; the first 32 distinct words count; no letters or digits matches nothing)"), ("league", "league key"), ("state", "open, locked, settled or void"), ("limit", "results, 1 to 100 (default 20)"), ("mode", "hybrid (default: fused with vectors when embeddings are configured) or keyword (keyword ranking only)")] }
     get "/api/v1/markets/{id}" => read::market_by_id { tag: "markets", access: Public, summary: "One market with its pools per token" }
     post "/api/v1/markets/{id}/stakes" => money::stake { tag: "money", access: User, summary: "Stake on an outcome of an open market",
         body: || json!({"type": "object", "required": ["outcome", "token", "amount"], "properties": {"outcome": {"type": "string", "enum": ["home", "away"]}, "token": s("string"), "amount": amount()}}),
@@ -117,7 +117,7 @@ endpoints! {
     get "/api/v1/me/stakes" => money::stakes { tag: "money", access: User, summary: "The caller's stakes, newest first; each stake's payout is its share of its position's", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     get "/api/v1/me/positions" => money::positions { tag: "money", access: User, summary: "The caller's positions (stakes on one market outcome in one token, added up; what settlement pays), newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     post "/api/v1/me/withdrawals" => money::withdraw { tag: "money", access: User, summary: "Request a withdrawal (places a hold)",
-        body: || json!({"type": "object", "required": ["token", "amount", "destination"], "properties": {"token": s("string"), "amount": amount(), "destination": {"type": "string", "pattern": "^[1-9A-HJ-NP-Za-km-z]{32,44}$", "description": "base58 Solana address (a wallet)"}}}),
+        body: || json!({"type": "object", "required": ["token", "amount", "destination"], "properties": {"token": s("string"), "amount": amount(), "destination": pubkey()}}),
         ok: (201, "the pending withdrawal") }
     get "/api/v1/me/withdrawals" => money::withdrawals { tag: "money", access: User, summary: "The caller's withdrawals, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     post "/admin/users" => money::admin_create_user { tag: "admin", access: Admin, summary: "Create a user (works with registration off)",
@@ -132,16 +132,16 @@ endpoints! {
     get "/admin/withdrawals" => money::admin_withdrawals { tag: "admin", access: Admin, summary: "Withdrawals, oldest first (the signer's queue), with their age and the age of an open claim",
         query: [("state", "pending, processing, completed, failed or expired"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     post "/admin/withdrawals/{id}/{action}" => money::finish_withdrawal { tag: "admin", access: Admin, summary: "The signer protocol: claim a pending withdrawal (pending → processing) before sending it on chain, then complete it (with the transaction signature, which pays one withdrawal only) or fail it (hold released); action is claim, complete or fail",
-        body: || json!({"type": "object", "properties": {"claimer": s("string"), "signature": s("string"), "reason": s("string")}}) }
+        body: || json!({"type": "object", "properties": {"claimer": optional_text(100), "signature": signature(), "reason": s("string")}}) }
     get "/admin/ledger/audit" => money::audit { tag: "admin", access: Admin, summary: "Check every money invariant over one snapshot" }
     get "/admin/embeddings" => search::status { tag: "admin", access: Admin, summary: "Embeddings: the model, markets, vectors stored, the backlog and rate, the local vector index, the open re-embed job" }
     post "/admin/embeddings/reindex" => search::reindex { tag: "admin", access: Admin, summary: "Queue a full re-embed of every market for the configured model as a persistent job (or answer the one queued or running); 409 without embeddings configured",
         ok: (202, "the job") }
     get "/admin/embeddings/jobs" => search::jobs { tag: "admin", access: Admin, summary: "Re-embed jobs, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     get "/admin/embeddings/jobs/{id}" => search::job { tag: "admin", access: Admin, summary: "One re-embed job with its progress" }
-    post "/admin/imports" => imports::create { tag: "admin", access: Admin, summary: "Start (or join an overlapping) import job for a league and date range",
+    post "/admin/imports" => imports::create { tag: "admin", access: Admin, summary: "Start (or join an overlapping) import job for a league and date range: `to` on or after `from`, at most 366 days on (400 otherwise); 409 for a league whose poller is not enabled",
         body: || json!({"type": "object", "required": ["league", "from", "to"], "properties": {"league": leagues(), "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"}}}),
-        ok: (202, "the job") }
+        ok: (202, "the new job"), also: (200, "an overlapping job already queued or running, which this request joined") }
     get "/admin/imports" => imports::list { tag: "admin", access: Admin, summary: "Import jobs, newest first",
         query: [("league", "league key"), ("state", "queued, running, succeeded, failed or canceled"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
     get "/admin/imports/{id}" => imports::get { tag: "admin", access: Admin, summary: "One import job with its progress" }
@@ -156,7 +156,7 @@ endpoints! {
     get "/admin/ui" => dashboard::page { tag: "admin", access: Admin, summary: "Status dashboard (HTML); without a session it answers 401 with a sign-in form", produces: "text/html" }
     post "/admin/ui/login" => dashboard::login { tag: "admin", access: Public, summary: "Dashboard sign-in: form field `token`; sets the session cookie",
         ok: (303, "redirect to /admin/ui"), produces: "text/html" }
-    post "/admin/ui/logout" => dashboard::logout { tag: "admin", access: Public, summary: "Dashboard sign-out: clears the session cookie", ok: (303, "redirect to /admin/ui"), produces: "text/html" }
+    post "/admin/ui/logout" => dashboard::logout { tag: "admin", access: Public, summary: "Dashboard sign-out (with X-Tipoff-UI: 1): deletes the session and clears its cookie", ok: (204, "signed out") }
 }
 
 /// The query parameters the route `pattern` takes with `method` (upper case), or `None` when
@@ -223,6 +223,21 @@ fn sse_event() -> Value {
     })
 }
 
+/// The base58 alphabet (no 0, O, I, l).
+const BASE58: &str = "[1-9A-HJ-NP-Za-km-z]";
+
+/// A wallet address: the 44- and 43-character base58 strings whose leading digit makes them
+/// exactly 32 bytes (what the handler checks by decoding), never the system program. Rarer
+/// addresses with leading `1`s are accepted too but not described.
+fn pubkey() -> Value {
+    json!({"type": "string", "pattern": format!("^([2-9A-H]{BASE58}{{43}}|[5-9A-HJ-NP-Za-km-z]{BASE58}{{42}})$"), "description": "base58 Solana address of a wallet (32 bytes; not the system program)"})
+}
+
+/// A transaction signature: 88- and 87-character base58 strings of exactly 64 bytes.
+fn signature() -> Value {
+    json!({"type": "string", "pattern": format!("^([2-5]{BASE58}{{87}}|[3-9A-HJ-NP-Za-km-z]{BASE58}{{86}})$"), "description": "base58 transaction signature (64 bytes); required by complete"})
+}
+
 /// An optional text field: a string of at most `max` characters, or null.
 fn optional_text(max: u32) -> Value {
     json!({"type": "string", "maxLength": max, "nullable": true})
@@ -274,10 +289,8 @@ fn query_schema(path: &str, name: &str) -> Value {
         ("/admin/withdrawals", "state") => enum_of(WITHDRAWAL_STATES.iter().copied()),
         ("/admin/deposits/quarantine", "state") => enum_of(QUARANTINE_STATES.iter().copied()),
         (_, "date") => json!({"type": "string", "format": "date"}),
-        // At least one letter or digit (`[^\\W_]`), as the search handler requires.
-        (_, "q") => {
-            json!({"type": "string", "minLength": 1, "maxLength": 200, "pattern": "[^\\W_]"})
-        }
+        // Any text; one without letters or digits matches nothing.
+        (_, "q") => json!({"type": "string", "minLength": 1, "maxLength": 200}),
         (_, "mode") => enum_of(["hybrid", "keyword"]),
         (_, "unattributed") => enum_of(["true", "false"]),
         (_, "last_event_id") => json!({"type": "integer", "format": "int64", "minimum": 0}),
@@ -325,7 +338,7 @@ pub fn openapi() -> Value {
             }
         };
         let mut responses = Map::new();
-        let ok = if e.ok.0 == 303 {
+        let ok = if e.ok.0 == 303 || e.ok.0 == 204 {
             json!({"description": e.ok.1})
         } else {
             json!({"description": e.ok.1, "content": ok_content})
@@ -338,18 +351,23 @@ pub fn openapi() -> Value {
             );
         }
         let error = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-        if !params.is_empty() || e.body.is_some() {
-            responses.insert(
-                "400".into(),
-                error("bad input; the message names the problem"),
-            );
-        }
+        // Every route refuses query parameters it does not take.
+        responses.insert(
+            "400".into(),
+            error("bad input (a query parameter the route does not take included); the message names the problem"),
+        );
         match e.access {
             Access::Admin => {
                 responses.insert("401".into(), error("missing or wrong admin token"));
                 responses.insert(
                     "403".into(),
-                    error("admin endpoints are disabled (TIPOFF_ADMIN_TOKEN unset)"),
+                    error("admin endpoints are disabled (TIPOFF_ADMIN_TOKEN unset), or a dashboard session's write without X-Tipoff-UI"),
+                );
+                responses.insert(
+                    "429".into(),
+                    error(
+                        "too many failed admin authentications from this address (see Retry-After)",
+                    ),
                 );
             }
             Access::User => {
@@ -369,6 +387,15 @@ pub fn openapi() -> Value {
                 "415".into(),
                 error("the body is not in the content type the endpoint takes"),
             );
+        }
+        if e.path == "/admin/ui/logout" {
+            responses.insert(
+                "403".into(),
+                error("sign-out without the X-Tipoff-UI header"),
+            );
+        }
+        if e.path == "/admin/ui/login" {
+            responses.insert("429".into(), json!({"description": "too many failed sign-ins from this address (see Retry-After): the sign-in form says so", "content": {"text/html": {"schema": s("string")}}}));
         }
         if e.path.starts_with("/admin/ui") && e.path != "/admin/ui/logout" {
             responses.insert("401".into(), json!({"description": "no session, or a wrong token: the sign-in form", "content": {"text/html": {"schema": s("string")}}}));
@@ -403,6 +430,11 @@ pub fn openapi() -> Value {
             let required = schema.get("required").is_some();
             op["requestBody"] =
                 json!({"required": required, "content": {"application/json": {"schema": schema}}});
+        }
+        if e.path == "/admin/ui/logout" {
+            if let Some(params) = op["parameters"].as_array_mut() {
+                params.push(json!({"name": "X-Tipoff-UI", "in": "header", "required": true, "description": "the dashboard's CSRF header", "schema": {"type": "string", "enum": ["1"]}}));
+            }
         }
         if e.path == "/admin/ui/login" {
             op["requestBody"] = json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["token"], "properties": {"token": s("string")}}}}});

@@ -235,12 +235,20 @@ fn presented(req: &HttpRequest, state: &AppState) -> Result<Credential, ApiError
         *req.method(),
         actix_web::http::Method::GET | actix_web::http::Method::HEAD
     );
-    if !safe && req.headers().get("x-tipoff-ui").is_none() {
+    if !safe && !ui_header(req) {
         return Err(ApiError::Forbidden(
-            "a dashboard session needs the X-Tipoff-UI header on this request".into(),
+            "a dashboard session needs the header X-Tipoff-UI: 1 on this request".into(),
         ));
     }
     Ok(Credential::Session(cookie.value().to_string()))
+}
+
+/// Whether `req` carries the dashboard's CSRF header, `X-Tipoff-UI: 1` (a cross-site form
+/// cannot send it).
+pub fn ui_header(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("x-tipoff-ui")
+        .is_some_and(|v| v.as_bytes() == b"1")
 }
 
 /// Whether `req` is authenticated as admin, with the error the admin extractor gives.

@@ -141,9 +141,9 @@ pub async fn logout(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if req.headers().get("x-tipoff-ui").is_none() {
+    if !super::auth::ui_header(&req) {
         return Err(ApiError::Forbidden(
-            "sign out from the dashboard: this request needs the X-Tipoff-UI header".into(),
+            "sign out from the dashboard: this request needs the header X-Tipoff-UI: 1".into(),
         ));
     }
     let name = state.sessions.cookie_name();

@@ -89,6 +89,11 @@ pub async fn search(
         }
     }
     let market_state = q.state.as_deref();
+    if query.words().is_empty() {
+        // No letters or digits: nothing to look for, so nothing matches.
+        state.metrics.observe_search("keyword");
+        return Ok(HttpResponse::Ok().json(json!({"items": [], "mode": "keyword"})));
+    }
     let want_vectors = match q.mode.as_deref() {
         None | Some("hybrid") => true,
         Some("keyword") => false,

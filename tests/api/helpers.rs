@@ -16,6 +16,15 @@ pub use crate::espn_mock::espn_fixture;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// Held by the tests that load both cores for a long while (the schemathesis run) and by the
+/// ones that measure a latency, so the two never overlap.
+pub static EXCLUSIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`EXCLUSIVE`] (a panicked holder does not poison it for the others).
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Which database a test runs on.
 #[derive(Debug, Clone)]
 pub enum Db {

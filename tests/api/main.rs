@@ -6,6 +6,7 @@
 //! ESPN, the Solana RPC and webhook receivers are replaced by local mocks (`espn_mock.rs`,
 //! `rpc_mock.rs` serving the real fixtures, `webhook_mock.rs`).
 
+mod contract;
 mod crash;
 mod dashboard;
 mod deploy;

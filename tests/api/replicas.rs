@@ -659,6 +659,7 @@ fn webhooks_survive_a_leader_kill_with_duplicates_only_for_the_delivery_in_fligh
 
 #[test]
 fn a_follower_serves_a_settlement_made_on_the_leader_within_100_ms() {
+    let _alone = exclusive();
     let Some(url) = database("a_follower_serves_a_settlement_made_on_the_leader_within_100_ms")
     else {
         return;

@@ -405,26 +405,27 @@ fn sample(text: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("{series} not in /metrics"))
 }
 
-#[actix_rt::test]
-async fn the_read_cache_keys_on_meaning_and_stays_within_its_bytes() {
-    let app = spawn_app(
-        &Db::Sqlite,
-        &[
-            ("TIPOFF_READ_CACHE_TTL", "60s"),
-            ("TIPOFF_READ_CACHE_MAX_BYTES", "65536"),
-        ],
-    )
-    .await;
-    let metrics = || async { app.get("/metrics").await.text().await.unwrap() };
+/// Run on the daemon binary: the cache's write generation is per process, and the other
+/// tests of this binary write games.
+#[test]
+fn the_read_cache_keys_on_meaning_and_stays_within_its_bytes() {
+    let d = Daemon::spawn(&[
+        ("TIPOFF_READ_CACHE_TTL", "60s"),
+        ("TIPOFF_READ_CACHE_MAX_BYTES", "65536"),
+    ]);
+    d.wait_notify("READY=1", Duration::from_secs(15));
+    let client = reqwest::blocking::Client::new();
+    let get = |path: &str| client.get(d.url(path)).send().unwrap();
+    let metrics = || get("/metrics").text().unwrap();
     // Spellings of one request share an entry.
     for path in [
         "/api/v1/games?league=NBA&limit=050",
         "/api/v1/games?limit=50&league=nba",
         "/api/v1/games?league=nba&limit=50&cursor=",
     ] {
-        assert_eq!(app.get(path).await.status(), 200, "{path}");
+        assert_eq!(get(path).status(), 200, "{path}");
     }
-    let text = metrics().await;
+    let text = metrics();
     assert_eq!(sample(&text, "tipoff_read_cache{figure=\"entries\"}"), 1.0);
     assert_eq!(
         sample(&text, "tipoff_read_cache_events_total{event=\"hit\"}"),
@@ -433,20 +434,17 @@ async fn the_read_cache_keys_on_meaning_and_stays_within_its_bytes() {
 
     // 1,025 distinct (valid) junk pages, the hot one read between them.
     let hot = "/api/v1/markets?limit=10";
-    app.get(hot).await;
+    get(hot);
     for i in 0..1025 {
-        let res = app
-            .get(&format!("/api/v1/markets?cursor={}", 1_000_000 + i))
-            .await;
+        let res = get(&format!("/api/v1/markets?cursor={}", 1_000_000 + i));
         assert_eq!(res.status(), 200);
-        app.get(hot).await;
+        get(hot);
     }
     // And 1,025 with junk parameters: refused, never cached.
     for i in 0..1025 {
-        let res = app.get(&format!("/api/v1/markets?x{i}=1")).await;
-        assert_eq!(res.status(), 400);
+        assert_eq!(get(&format!("/api/v1/markets?x{i}=1")).status(), 400);
     }
-    let text = metrics().await;
+    let text = metrics();
     let bytes = sample(&text, "tipoff_read_cache{figure=\"bytes\"}");
     assert!(bytes <= 65536.0, "{bytes} bytes");
     assert!(
@@ -459,7 +457,6 @@ async fn the_read_cache_keys_on_meaning_and_stays_within_its_bytes() {
         2.0 + 1025.0,
         "the hot entry was never evicted"
     );
-    app.stop().await;
 }
 
 #[actix_rt::test]
