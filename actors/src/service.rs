@@ -69,7 +69,7 @@ pub struct LeaseView {
 }
 
 /// What a step-down did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StepDown {
     pub epoch: i64,
     /// The lease was released in the database (so another replica takes over at once).

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// Lifecycle state of one supervised service (SPEC §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceState {
     Starting,
@@ -36,14 +36,14 @@ impl ServiceState {
 }
 
 /// The last error a service reported, with when it happened.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct LastError {
     pub message: String,
     pub at: DateTime<Utc>,
 }
 
 /// One row of the status registry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ServiceStatus {
     pub name: String,
     pub state: ServiceState,

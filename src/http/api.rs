@@ -26,8 +26,10 @@ pub struct Endpoint {
     pub summary: &'static str,
     /// Query parameters: (name, description).
     pub query: &'static [(&'static str, &'static str)],
-    /// JSON request body schema, if the endpoint takes one.
+    /// JSON request body schema, if the endpoint takes one (derived from its Rust type).
     pub body: Option<fn() -> Value>,
+    /// The success answer's schema (derived from its Rust type), when it has one.
+    pub returns: Option<fn() -> Value>,
     /// The success status and what it returns.
     pub ok: (u16, &'static str),
     /// Another success answer, e.g. 202 when a follower forwards a command to the leader.
@@ -44,6 +46,7 @@ macro_rules! endpoints {
         $(, ok: ($status:literal, $okd:literal))?
         $(, also: ($astatus:literal, $aokd:literal))?
         $(, produces: $produces:literal)?
+        $(, returns: $returns:expr)?
         $(,)?
     } )* ) => {
         /// Registers every route of the table, then, for each path, a 405 with `Allow` for
@@ -65,6 +68,7 @@ macro_rules! endpoints {
                 summary: $summary,
                 query: &[ $($( ($qn, $qd) ),*)? ],
                 body: endpoints!(@body $($body)?),
+                returns: endpoints!(@body $($returns)?),
                 ok: endpoints!(@ok $(($status, $okd))?),
                 also: None $(.or(Some(($astatus, $aokd))))?,
                 produces: endpoints!(@produces $($produces)?),
@@ -83,76 +87,75 @@ fn s(t: &str) -> Value {
     json!({"type": t})
 }
 
-fn amount() -> Value {
-    json!({"description": "base units of the token, as a string of digits (or an integer up to 2^53)", "oneOf": [{"type": "string", "pattern": "^[1-9][0-9]{0,17}$"}, {"type": "integer", "minimum": 1, "maximum": 9007199254740991_i64}]})
-}
-
 endpoints! {
-    get "/health" => ops::health { tag: "operations", access: Public, summary: "Liveness: the process answers HTTP" }
-    get "/ready" => ops::ready { tag: "operations", access: Public, summary: "Readiness: started, not stopping, database reachable (503 otherwise)" }
+    get "/health" => ops::health { tag: "operations", access: Public, summary: "Liveness: the process answers HTTP", returns: of::<ops::Status> }
+    get "/ready" => ops::ready { tag: "operations", access: Public, summary: "Readiness: started, not stopping, database reachable (503 otherwise)", returns: of::<ops::Status> }
     get "/metrics" => metrics::metrics { tag: "operations", access: Public, summary: "Prometheus metrics (text format 0.0.4)", produces: "text/plain" }
     get "/openapi.json" => openapi_json { tag: "operations", access: Public, summary: "This OpenAPI 3 document (off in production unless TIPOFF_DOCS=true)" }
     get "/docs" => docs_page { tag: "operations", access: Public, summary: "API reference page (self-contained; off in production unless TIPOFF_DOCS=true)", produces: "text/html" }
-    get "/debug/status" => ops::debug_status { tag: "operations", access: Admin, summary: "Instance facts and the status registry of every service" }
-    get "/api/v1/leagues" => read::leagues { tag: "games", access: Public, summary: "The league catalog, each with whether its poller is enabled" }
+    get "/debug/status" => ops::debug_status { tag: "operations", access: Admin, summary: "Instance facts and the status registry of every service", returns: of::<ops::DebugStatus> }
+    get "/api/v1/leagues" => read::leagues { tag: "games", access: Public, summary: "The league catalog, each with whether its poller is enabled", returns: page_of::<read::League> }
     get "/api/v1/games" => read::games { tag: "games", access: Public, summary: "Games in start order",
-        query: [("league", "league key, e.g. nba"), ("date", "UTC start date YYYY-MM-DD"), ("state", "scheduled, live, final, postponed, canceled, delayed or suspended"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
-    get "/api/v1/games/{id}" => read::game_by_id { tag: "games", access: Public, summary: "One game" }
+        query: [("league", "league key, e.g. nba"), ("date", "UTC start date YYYY-MM-DD"), ("state", "scheduled, live, final, postponed, canceled, delayed or suspended"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")],
+        returns: page_of::<read::Game<'static>> }
+    get "/api/v1/games/{id}" => read::game_by_id { tag: "games", access: Public, summary: "One game", returns: of::<read::Game<'static>> }
     get "/api/v1/markets" => read::markets { tag: "markets", access: Public, summary: "Markets in id order",
-        query: [("league", "league key"), ("state", "open, locked, settled or void"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+        query: [("league", "league key"), ("state", "open, locked, settled or void"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")],
+        returns: page_of::<read::Market> }
     get "/api/v1/markets/search" => search::search { tag: "markets", access: Public, summary: "Search markets: keyword ranking always (full text over the question, league, teams, game names and date); fused with embedding similarity when embeddings are configured (`mode` says which answered). Each item is a market with its `score`",
-        query: [("q", "the words to search for (1 to 200 characters; the first 32 distinct words count; no letters or digits matches nothing)"), ("league", "league key"), ("state", "open, locked, settled or void"), ("limit", "results, 1 to 100 (default 20)"), ("mode", "hybrid (default: fused with vectors when embeddings are configured) or keyword (keyword ranking only)")] }
-    get "/api/v1/markets/{id}" => read::market_by_id { tag: "markets", access: Public, summary: "One market with its pools per token" }
+        query: [("q", "the words to search for (1 to 200 characters; the first 32 distinct words count; no letters or digits matches nothing)"), ("league", "league key"), ("state", "open, locked, settled or void"), ("limit", "results, 1 to 100 (default 20)"), ("mode", "hybrid (default: fused with vectors when embeddings are configured) or keyword (keyword ranking only)")],
+        returns: of::<search::Hits> }
+    get "/api/v1/markets/{id}" => read::market_by_id { tag: "markets", access: Public, summary: "One market with its pools per token", returns: of::<read::Market> }
     post "/api/v1/markets/{id}/stakes" => money::stake { tag: "money", access: User, summary: "Stake on an outcome of an open market",
-        body: || json!({"type": "object", "required": ["outcome", "token", "amount"], "properties": {"outcome": {"type": "string", "enum": ["home", "away"]}, "token": s("string"), "amount": amount()}}),
-        ok: (201, "the stake") }
+        body: of::<money::NewStake>,
+        ok: (201, "the stake"), returns: of::<money::StakeView> }
     get "/api/v1/events" => events::stream { tag: "events", access: Public, summary: "Server-Sent Events: live domain events (market events public; the rest need the admin token)",
         query: [("types", "comma-separated event types"), ("league", "only events of this league"), ("last_event_id", "resume after this id (or the Last-Event-ID header)")],
         produces: "text/event-stream" }
     post "/api/v1/users" => money::register { tag: "money", access: Public, summary: "Register a user (when registration is enabled); the API key is shown once",
-        body: || json!({"type": "object", "properties": {"name": optional_text(100)}}),
-        ok: (201, "the user with its API key and deposit code") }
-    get "/api/v1/me" => money::me { tag: "money", access: User, summary: "The caller, its deposit code and balances" }
-    get "/api/v1/me/ledger" => money::ledger { tag: "money", access: User, summary: "The caller's ledger entries, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
-    get "/api/v1/me/stakes" => money::stakes { tag: "money", access: User, summary: "The caller's stakes, newest first; each stake's payout is its share of its position's", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
-    get "/api/v1/me/positions" => money::positions { tag: "money", access: User, summary: "The caller's positions (stakes on one market outcome in one token, added up; what settlement pays), newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+        body: of::<money::NewUser>,
+        ok: (201, "the user with its API key and deposit code"), returns: of::<money::NewUserView> }
+    get "/api/v1/me" => money::me { tag: "money", access: User, summary: "The caller, its deposit code and balances", returns: of::<money::MeView> }
+    get "/api/v1/me/ledger" => money::ledger { tag: "money", access: User, summary: "The caller's ledger entries, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")], returns: page_of::<money::EntryView> }
+    get "/api/v1/me/stakes" => money::stakes { tag: "money", access: User, summary: "The caller's stakes, newest first; each stake's payout is its share of its position's", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")], returns: page_of::<money::StakeView> }
+    get "/api/v1/me/positions" => money::positions { tag: "money", access: User, summary: "The caller's positions (stakes on one market outcome in one token, added up; what settlement pays), newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")], returns: page_of::<money::PositionView> }
     post "/api/v1/me/withdrawals" => money::withdraw { tag: "money", access: User, summary: "Request a withdrawal (places a hold)",
-        body: || json!({"type": "object", "required": ["token", "amount", "destination"], "properties": {"token": s("string"), "amount": amount(), "destination": pubkey()}}),
-        ok: (201, "the pending withdrawal") }
-    get "/api/v1/me/withdrawals" => money::withdrawals { tag: "money", access: User, summary: "The caller's withdrawals, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+        body: of::<money::NewWithdrawal>,
+        ok: (201, "the pending withdrawal"), returns: of::<money::WithdrawalView> }
+    get "/api/v1/me/withdrawals" => money::withdrawals { tag: "money", access: User, summary: "The caller's withdrawals, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")], returns: page_of::<money::WithdrawalView> }
     post "/admin/users" => money::admin_create_user { tag: "admin", access: Admin, summary: "Create a user (works with registration off)",
-        body: || json!({"type": "object", "properties": {"name": optional_text(100)}}), ok: (201, "the user with its API key") }
+        body: of::<money::NewUser>, ok: (201, "the user with its API key"), returns: of::<money::NewUserView> }
     get "/admin/deposits" => money::deposits { tag: "admin", access: Admin, summary: "Deposits, newest first",
-        query: [("unattributed", "true: only deposits no user's code matched"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+        query: [("unattributed", "true: only deposits no user's code matched"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")], returns: page_of::<money::DepositView> }
     post "/admin/deposits/{id}/assign" => money::assign_deposit { tag: "admin", access: Admin, summary: "Credit an unattributed deposit to a user (once)",
-        body: || json!({"type": "object", "required": ["user_id"], "properties": {"user_id": {"type": "integer", "format": "int64", "minimum": 1}}}) }
+        body: of::<money::Assign>, returns: of::<money::DepositView> }
     get "/admin/deposits/quarantine" => money::quarantine { tag: "admin", access: Admin, summary: "Treasury signatures a watcher could not read: failing (counting attempts), quarantined (skipped; the cursor moved on), retry (asked again), resolved; oldest first",
-        query: [("state", "failing, quarantined, retry or resolved"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
-    post "/admin/deposits/quarantine/{id}/retry" => money::retry_quarantined { tag: "admin", access: Admin, summary: "Ask the watcher to read a quarantined signature again on its next pass (credited if readable, else quarantined again)" }
+        query: [("state", "failing, quarantined, retry or resolved"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")], returns: page_of::<money::QuarantineView> }
+    post "/admin/deposits/quarantine/{id}/retry" => money::retry_quarantined { tag: "admin", access: Admin, summary: "Ask the watcher to read a quarantined signature again on its next pass (credited if readable, else quarantined again)", returns: of::<money::QuarantineView> }
     get "/admin/withdrawals" => money::admin_withdrawals { tag: "admin", access: Admin, summary: "Withdrawals, oldest first (the signer's queue), with their age and the age of an open claim",
-        query: [("state", "pending, processing, completed, failed or expired"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
+        query: [("state", "pending, processing, completed, failed or expired"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")], returns: page_of::<money::WithdrawalView> }
     post "/admin/withdrawals/{id}/{action}" => money::finish_withdrawal { tag: "admin", access: Admin, summary: "The signer protocol: claim a pending withdrawal (pending → processing) before sending it on chain, then complete it (with the transaction signature, which pays one withdrawal only) or fail it (hold released); action is claim, complete or fail",
-        body: || json!({"type": "object", "properties": {"claimer": optional_text(100), "signature": signature(), "reason": s("string")}}) }
-    get "/admin/ledger/audit" => money::audit { tag: "admin", access: Admin, summary: "Check every money invariant over one snapshot" }
-    get "/admin/embeddings" => search::status { tag: "admin", access: Admin, summary: "Embeddings: the model, markets, vectors stored, the backlog and rate, the local vector index, the open re-embed job" }
+        body: of::<money::FinishWithdrawal>, returns: of::<money::WithdrawalView> }
+    get "/admin/ledger/audit" => money::audit { tag: "admin", access: Admin, summary: "Check every money invariant over one snapshot", returns: of::<money::AuditView> }
+    get "/admin/embeddings" => search::status { tag: "admin", access: Admin, summary: "Embeddings: the model, markets, vectors stored, the backlog and rate, the local vector index, the open re-embed job", returns: of::<search::EmbeddingsView> }
     post "/admin/embeddings/reindex" => search::reindex { tag: "admin", access: Admin, summary: "Queue a full re-embed of every market for the configured model as a persistent job (or answer the one queued or running); 409 without embeddings configured",
-        ok: (202, "the job") }
-    get "/admin/embeddings/jobs" => search::jobs { tag: "admin", access: Admin, summary: "Re-embed jobs, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
-    get "/admin/embeddings/jobs/{id}" => search::job { tag: "admin", access: Admin, summary: "One re-embed job with its progress" }
+        ok: (202, "the job"), returns: of::<tipoff_actors::store::EmbeddingJob> }
+    get "/admin/embeddings/jobs" => search::jobs { tag: "admin", access: Admin, summary: "Re-embed jobs, newest first", query: [("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")], returns: page_of::<tipoff_actors::store::EmbeddingJob> }
+    get "/admin/embeddings/jobs/{id}" => search::job { tag: "admin", access: Admin, summary: "One re-embed job with its progress", returns: of::<tipoff_actors::store::EmbeddingJob> }
     post "/admin/imports" => imports::create { tag: "admin", access: Admin, summary: "Start (or join an overlapping) import job for a league and date range: `to` on or after `from`, at most 366 days on (400 otherwise); 409 for a league whose poller is not enabled",
-        body: || json!({"type": "object", "required": ["league", "from", "to"], "properties": {"league": leagues(), "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"}}}),
-        ok: (202, "the new job"), also: (200, "an overlapping job already queued or running, which this request joined") }
+        body: of::<imports::NewImport>,
+        ok: (202, "the new job"), also: (200, "an overlapping job already queued or running, which this request joined"), returns: of::<tipoff_actors::store::ImportJob> }
     get "/admin/imports" => imports::list { tag: "admin", access: Admin, summary: "Import jobs, newest first",
-        query: [("league", "league key"), ("state", "queued, running, succeeded, failed or canceled"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
-    get "/admin/imports/{id}" => imports::get { tag: "admin", access: Admin, summary: "One import job with its progress" }
-    post "/admin/imports/{id}/cancel" => imports::cancel { tag: "admin", access: Admin, summary: "Cancel a queued or running import job" }
+        query: [("league", "league key"), ("state", "queued, running, succeeded, failed or canceled"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")], returns: page_of::<tipoff_actors::store::ImportJob> }
+    get "/admin/imports/{id}" => imports::get { tag: "admin", access: Admin, summary: "One import job with its progress", returns: of::<imports::ImportView> }
+    post "/admin/imports/{id}/cancel" => imports::cancel { tag: "admin", access: Admin, summary: "Cancel a queued or running import job", returns: of::<imports::ImportView> }
     get "/admin/outbox" => events::list { tag: "admin", access: Admin, summary: "Outbox events (webhook deliveries), newest first, with backlog figures",
-        query: [("state", "pending, delivered or dead"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")] }
-    post "/admin/outbox/retry-dead" => events::retry_dead { tag: "admin", access: Admin, summary: "Queue every dead event again" }
-    post "/admin/outbox/{id}/retry" => events::retry { tag: "admin", access: Admin, summary: "Queue one dead event again with fresh attempts" }
+        query: [("state", "pending, delivered or dead"), ("limit", "page size, 1 to 200 (default 50)"), ("cursor", "the `next` value of the previous page")], returns: of::<events::OutboxPage> }
+    post "/admin/outbox/retry-dead" => events::retry_dead { tag: "admin", access: Admin, summary: "Queue every dead event again", returns: of::<events::Requeued> }
+    post "/admin/outbox/{id}/retry" => events::retry { tag: "admin", access: Admin, summary: "Queue one dead event again with fresh attempts", returns: of::<events::EventView> }
     post "/admin/services/{name}/{action}" => ops::control_service { tag: "admin", access: Admin, summary: "Restart, stop or start a service; action is restart, stop or start. On a follower, a singleton's command is forwarded to the leader (202)",
-        also: (202, "forwarded to the leader, which carries it out") }
-    post "/admin/leader/step-down" => ops::step_down { tag: "admin", access: Admin, summary: "The leader stops its singletons (current ticks finished), releases the lease at once and does not take it again for one lease TTL; 409 on a follower or on SQLite" }
+        also: (202, "forwarded to the leader, which carries it out"), returns: of::<tipoff_actors::ServiceStatus> }
+    post "/admin/leader/step-down" => ops::step_down { tag: "admin", access: Admin, summary: "The leader stops its singletons (current ticks finished), releases the lease at once and does not take it again for one lease TTL; 409 on a follower or on SQLite", returns: of::<tipoff_actors::service::StepDown> }
     get "/admin/ui" => dashboard::page { tag: "admin", access: Admin, summary: "Status dashboard (HTML); without a session it answers 401 with a sign-in form", produces: "text/html" }
     post "/admin/ui/login" => dashboard::login { tag: "admin", access: Public, summary: "Dashboard sign-in: form field `token`; sets the session cookie",
         ok: (303, "redirect to /admin/ui"), produces: "text/html" }
@@ -162,23 +165,26 @@ endpoints! {
 /// The query parameters the route `pattern` takes with `method` (upper case), or `None` when
 /// the table has no such route.
 pub fn query_names(method: &str, pattern: &str) -> Option<&'static [&'static str]> {
-    type Names = std::collections::HashMap<String, Vec<&'static str>>;
+    type Names = std::collections::HashMap<&'static str, Vec<(String, Vec<&'static str>)>>;
     static NAMES: std::sync::OnceLock<Names> = std::sync::OnceLock::new();
     let names = NAMES.get_or_init(|| {
-        endpoints()
-            .into_iter()
-            .map(|e| {
-                let names = e.query.iter().map(|(n, _)| *n).collect();
-                (
-                    format!("{} {}", e.method.to_ascii_uppercase(), e.path),
-                    names,
-                )
-            })
-            .collect()
+        let mut names = Names::new();
+        for e in endpoints() {
+            let query = e.query.iter().map(|(n, _)| *n).collect();
+            names
+                .entry(e.path)
+                .or_default()
+                .push((e.method.to_ascii_uppercase(), query));
+        }
+        names
     });
     // HEAD is answered by the GET route.
     let method = if method == "HEAD" { "GET" } else { method };
-    names.get(&format!("{method} {pattern}")).map(Vec::as_slice)
+    names
+        .get(pattern)?
+        .iter()
+        .find(|(m, _)| m == method)
+        .map(|(_, q)| q.as_slice())
 }
 
 /// Each path of the table with the methods it declares, as an `Allow` value.
@@ -223,33 +229,7 @@ fn sse_event() -> Value {
     })
 }
 
-/// The base58 alphabet (no 0, O, I, l).
-const BASE58: &str = "[1-9A-HJ-NP-Za-km-z]";
-
-/// A wallet address: the 44- and 43-character base58 strings whose leading digit makes them
-/// exactly 32 bytes (what the handler checks by decoding), never the system program. Rarer
-/// addresses with leading `1`s are accepted too but not described.
-fn pubkey() -> Value {
-    json!({"type": "string", "pattern": format!("^([2-9A-H]{BASE58}{{43}}|[5-9A-HJ-NP-Za-km-z]{BASE58}{{42}})$"), "description": "base58 Solana address of a wallet (32 bytes; not the system program)"})
-}
-
-/// A transaction signature: 88- and 87-character base58 strings of exactly 64 bytes.
-fn signature() -> Value {
-    json!({"type": "string", "pattern": format!("^([2-5]{BASE58}{{87}}|[3-9A-HJ-NP-Za-km-z]{BASE58}{{86}})$"), "description": "base58 transaction signature (64 bytes); required by complete"})
-}
-
-/// An optional text field: a string of at most `max` characters, or null.
-fn optional_text(max: u32) -> Value {
-    json!({"type": "string", "maxLength": max, "nullable": true})
-}
-
-fn enum_of(values: impl IntoIterator<Item = &'static str>) -> Value {
-    json!({"type": "string", "enum": values.into_iter().collect::<Vec<_>>()})
-}
-
-fn leagues() -> Value {
-    enum_of(tipoff_actors::store::LEAGUE_CATALOG.iter().map(|l| l.0))
-}
+use super::schema::{enum_of, leagues, of, page_of};
 
 /// The schema of a path parameter, from the values the handlers accept.
 fn path_schema(path: &str, name: &str) -> Value {
@@ -329,7 +309,10 @@ pub fn openapi() -> Value {
             json!({"name": name, "in": "query", "required": required, "description": description, "schema": schema})
         }));
         let ok_content = match e.produces {
-            "application/json" => json!({"application/json": {"schema": s("object")}}),
+            "application/json" => {
+                let schema = e.returns.map_or_else(|| s("object"), |returns| returns());
+                json!({"application/json": {"schema": schema}})
+            }
             "text/event-stream" => json!({"text/event-stream": {"schema": sse_event()}}),
             other => {
                 let mut m = Map::new();
@@ -345,9 +328,16 @@ pub fn openapi() -> Value {
         };
         responses.insert(e.ok.0.to_string(), ok);
         if let Some((status, description)) = e.also {
+            // A forwarded command answers what was forwarded; a joined job or an open re-embed
+            // job has the shape of the success answer.
+            let schema = if status == 202 && e.path.starts_with("/admin/services") {
+                of::<ops::ForwardedCommand>()
+            } else {
+                e.returns.map_or_else(|| s("object"), |returns| returns())
+            };
             responses.insert(
                 status.to_string(),
-                json!({"description": description, "content": {"application/json": {"schema": {"type": "object"}}}}),
+                json!({"description": description, "content": {"application/json": {"schema": schema}}}),
             );
         }
         let error = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
@@ -463,11 +453,7 @@ pub fn openapi() -> Value {
                 "dashboard": {"type": "apiKey", "in": "cookie", "name": "tipoff_session", "description": "the dashboard session (`__Host-tipoff_session` in production)"},
             },
             "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": s("string"), "message": s("string")}}},
-                },
+                "Error": of::<super::error::Body<'static>>(),
             },
         },
     })

@@ -8,9 +8,10 @@
 //! at most the TTL, which bounds how long a write by another replica on the same PostgreSQL
 //! stays unseen. A TTL of zero turns the cache off. The cache holds at most
 //! `TIPOFF_READ_CACHE_MAX_BYTES` of answers (and [`MAX_ENTRIES`] entries): past either, expired
-//! entries go first, then the least recently used.
+//! entries go first, then the least recently used (a hit only stamps its entry; the order is
+//! sorted when room is needed).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -41,8 +42,7 @@ impl Entry {
 #[derive(Default)]
 struct Inner {
     entries: HashMap<String, Entry>,
-    /// Use order: tick → key, oldest first.
-    order: BTreeMap<u64, String>,
+    /// The use clock: each hit or put stamps its entry with the next tick.
     tick: u64,
     bytes: usize,
 }
@@ -50,18 +50,7 @@ struct Inner {
 impl Inner {
     fn remove(&mut self, key: &str) {
         if let Some(e) = self.entries.remove(key) {
-            self.order.remove(&e.used);
             self.bytes -= e.cost(key);
-        }
-    }
-
-    fn touch(&mut self, key: &str) {
-        self.tick += 1;
-        let tick = self.tick;
-        if let Some(e) = self.entries.get_mut(key) {
-            self.order.remove(&e.used);
-            e.used = tick;
-            self.order.insert(tick, key.to_string());
         }
     }
 }
@@ -116,7 +105,11 @@ impl ReadCache {
         });
         match found {
             Some((true, body)) => {
-                inner.touch(key);
+                inner.tick += 1;
+                let tick = inner.tick;
+                if let Some(e) = inner.entries.get_mut(key) {
+                    e.used = tick;
+                }
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 Some(body)
             }
@@ -151,34 +144,52 @@ impl ReadCache {
             self.evict(&mut inner, cost);
         }
         inner.bytes += cost;
-        inner.order.insert(entry.used, key.clone());
         inner.entries.insert(key, entry);
     }
 
     /// Makes room for `cost` more bytes and one more entry: expired or outdated entries
-    /// first, then the least recently used.
+    /// first; when that is not enough, the least recently used, down to 7/8 of the bounds so
+    /// that a flood of new keys pays for one sort per eighth of the cache rather than one per
+    /// put.
     fn evict(&self, inner: &mut Inner, cost: usize) {
         let generation = Store::write_generation();
-        let stale: Vec<String> = inner
-            .entries
-            .iter()
-            .filter(|(_, e)| e.generation != generation || e.at.elapsed() >= self.ttl)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut evicted = stale.len() as u64;
-        for key in stale {
-            inner.remove(&key);
-        }
-        while inner.bytes + cost > self.max_bytes || inner.entries.len() >= MAX_ENTRIES {
-            let Some((_, key)) = inner.order.pop_first() else {
-                break;
-            };
-            if let Some(e) = inner.entries.remove(&key) {
-                inner.bytes -= e.cost(&key);
-                evicted += 1;
+        let before = inner.entries.len();
+        let mut bytes = inner.bytes;
+        inner.entries.retain(|k, e| {
+            let keep = e.generation == generation && e.at.elapsed() < self.ttl;
+            if !keep {
+                bytes -= e.cost(k);
+            }
+            keep
+        });
+        inner.bytes = bytes;
+        let byte_goal = (self.max_bytes / 8 * 7).saturating_sub(cost);
+        let entry_goal = MAX_ENTRIES / 8 * 7;
+        let fits = inner.bytes + cost <= self.max_bytes && inner.entries.len() < MAX_ENTRIES;
+        if !fits {
+            let mut by_use: Vec<(u64, usize, String)> = inner
+                .entries
+                .iter()
+                .map(|(k, e)| (e.used, e.cost(k), k.clone()))
+                .collect();
+            by_use.sort_unstable_by_key(|(used, _, _)| *used);
+            let mut left = inner.entries.len();
+            let mut bytes = inner.bytes;
+            let mut gone = Vec::new();
+            for (_, c, key) in by_use {
+                if bytes <= byte_goal && left <= entry_goal {
+                    break;
+                }
+                bytes -= c;
+                left -= 1;
+                gone.push(key);
+            }
+            for key in gone {
+                inner.remove(&key);
             }
         }
-        self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        self.evictions
+            .fetch_add((before - inner.entries.len()) as u64, Ordering::Relaxed);
     }
 
     pub fn stats(&self) -> CacheStats {

@@ -38,6 +38,21 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Every code an error answer can carry.
+    pub const CODES: &'static [&'static str] = &[
+        "bad_request",
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "conflict",
+        "method_not_allowed",
+        "payload_too_large",
+        "unsupported_media_type",
+        "too_many_requests",
+        "unavailable",
+        "internal",
+    ];
+
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad_request",
@@ -55,15 +70,24 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The body of every error answer.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Body<'a> {
     error: Inner<'a>,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Inner<'a> {
+    /// Stable: clients may match on it.
+    #[schemars(schema_with = "code_field")]
     code: &'a str,
+    /// For people: names the problem, never echoes more than a short slice of the input.
     message: String,
+}
+
+fn code_field(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    serde_json::from_value(super::schema::enum_of(ApiError::CODES.iter().copied()))
+        .unwrap_or(schemars::schema::Schema::Bool(true))
 }
 
 impl ResponseError for ApiError {

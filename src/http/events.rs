@@ -378,20 +378,55 @@ pub struct OutboxQuery {
     cursor: Option<String>,
 }
 
-fn event_json(e: &OutboxEvent) -> serde_json::Value {
-    json!({
-        "id": e.id,
-        "type": e.event_type,
-        "league": e.league,
-        "created_at": e.created_at,
-        "payload": e.body().payload,
-        "state": e.state,
-        "attempts": e.attempts,
-        "next_attempt_at": (e.state == "pending").then_some(e.next_attempt_at),
-        "delivered_to": e.acknowledged(),
-        "last_error": e.last_error,
-        "delivered_at": e.delivered_at,
-    })
+/// An outbox event with its delivery state, as the admin sees it.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct EventView {
+    id: i64,
+    #[serde(rename = "type")]
+    event_type: String,
+    league: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    /// The event's payload (its shape depends on the type).
+    payload: serde_json::Value,
+    /// `pending`, `delivered` or `dead`.
+    state: String,
+    attempts: i64,
+    /// When the next delivery is due (pending events only).
+    next_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The webhook receivers that acknowledged it (hosts).
+    delivered_to: Vec<String>,
+    last_error: Option<String>,
+    delivered_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn event_json(e: &OutboxEvent) -> EventView {
+    EventView {
+        id: e.id,
+        event_type: e.event_type.clone(),
+        league: e.league.clone(),
+        created_at: e.created_at,
+        payload: e.body().payload,
+        state: e.state.clone(),
+        attempts: e.attempts,
+        next_attempt_at: (e.state == "pending").then_some(e.next_attempt_at),
+        delivered_to: e.acknowledged(),
+        last_error: e.last_error.clone(),
+        delivered_at: e.delivered_at,
+    }
+}
+
+/// A page of outbox events with the backlog figures.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct OutboxPage {
+    items: Vec<EventView>,
+    next: Option<String>,
+    stats: tipoff_actors::store::OutboxStats,
+}
+
+/// How many dead events were queued again.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct Requeued {
+    requeued: u64,
 }
 
 /// `GET /admin/outbox?state=pending|delivered|dead&limit=&cursor=`: newest first.
@@ -415,11 +450,11 @@ pub async fn list(
     let events = state.store.outbox_events(wanted, before, n + 1).await?;
     let stats = state.store.outbox_stats(chrono::Utc::now()).await?;
     let (items, next) = page(events, n, |e| e.id.to_string());
-    Ok(HttpResponse::Ok().json(json!({
-        "items": items.iter().map(event_json).collect::<Vec<_>>(),
-        "next": next,
-        "stats": stats,
-    })))
+    Ok(HttpResponse::Ok().json(OutboxPage {
+        items: items.iter().map(event_json).collect(),
+        next,
+        stats,
+    }))
 }
 
 /// Nudges the outbox service (when it runs here) to deliver now.
@@ -456,5 +491,5 @@ pub async fn retry_dead(_: Admin, state: web::Data<AppState>) -> Result<HttpResp
     let n = state.store.retry_dead_events(chrono::Utc::now()).await?;
     tracing::info!(events = n, "dead events queued again by an admin");
     wake_outbox(&state).await;
-    Ok(HttpResponse::Ok().json(json!({"requeued": n})))
+    Ok(HttpResponse::Ok().json(Requeued { requeued: n }))
 }

@@ -19,10 +19,15 @@ use super::{error::ApiError, AppState};
 /// The longest range one import may cover, in days.
 pub const MAX_IMPORT_DAYS: i64 = 366;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct NewImport {
+    #[schemars(schema_with = "super::schema::league_field")]
     league: String,
+    /// The first day (UTC).
+    #[schemars(schema_with = "super::schema::date_field")]
     from: String,
+    /// The last day, on or after `from`, at most 366 days on.
+    #[schemars(schema_with = "super::schema::date_field")]
     to: String,
 }
 
@@ -117,15 +122,17 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(json!({"items": items, "next": next})))
 }
 
-async fn with_failed_dates(
-    state: &AppState,
+/// A job with the dates that failed.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct ImportView {
+    #[serde(flatten)]
     job: ImportJob,
-) -> Result<serde_json::Value, ApiError> {
-    let failed = state.store.import_failed_dates(job.id).await?;
-    let mut body = serde_json::to_value(job).map_err(|e| ApiError::Internal(e.to_string()))?;
-    body["failed_dates"] =
-        serde_json::to_value(failed).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(body)
+    failed_dates: Vec<tipoff_actors::store::FailedDate>,
+}
+
+async fn with_failed_dates(state: &AppState, job: ImportJob) -> Result<ImportView, ApiError> {
+    let failed_dates = state.store.import_failed_dates(job.id).await?;
+    Ok(ImportView { job, failed_dates })
 }
 
 /// `GET /admin/imports/{id}`: the job and the dates that failed.

@@ -24,6 +24,7 @@ pub mod metrics;
 mod money;
 mod ops;
 mod read;
+pub mod schema;
 mod search;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -264,16 +265,30 @@ fn unknown_parameters(req: &actix_web::dev::ServiceRequest) -> Option<ApiError> 
     }
     let pattern = req.match_pattern()?;
     let known = api::query_names(req.method().as_str(), &pattern)?;
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
-    let mut unknown: Vec<String> = pairs
-        .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| !known.contains(&name.as_str()))
-        .collect();
+    // Names as sent; one with an escape is decoded before it is compared.
+    let is_known = |raw: &str| {
+        if !raw.contains(['%', '+']) {
+            return known.contains(&raw);
+        }
+        let decoded: Vec<(String, String)> =
+            serde_urlencoded::from_str(&format!("{raw}=")).unwrap_or_default();
+        decoded
+            .first()
+            .is_some_and(|(name, _)| known.contains(&name.as_str()))
+    };
+    let mut unknown: Vec<&str> = Vec::new();
+    for name in query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split('=').next().unwrap_or(p))
+    {
+        if !is_known(name) && !unknown.contains(&name) {
+            unknown.push(name);
+        }
+    }
     if unknown.is_empty() {
         return None;
     }
-    unknown.dedup();
     let named = unknown
         .iter()
         .take(5)
@@ -286,8 +301,7 @@ fn unknown_parameters(req: &actix_web::dev::ServiceRequest) -> Option<ApiError> 
         known.join(", ")
     };
     Some(ApiError::BadRequest(body::bounded(&format!(
-        "unknown query parameter {named}: {} takes {takes}",
-        pattern
+        "unknown query parameter {named}: {pattern} takes {takes}"
     ))))
 }
 

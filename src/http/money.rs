@@ -20,9 +20,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest, HttpResponse};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tipoff_actors::solana::{is_pubkey, is_signature, Token};
@@ -35,7 +35,9 @@ use tipoff_actors::StoreError;
 use super::auth::{bearer, Admin};
 use super::body::{parsed, Deferred, OptionalJson};
 use super::read::{id_cursor, limit, not_found, page};
+use super::schema;
 use super::{error::ApiError, AppState};
+use schemars::JsonSchema;
 
 /// The Solana system program: never a withdrawal destination.
 const SYSTEM_PROGRAM: &str = "11111111111111111111111111111111";
@@ -120,10 +122,43 @@ fn token(state: &AppState, name: &str) -> Result<Token, ApiError> {
         })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 pub struct NewUser {
     #[serde(default)]
+    #[schemars(schema_with = "schema::name_field")]
     name: Option<String>,
+}
+
+/// A user just created, with its API key (shown this once).
+#[derive(Serialize, JsonSchema)]
+pub struct NewUserView {
+    id: i64,
+    name: String,
+    /// Put it in a deposit's memo to credit the deposit to this user.
+    deposit_code: String,
+    /// `Authorization: Bearer <api_key>`; stored as a digest, never shown again.
+    api_key: String,
+    created_at: DateTime<Utc>,
+    note: &'static str,
+}
+
+/// The caller and a balance for every configured token.
+#[derive(Serialize, JsonSchema)]
+pub struct MeView {
+    id: i64,
+    name: String,
+    deposit_code: String,
+    created_at: DateTime<Utc>,
+    balances: Vec<BalanceView>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct BalanceView {
+    token: String,
+    #[schemars(schema_with = "schema::signed_units_field")]
+    amount: String,
+    /// The token's decimals (null for a token no longer configured).
+    decimals: Option<u8>,
 }
 
 async fn create_user(
@@ -155,14 +190,14 @@ async fn create_user(
         {
             Ok(user) => {
                 tracing::info!(user = user.id, "user registered");
-                return Ok(HttpResponse::Created().json(json!({
-                    "id": user.id,
-                    "name": user.name,
-                    "deposit_code": user.deposit_code,
-                    "api_key": key,
-                    "created_at": user.created_at,
-                    "note": "the API key is shown only now; it is stored as a digest",
-                })));
+                return Ok(HttpResponse::Created().json(NewUserView {
+                    id: user.id,
+                    name: user.name,
+                    deposit_code: user.deposit_code,
+                    api_key: key,
+                    created_at: user.created_at,
+                    note: "the API key is shown only now; it is stored as a digest",
+                }));
             }
             Err(StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
@@ -202,29 +237,35 @@ pub async fn me(
 ) -> Result<HttpResponse, ApiError> {
     let stored = state.store.balances(&user_account(user.id)).await?;
     let tokens = state.tokens();
-    let mut balances: Vec<Value> = tokens
+    let mut balances: Vec<BalanceView> = tokens
         .iter()
-        .map(|t| {
-            let amount = stored
+        .map(|t| BalanceView {
+            token: t.name.clone(),
+            amount: stored
                 .iter()
                 .find(|b| b.token == t.name)
-                .map_or(0, |b| b.amount);
-            json!({"token": t.name, "amount": amount.to_string(), "decimals": t.decimals})
+                .map_or(0, |b| b.amount)
+                .to_string(),
+            decimals: Some(t.decimals),
         })
         .collect();
     for b in stored
         .iter()
         .filter(|b| !tokens.iter().any(|t| t.name == b.token))
     {
-        balances.push(json!({"token": b.token, "amount": b.amount.to_string(), "decimals": null}));
+        balances.push(BalanceView {
+            token: b.token.clone(),
+            amount: b.amount.to_string(),
+            decimals: None,
+        });
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "id": user.id,
-        "name": user.name,
-        "deposit_code": user.deposit_code,
-        "created_at": user.created_at,
-        "balances": balances,
-    })))
+    Ok(HttpResponse::Ok().json(MeView {
+        id: user.id,
+        name: user.name,
+        deposit_code: user.deposit_code,
+        created_at: user.created_at,
+        balances,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,44 +275,183 @@ pub struct PageQuery {
     unattributed: Option<String>,
 }
 
-fn entry(e: &LedgerEntry) -> Value {
-    json!({"id": e.id, "transfer_id": e.transfer_id, "token": e.token, "amount": e.amount.to_string(),
-           "kind": e.kind, "reference": e.reference, "created_at": e.created_at})
+/// A ledger entry as the API answers it.
+#[derive(Serialize, JsonSchema)]
+pub struct EntryView {
+    id: i64,
+    transfer_id: String,
+    token: String,
+    /// Signed base units (a debit is negative), as a string.
+    #[schemars(schema_with = "schema::signed_units_field")]
+    amount: String,
+    kind: String,
+    reference: String,
+    created_at: DateTime<Utc>,
 }
 
-fn stake_json(s: &Stake) -> Value {
-    json!({"id": s.id, "market_id": s.market_id, "outcome": s.outcome, "token": s.token,
-           "amount": s.amount.to_string(), "payout": s.payout.map(|p| p.to_string()),
-           "position_id": s.position_id, "created_at": s.created_at, "settled_at": s.settled_at})
+fn entry(e: &LedgerEntry) -> EntryView {
+    EntryView {
+        id: e.id,
+        transfer_id: e.transfer_id.clone(),
+        token: e.token.clone(),
+        amount: e.amount.to_string(),
+        kind: e.kind.clone(),
+        reference: e.reference.clone(),
+        created_at: e.created_at,
+    }
 }
 
-fn position_json(p: &Position) -> Value {
-    json!({"id": p.id, "market_id": p.market_id, "outcome": p.outcome, "token": p.token,
-           "amount": p.amount.to_string(), "stakes": p.stakes, "payout": p.payout.map(|v| v.to_string()),
-           "created_at": p.created_at, "updated_at": p.updated_at, "settled_at": p.settled_at})
+/// A stake as the API answers it.
+#[derive(Serialize, JsonSchema)]
+pub struct StakeView {
+    id: i64,
+    market_id: i64,
+    #[schemars(schema_with = "schema::outcome_field")]
+    outcome: String,
+    token: String,
+    #[schemars(schema_with = "schema::units_field")]
+    amount: String,
+    /// Its share of its position's payout, once settled.
+    #[schemars(schema_with = "schema::optional_units_field")]
+    payout: Option<String>,
+    position_id: Option<i64>,
+    created_at: DateTime<Utc>,
+    settled_at: Option<DateTime<Utc>>,
 }
 
-fn withdrawal_json(w: &Withdrawal) -> Value {
-    json!({"id": w.id, "user_id": w.user_id, "token": w.token, "amount": w.amount.to_string(),
-           "destination": w.destination, "state": w.state, "signature": w.signature, "reason": w.reason,
-           "claimed_by": w.claimed_by, "claimed_at": w.claimed_at,
-           "created_at": w.created_at, "updated_at": w.updated_at})
+fn stake_json(s: &Stake) -> StakeView {
+    StakeView {
+        id: s.id,
+        market_id: s.market_id,
+        outcome: s.outcome.clone(),
+        token: s.token.clone(),
+        amount: s.amount.to_string(),
+        payout: s.payout.map(|p| p.to_string()),
+        position_id: s.position_id,
+        created_at: s.created_at,
+        settled_at: s.settled_at,
+    }
+}
+
+/// A position (one user's stakes on one outcome in one token, added up).
+#[derive(Serialize, JsonSchema)]
+pub struct PositionView {
+    id: i64,
+    market_id: i64,
+    #[schemars(schema_with = "schema::outcome_field")]
+    outcome: String,
+    token: String,
+    #[schemars(schema_with = "schema::units_field")]
+    amount: String,
+    /// How many stakes it adds up.
+    stakes: i64,
+    #[schemars(schema_with = "schema::optional_units_field")]
+    payout: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    settled_at: Option<DateTime<Utc>>,
+}
+
+fn position_json(p: &Position) -> PositionView {
+    PositionView {
+        id: p.id,
+        market_id: p.market_id,
+        outcome: p.outcome.clone(),
+        token: p.token.clone(),
+        amount: p.amount.to_string(),
+        stakes: p.stakes,
+        payout: p.payout.map(|v| v.to_string()),
+        created_at: p.created_at,
+        updated_at: p.updated_at,
+        settled_at: p.settled_at,
+    }
+}
+
+/// A withdrawal as the API answers it; an admin's view adds its age and its claim's age.
+#[derive(Serialize, JsonSchema)]
+pub struct WithdrawalView {
+    id: i64,
+    user_id: i64,
+    token: String,
+    #[schemars(schema_with = "schema::units_field")]
+    amount: String,
+    destination: String,
+    #[schemars(schema_with = "schema::withdrawal_state_field")]
+    state: String,
+    signature: Option<String>,
+    reason: Option<String>,
+    claimed_by: Option<String>,
+    claimed_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    /// Seconds since it was requested (admin view).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    age_secs: Option<f64>,
+    /// Seconds since it was claimed, while processing (admin view; null otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claim_age_secs: Option<Option<f64>>,
+}
+
+fn withdrawal_json(w: &Withdrawal) -> WithdrawalView {
+    WithdrawalView {
+        id: w.id,
+        user_id: w.user_id,
+        token: w.token.clone(),
+        amount: w.amount.to_string(),
+        destination: w.destination.clone(),
+        state: w.state.clone(),
+        signature: w.signature.clone(),
+        reason: w.reason.clone(),
+        claimed_by: w.claimed_by.clone(),
+        claimed_at: w.claimed_at,
+        created_at: w.created_at,
+        updated_at: w.updated_at,
+        age_secs: None,
+        claim_age_secs: None,
+    }
 }
 
 /// An admin's view of a withdrawal: with its age and, once claimed, the claim's age.
-fn admin_withdrawal_json(w: &Withdrawal) -> Value {
+fn admin_withdrawal_json(w: &Withdrawal) -> WithdrawalView {
     let now = Utc::now();
     let secs = |t: chrono::DateTime<Utc>| (now - t).num_milliseconds().max(0) as f64 / 1000.0;
-    let mut v = withdrawal_json(w);
-    v["age_secs"] = json!(secs(w.created_at));
-    v["claim_age_secs"] = json!(w.claimed_at.filter(|_| w.state == "processing").map(secs));
-    v
+    WithdrawalView {
+        age_secs: Some(secs(w.created_at)),
+        claim_age_secs: Some(w.claimed_at.filter(|_| w.state == "processing").map(secs)),
+        ..withdrawal_json(w)
+    }
 }
 
-fn deposit_json(d: &Deposit) -> Value {
-    json!({"id": d.id, "token": d.token, "signature": d.signature, "slot": d.slot,
-           "amount": d.amount.to_string(), "user_id": d.user_id, "memo": d.memo, "state": d.state,
-           "created_at": d.created_at, "assigned_at": d.assigned_at})
+/// A deposit as the API answers it.
+#[derive(Serialize, JsonSchema)]
+pub struct DepositView {
+    id: i64,
+    token: String,
+    signature: String,
+    slot: i64,
+    #[schemars(schema_with = "schema::units_field")]
+    amount: String,
+    /// Whom it was credited to; null while unattributed.
+    user_id: Option<i64>,
+    memo: Option<String>,
+    state: String,
+    created_at: DateTime<Utc>,
+    assigned_at: Option<DateTime<Utc>>,
+}
+
+fn deposit_json(d: &Deposit) -> DepositView {
+    DepositView {
+        id: d.id,
+        token: d.token.clone(),
+        signature: d.signature.clone(),
+        slot: d.slot,
+        amount: d.amount.to_string(),
+        user_id: d.user_id,
+        memo: d.memo.clone(),
+        state: d.state.clone(),
+        created_at: d.created_at,
+        assigned_at: d.assigned_at,
+    }
 }
 
 impl PageQuery {
@@ -285,14 +465,14 @@ impl PageQuery {
 }
 
 /// Answers a newest-first, id-keyed page.
-fn id_page<T>(
+fn id_page<T, V: Serialize>(
     rows: Vec<T>,
     limit: i64,
     id: impl Fn(&T) -> i64,
-    json: impl Fn(&T) -> Value,
+    json: impl Fn(&T) -> V,
 ) -> HttpResponse {
     let (rows, next) = page(rows, limit, |r| id(r).to_string());
-    let items: Vec<Value> = rows.iter().map(json).collect();
+    let items: Vec<V> = rows.iter().map(json).collect();
     HttpResponse::Ok().json(json!({"items": items, "next": next}))
 }
 
@@ -332,11 +512,14 @@ pub async fn positions(
     Ok(id_page(rows, limit, |p| p.id, position_json))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct NewStake {
+    #[schemars(schema_with = "schema::outcome_field")]
     outcome: String,
-    amount: Value,
+    #[schemars(schema_with = "schema::token_field")]
     token: String,
+    #[schemars(schema_with = "schema::amount_field")]
+    amount: Value,
 }
 
 /// `POST /api/v1/markets/{id}/stakes {outcome: home|away, amount, token}`
@@ -379,10 +562,13 @@ pub async fn stake(
     Ok(HttpResponse::Created().json(stake_json(&stake)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct NewWithdrawal {
+    #[schemars(schema_with = "schema::token_field")]
     token: String,
+    #[schemars(schema_with = "schema::amount_field")]
     amount: Value,
+    #[schemars(schema_with = "schema::pubkey_field")]
     destination: String,
 }
 
@@ -489,10 +675,38 @@ pub async fn admin_withdrawals(
     Ok(id_page(rows, limit, |w| w.id, admin_withdrawal_json))
 }
 
-fn quarantine_json(q: &QuarantinedDeposit) -> Value {
-    json!({"id": q.id, "token": q.token, "signature": q.signature, "slot": q.slot, "memo": q.memo,
-           "attempts": q.attempts, "last_error": q.last_error, "state": q.state,
-           "first_seen_at": q.first_seen_at, "updated_at": q.updated_at, "resolution": q.resolution})
+/// A treasury signature a watcher could not read.
+#[derive(Serialize, JsonSchema)]
+pub struct QuarantineView {
+    id: i64,
+    token: String,
+    signature: String,
+    slot: i64,
+    memo: Option<String>,
+    attempts: i64,
+    last_error: String,
+    #[schemars(schema_with = "schema::quarantine_state_field")]
+    state: String,
+    first_seen_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    /// How a resolved row ended: `credited`, or why it was no deposit.
+    resolution: Option<String>,
+}
+
+fn quarantine_json(q: &QuarantinedDeposit) -> QuarantineView {
+    QuarantineView {
+        id: q.id,
+        token: q.token.clone(),
+        signature: q.signature.clone(),
+        slot: q.slot,
+        memo: q.memo.clone(),
+        attempts: q.attempts,
+        last_error: q.last_error.clone(),
+        state: q.state.clone(),
+        first_seen_at: q.first_seen_at,
+        updated_at: q.updated_at,
+        resolution: q.resolution.clone(),
+    }
 }
 
 /// `GET /admin/deposits/quarantine?state=&limit=&cursor=` (oldest first)
@@ -534,10 +748,18 @@ pub async fn retry_quarantined(
     Ok(HttpResponse::Ok().json(quarantine_json(&row)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 pub struct FinishWithdrawal {
+    /// The transaction that paid it (complete).
+    #[serde(default)]
+    #[schemars(schema_with = "schema::signature_field")]
     signature: Option<String>,
+    /// Why it failed (fail).
+    #[serde(default)]
     reason: Option<String>,
+    /// Who claims it (claim; default `admin`).
+    #[serde(default)]
+    #[schemars(schema_with = "schema::name_field")]
     claimer: Option<String>,
 }
 
@@ -634,8 +856,9 @@ pub async fn deposits(
     Ok(id_page(rows, limit, |d| d.id, deposit_json))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct Assign {
+    #[schemars(schema_with = "schema::user_id_field")]
     user_id: i64,
 }
 
@@ -671,5 +894,45 @@ pub async fn audit(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse,
         tracing::error!(problems = ?audit.problems, "ledger audit found broken invariants");
         HttpResponse::InternalServerError()
     };
-    Ok(res.json(json!({"ok": audit.problems.is_empty(), "tokens": audit.tokens, "problems": audit.problems})))
+    Ok(res.json(AuditView {
+        ok: audit.problems.is_empty(),
+        tokens: audit.tokens.iter().map(TotalsView::from).collect(),
+        problems: audit.problems,
+    }))
+}
+
+/// The ledger audit: each token's totals and the invariants that do not hold.
+#[derive(Serialize, JsonSchema)]
+pub struct AuditView {
+    ok: bool,
+    tokens: Vec<TotalsView>,
+    problems: Vec<String>,
+}
+
+/// One token's totals, base units: `deposits = users + holds + escrow + house + unattributed + withdrawn`.
+#[derive(Serialize, JsonSchema)]
+pub struct TotalsView {
+    token: String,
+    deposits: i64,
+    users: i64,
+    holds: i64,
+    escrow: i64,
+    house: i64,
+    unattributed: i64,
+    withdrawn: i64,
+}
+
+impl From<&tipoff_actors::store::TokenTotals> for TotalsView {
+    fn from(t: &tipoff_actors::store::TokenTotals) -> Self {
+        TotalsView {
+            token: t.token.clone(),
+            deposits: t.deposits,
+            users: t.users,
+            holds: t.holds,
+            escrow: t.escrow,
+            house: t.house,
+            unattributed: t.unattributed,
+            withdrawn: t.withdrawn,
+        }
+    }
 }

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
-use serde_json::json;
 use tipoff_actors::listener::Forwarded;
 use tipoff_actors::status::ServiceStatus;
 use tipoff_actors::store::lease::CONTROL_CHANNEL;
@@ -19,9 +18,15 @@ use super::{auth::Admin, error::ApiError, AppState};
 /// Bound on a stop or restart request: the actor timeout plus room for the child's stop timeout.
 const CONTROL_GRACE: Duration = Duration::from_secs(10);
 
+/// The answer of `/health` (`ok`) and `/ready` (`ready`).
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct Status {
+    status: &'static str,
+}
+
 /// Liveness: the process answers HTTP.
 pub async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Status { status: "ok" })
 }
 
 /// Readiness: started, not stopping, and the database reachable.
@@ -35,18 +40,19 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     if !state.shared.db_healthy() {
         return Err(ApiError::Unavailable("database unavailable".into()));
     }
-    Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+    Ok(HttpResponse::Ok().json(Status { status: "ready" }))
 }
 
-#[derive(Serialize)]
-struct Database {
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Database {
     backend: &'static str,
     healthy: bool,
     pool: PoolStats,
 }
 
-#[derive(Serialize)]
-struct DebugStatus {
+/// Instance facts and the status registry.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct DebugStatus {
     instance_id: String,
     version: &'static str,
     environment: &'static str,
@@ -63,8 +69,8 @@ struct DebugStatus {
 
 /// Market search as this replica sees it (the backlog and rate come from the local backfill's
 /// last pass, so they are `null` on a replica that has not run it).
-#[derive(Serialize)]
-struct SearchStatus {
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct SearchStatus {
     /// `hybrid` when embeddings are configured and the vector index is loaded, else `keyword`.
     mode: &'static str,
     model: Option<String>,
@@ -190,6 +196,16 @@ pub async fn step_down(_: Admin, state: web::Data<AppState>) -> Result<HttpRespo
     }
 }
 
+/// A service command a follower forwarded to the leader.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct ForwardedCommand {
+    forwarded: bool,
+    service: String,
+    action: String,
+    /// The leader's instance id, when known.
+    leader: Option<String>,
+}
+
 /// `POST /admin/services/{name}/{restart|stop|start}`: answers with the service's status after.
 pub async fn control_service(
     _: Admin,
@@ -228,12 +244,12 @@ pub async fn control_service(
         Err(SupervisorError::Standby { service, leader }) => {
             forward(&state, &service, &action).await?;
             tracing::info!(service = %service, %action, leader = leader.as_deref().unwrap_or("none"), "service control forwarded to the leader");
-            return Ok(HttpResponse::Accepted().json(json!({
-                "forwarded": true,
-                "service": service,
-                "action": action,
-                "leader": leader,
-            })));
+            return Ok(HttpResponse::Accepted().json(ForwardedCommand {
+                forwarded: true,
+                service,
+                action,
+                leader,
+            }));
         }
         other => other?,
     };

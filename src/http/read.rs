@@ -6,6 +6,7 @@
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tipoff_actors::espn::GameState;
@@ -111,27 +112,77 @@ pub(super) fn not_found(
     }
 }
 
-#[derive(Serialize)]
-struct Side<'a> {
+#[derive(Serialize, JsonSchema)]
+pub(super) struct Side<'a> {
     abbreviation: &'a str,
     name: &'a str,
     score: Option<i64>,
 }
 
-#[derive(Serialize)]
-struct Game<'a> {
+/// A game as the API answers it.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct Game<'a> {
     id: i64,
     league: &'a str,
+    /// ESPN's event id.
     external_id: &'a str,
     name: &'a str,
     short_name: &'a str,
     starts_at: DateTime<Utc>,
+    #[schemars(schema_with = "game_state_field")]
     state: &'a str,
     status_detail: &'a str,
     neutral_site: bool,
     home: Side<'a>,
     away: Side<'a>,
     market_id: Option<i64>,
+}
+
+fn game_state_field(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    serde_json::from_value(super::schema::enum_of(GameState::ALL.map(|g| g.as_str()))).unwrap()
+}
+
+fn market_state_field(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    serde_json::from_value(super::schema::enum_of(MARKET_STATES.iter().copied())).unwrap()
+}
+
+/// A market as the API answers it: two outcomes, each with its pool per token.
+#[derive(Serialize, JsonSchema)]
+pub struct Market {
+    id: i64,
+    game_id: i64,
+    league: String,
+    question: String,
+    #[schemars(schema_with = "market_state_field")]
+    state: String,
+    /// `home`, then `away`.
+    outcomes: [Outcome; 2],
+    /// `home` or `away` once settled.
+    winning_outcome: Option<String>,
+    created_at: DateTime<Utc>,
+    settled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct Outcome {
+    #[schemars(schema_with = "super::schema::outcome_field")]
+    key: &'static str,
+    /// The team's abbreviation.
+    label: String,
+    /// Base units staked on it, per token (empty before the first stake).
+    #[schemars(schema_with = "super::schema::pools_field")]
+    pool: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A league of the catalog.
+#[derive(Serialize, JsonSchema)]
+pub struct League {
+    key: String,
+    name: String,
+    sport: String,
+    espn_path: String,
+    /// Whether its poller runs (`TIPOFF_LEAGUES`).
+    enabled: bool,
 }
 
 fn game(g: &GameRow) -> Game<'_> {
@@ -183,7 +234,7 @@ fn cached(
 pub(super) async fn markets_json(
     store: &Store,
     rows: &[MarketRow],
-) -> Result<Vec<serde_json::Value>, ApiError> {
+) -> Result<Vec<Market>, ApiError> {
     let ids: Vec<i64> = rows.iter().map(|m| m.id).collect();
     let mut pools: std::collections::HashMap<
         (i64, String),
@@ -195,43 +246,49 @@ pub(super) async fn markets_json(
             .or_default()
             .insert(token, json!(amount.to_string()));
     }
-    let mut pool = |id: i64, outcome: &str| {
-        serde_json::Value::Object(pools.remove(&(id, outcome.to_string())).unwrap_or_default())
-    };
+    let mut pool =
+        |id: i64, outcome: &str| pools.remove(&(id, outcome.to_string())).unwrap_or_default();
     Ok(rows
         .iter()
-        .map(|m| market(m, pool(m.id, "home"), pool(m.id, "away")))
+        .map(|m| Market {
+            id: m.id,
+            game_id: m.game_id,
+            league: m.league.clone(),
+            question: m.question.clone(),
+            state: m.state.clone(),
+            outcomes: [
+                Outcome {
+                    key: "home",
+                    label: m.home_abbr.clone(),
+                    pool: pool(m.id, "home"),
+                },
+                Outcome {
+                    key: "away",
+                    label: m.away_abbr.clone(),
+                    pool: pool(m.id, "away"),
+                },
+            ],
+            winning_outcome: m.winning_outcome.clone(),
+            created_at: m.created_at,
+            settled_at: m.settled_at,
+        })
         .collect())
-}
-
-fn market(m: &MarketRow, home: serde_json::Value, away: serde_json::Value) -> serde_json::Value {
-    json!({
-        "id": m.id,
-        "game_id": m.game_id,
-        "league": m.league,
-        "question": m.question,
-        "state": m.state,
-        "outcomes": [
-            {"key": "home", "label": m.home_abbr, "pool": home},
-            {"key": "away", "label": m.away_abbr, "pool": away},
-        ],
-        "winning_outcome": m.winning_outcome,
-        "created_at": m.created_at,
-        "settled_at": m.settled_at,
-    })
 }
 
 /// `GET /api/v1/leagues`: the catalog, each with whether its poller is enabled.
 pub async fn leagues(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let enabled = state.leagues_enabled();
-    let items: Vec<serde_json::Value> = state
+    let items: Vec<League> = state
         .store
         .leagues()
         .await?
         .into_iter()
-        .map(|l| {
-            let enabled = enabled.contains(&l.key);
-            json!({"key": l.key, "name": l.name, "sport": l.sport, "espn_path": l.espn_path, "enabled": enabled})
+        .map(|l| League {
+            enabled: enabled.contains(&l.key),
+            key: l.key,
+            name: l.name,
+            sport: l.sport,
+            espn_path: l.espn_path,
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({"items": items, "next": null})))
@@ -281,7 +338,7 @@ pub async fn games(
         limit: limit + 1,
     };
     // The key is the parsed filter, so spellings of one request share an entry.
-    let key = format!("games|{filter:?}");
+    let key = games_key(&filter);
     if let Some(body) = state.read_cache.get(&key) {
         return Ok(json_body(body));
     }
@@ -296,6 +353,42 @@ pub async fn games(
         generation,
         &json!({"items": items, "next": next}),
     )
+}
+
+/// The read-cache key of a games page: its parsed filter.
+fn games_key(f: &GameFilter) -> String {
+    use std::fmt::Write;
+    let mut key = String::with_capacity(64);
+    key.push_str("games|");
+    key.push_str(f.league.as_deref().unwrap_or(""));
+    key.push('|');
+    key.push_str(f.state.map_or("", |s| s.as_str()));
+    key.push('|');
+    if let Some(d) = f.date {
+        let _ = write!(key, "{d}");
+    }
+    key.push('|');
+    if let Some((at, id)) = f.after {
+        let _ = write!(key, "{}:{id}", at.timestamp_micros());
+    }
+    let _ = write!(key, "|{}", f.limit);
+    key
+}
+
+/// The read-cache key of a markets page: its parsed filter.
+fn markets_key(f: &MarketFilter) -> String {
+    use std::fmt::Write;
+    let mut key = String::with_capacity(48);
+    key.push_str("markets|");
+    key.push_str(f.league.as_deref().unwrap_or(""));
+    key.push('|');
+    key.push_str(f.state.as_deref().unwrap_or(""));
+    key.push('|');
+    if let Some(after) = f.after {
+        let _ = write!(key, "{after}");
+    }
+    let _ = write!(key, "|{}", f.limit);
+    key
 }
 
 /// `GET /api/v1/games/{id}`
@@ -328,7 +421,7 @@ pub async fn markets(
         after,
         limit: limit + 1,
     };
-    let key = format!("markets|{filter:?}");
+    let key = markets_key(&filter);
     if let Some(body) = state.read_cache.get(&key) {
         return Ok(json_body(body));
     }

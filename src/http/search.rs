@@ -14,13 +14,14 @@ use std::sync::atomic::Ordering;
 
 use actix_web::{web, HttpResponse};
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tipoff_actors::store::{catalog_league, KeywordQuery};
 
 use super::auth::Admin;
-use super::read::{id_cursor, markets_json, not_found, page, MARKET_STATES};
+use super::read::{id_cursor, markets_json, not_found, page, Market, MARKET_STATES};
 use super::{error::ApiError, AppState};
+use schemars::JsonSchema;
 
 const DEFAULT_LIMIT: i64 = 20;
 const MAX_LIMIT: i64 = 100;
@@ -62,6 +63,36 @@ pub fn fuse(rankings: &[&[i64]]) -> Vec<(i64, f64)> {
     fused
 }
 
+/// A search's answer: markets best first, and which ranking answered.
+#[derive(Serialize, JsonSchema)]
+pub struct Hits {
+    items: Vec<Hit>,
+    /// `hybrid` (keyword fused with vectors) or `keyword`.
+    #[schemars(schema_with = "mode_field")]
+    mode: &'static str,
+}
+
+fn mode_field(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    serde_json::from_value(super::schema::enum_of(["hybrid", "keyword"])).unwrap()
+}
+
+/// A market found, with its fused score and its rank in each ranking.
+#[derive(Serialize, JsonSchema)]
+pub struct Hit {
+    #[serde(flatten)]
+    market: Market,
+    score: f64,
+    ranks: Ranks,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct Ranks {
+    /// 1-based rank by keyword, if it ranked there.
+    keyword: Option<usize>,
+    /// 1-based rank by vector similarity, if it ranked there.
+    vector: Option<usize>,
+}
+
 /// `GET /api/v1/markets/search?q=&league=&state=&limit=`
 pub async fn search(
     state: web::Data<AppState>,
@@ -89,11 +120,6 @@ pub async fn search(
         }
     }
     let market_state = q.state.as_deref();
-    if query.words().is_empty() {
-        // No letters or digits: nothing to look for, so nothing matches.
-        state.metrics.observe_search("keyword");
-        return Ok(HttpResponse::Ok().json(json!({"items": [], "mode": "keyword"})));
-    }
     let want_vectors = match q.mode.as_deref() {
         None | Some("hybrid") => true,
         Some("keyword") => false,
@@ -104,6 +130,14 @@ pub async fn search(
             )))
         }
     };
+    if query.words().is_empty() {
+        // No letters or digits: nothing to look for, so nothing matches.
+        state.metrics.observe_search("keyword");
+        return Ok(HttpResponse::Ok().json(Hits {
+            items: Vec::new(),
+            mode: "keyword",
+        }));
+    }
     // Read once: a reload may change the client while the search runs.
     let embeddings = state.embeddings().filter(|_| want_vectors);
     // Enough candidates from each ranking that the fused top `limit` is the same as with all;
@@ -177,47 +211,90 @@ pub async fn search(
     rows.truncate(limit as usize);
     let scores: HashMap<i64, f64> = fused.into_iter().collect();
     let rank_in = |list: &[i64], id: i64| list.iter().position(|x| *x == id).map(|r| r + 1);
-    let mut items = markets_json(&state.store, &rows).await?;
-    for (item, row) in items.iter_mut().zip(&rows) {
-        let score = scores.get(&row.id).copied().unwrap_or_default();
-        item["score"] = json!((score * 1e6).round() / 1e6);
-        item["ranks"] = json!({
-            "keyword": rank_in(&keyword, row.id),
-            "vector": rank_in(&vector_ids, row.id),
-        });
-    }
+    let markets = markets_json(&state.store, &rows).await?;
+    let items: Vec<Hit> = markets
+        .into_iter()
+        .zip(&rows)
+        .map(|(market, row)| Hit {
+            market,
+            score: (scores.get(&row.id).copied().unwrap_or_default() * 1e6).round() / 1e6,
+            ranks: Ranks {
+                keyword: rank_in(&keyword, row.id),
+                vector: rank_in(&vector_ids, row.id),
+            },
+        })
+        .collect();
     state.metrics.observe_search(mode);
-    Ok(HttpResponse::Ok().json(json!({"items": items, "mode": mode})))
+    Ok(HttpResponse::Ok().json(Hits { items, mode }))
+}
+
+/// The embeddings figures; without embeddings configured, only `configured`, `reason` and
+/// `markets`.
+#[derive(Serialize, JsonSchema, Default)]
+pub struct EmbeddingsView {
+    configured: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    /// Markets that can be searched.
+    markets: i64,
+    /// The embeddings API's host (never its credentials).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
+    /// Vectors stored for the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    embedded: Option<i64>,
+    /// Markets whose vector is missing or stale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backlog: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_per_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    embedded_here_total: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_errors_total: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index_vectors: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index_running: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_deadline_ms: Option<u64>,
+    /// The open re-embed job (null when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<Option<tipoff_actors::store::EmbeddingJob>>,
 }
 
 /// `GET /admin/embeddings`: the model, the backlog, what the local index holds, recent jobs.
 pub async fn status(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let Some((client, deadline)) = state.embeddings() else {
-        return Ok(HttpResponse::Ok().json(json!({
-            "configured": false,
-            "reason": "TIPOFF_EMBEDDINGS_URL is not set: search answers with keyword ranking",
-            "markets": state.store.searchable_count().await?,
-        })));
+        return Ok(HttpResponse::Ok().json(EmbeddingsView {
+            configured: false,
+            reason: Some("TIPOFF_EMBEDDINGS_URL is not set: search answers with keyword ranking"),
+            markets: state.store.searchable_count().await?,
+            ..EmbeddingsView::default()
+        }));
     };
     let model = client.model().to_string();
     let job = state.store.open_embedding_job(&model).await?;
     let cutoff = job.as_ref().map(|j| j.created_at);
     let stats = &state.search.stats;
-    Ok(HttpResponse::Ok().json(json!({
-        "configured": true,
-        "host": client.host(),
-        "model": model,
-        "markets": state.store.searchable_count().await?,
-        "embedded": state.store.embedded_count(&model).await?,
-        "backlog": state.store.embedding_backlog_count(&model, cutoff).await?,
-        "rate_per_second": (stats.rate() * 10.0).round() / 10.0,
-        "embedded_here_total": stats.embedded_total.load(Ordering::Relaxed),
-        "upstream_errors_total": stats.upstream_errors_total.load(Ordering::Relaxed),
-        "index_vectors": stats.index_vectors.load(Ordering::Relaxed),
-        "index_running": state.search.index().is_some(),
-        "query_deadline_ms": deadline.as_millis() as u64,
-        "job": job,
-    })))
+    Ok(HttpResponse::Ok().json(EmbeddingsView {
+        configured: true,
+        reason: None,
+        host: Some(client.host().to_string()),
+        markets: state.store.searchable_count().await?,
+        embedded: Some(state.store.embedded_count(&model).await?),
+        backlog: Some(state.store.embedding_backlog_count(&model, cutoff).await?),
+        model: Some(model),
+        rate_per_second: Some((stats.rate() * 10.0).round() / 10.0),
+        embedded_here_total: Some(stats.embedded_total.load(Ordering::Relaxed)),
+        upstream_errors_total: Some(stats.upstream_errors_total.load(Ordering::Relaxed)),
+        index_vectors: Some(stats.index_vectors.load(Ordering::Relaxed)),
+        index_running: Some(state.search.index().is_some()),
+        query_deadline_ms: Some(deadline.as_millis() as u64),
+        job: Some(job),
+    }))
 }
 
 /// `POST /admin/embeddings/reindex`: queue a full re-embed for the configured model (or answer

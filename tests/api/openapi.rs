@@ -150,3 +150,42 @@ async fn docs_and_openapi_are_off_in_production_unless_enabled() {
     );
     app.stop().await;
 }
+
+/// Every JSON answer's schema comes from its Rust type: a route cannot be added with an
+/// undescribed answer, and the schemas carry the types' fields.
+#[test]
+fn every_json_answer_has_a_schema_derived_from_its_type() {
+    use tipoff::http::api::endpoints;
+    for e in endpoints() {
+        if e.produces == "application/json" && e.path != "/openapi.json" && e.ok.0 != 204 {
+            assert!(
+                e.returns.is_some(),
+                "{} {} has no response type",
+                e.method,
+                e.path
+            );
+        }
+    }
+    let doc = tipoff::http::api::openapi();
+    let game = &doc["paths"]["/api/v1/games/{id}"]["get"]["responses"]["200"]["content"]
+        ["application/json"]["schema"];
+    for field in ["id", "league", "starts_at", "state", "home", "away"] {
+        assert!(
+            game["properties"].get(field).is_some(),
+            "game.{field}: {game}"
+        );
+    }
+    let stake = &doc["paths"]["/api/v1/markets/{id}/stakes"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    assert_eq!(
+        stake["required"],
+        serde_json::json!(["amount", "outcome", "token"])
+    );
+    let codes =
+        &doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"];
+    assert!(codes
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c == "too_many_requests"));
+}

@@ -306,10 +306,16 @@ async fn hybrid_search_finds_a_typo_through_the_vectors(db: Db) {
     assert_eq!(status["search"]["embedded_total"], GAMES as u64);
     assert!(status["search"]["rate_per_second"].as_f64().unwrap() > 0.0);
     assert_eq!(e["model"], "mock-trigrams");
-    assert_eq!(
-        mock.calls(),
-        GAMES.div_ceil(8),
-        "one call per batch of 8, nothing embedded twice"
+    // Nothing embedded twice. Batches hold 8; one may be short when a pass ran while the
+    // boards were still being stored.
+    let inputs = mock.inputs();
+    let unique: std::collections::HashSet<&String> = inputs.iter().collect();
+    assert_eq!(inputs.len(), GAMES, "{inputs:?}");
+    assert_eq!(unique.len(), GAMES, "a market embedded twice: {inputs:?}");
+    assert!(
+        (GAMES.div_ceil(8)..=GAMES.div_ceil(8) + 3).contains(&mock.calls()),
+        "{} calls for {GAMES} markets in batches of 8",
+        mock.calls()
     );
     assert_eq!(
         mock.authorization().as_deref(),

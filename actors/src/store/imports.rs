@@ -20,7 +20,7 @@ pub const ACTIVE_IMPORT_STATES: &[&str] = &["queued", "running"];
 pub const IMPORT_STATES: &[&str] = &["queued", "running", "succeeded", "failed", "canceled"];
 
 /// An import job as stored and served.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq, schemars::JsonSchema)]
 pub struct ImportJob {
     pub id: i64,
     pub league: String,
@@ -44,7 +44,7 @@ pub struct ImportJob {
 }
 
 /// One date a job could not import, and why.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq, schemars::JsonSchema)]
 pub struct FailedDate {
     pub date: NaiveDate,
     pub error: Option<String>,

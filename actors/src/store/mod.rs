@@ -204,7 +204,7 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// Pool statistics for `/debug/status` and metrics.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema)]
 pub struct PoolStats {
     pub size: u32,
     pub idle: u32,

@@ -96,7 +96,7 @@ impl OutboxEvent {
 }
 
 /// Backlog figures for metrics and the dashboard.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct OutboxStats {
     pub pending: i64,
     pub dead: i64,

@@ -223,7 +223,7 @@ pub fn decode_vector(bytes: &[u8]) -> Vec<f32> {
 }
 
 /// A full re-embed of every market for one model (`POST /admin/embeddings/reindex`).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq, schemars::JsonSchema)]
 pub struct EmbeddingJob {
     pub id: i64,
     pub model: String,
