@@ -23,17 +23,18 @@ ROOT=$PWD
 FIXTURES=${TIPOFF_FIXTURES_DIR:-$ROOT/../shared/fixtures}
 export TIPOFF_FIXTURES_DIR=$FIXTURES
 TREES=$ROOT/target/bench-checks
-# One target directory for both trees: the dependencies are built once.
-export CARGO_TARGET_DIR=$ROOT/target/bench-checks-target
 mkdir -p "$TREES"
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-tree() { # name commit → a detached worktree at that commit, binary built as $TREES/$name.bin
+tree() { # name commit → a detached worktree at that commit (its own target directory: two
+  # checkouts of one workspace must not share one), binary and money bench built
   local name=$1 commit=$2 dir=$TREES/$1
   git worktree remove --force "$dir" 2>/dev/null || rm -rf "$dir"
   git worktree add --detach -q "$dir" "$commit"
-  (cd "$dir" && cargo build --release -q && cp "$CARGO_TARGET_DIR/release/tipoff" "$TREES/$name.bin")
+  (cd "$dir" && export CARGO_TARGET_DIR=$TREES/$name-target &&
+    cargo build --release -q && cargo bench -q --no-run --bench money 2>/dev/null &&
+    cp "$CARGO_TARGET_DIR/release/tipoff" "$TREES/$name.bin")
 }
 tree base "$BASE"
 tree new "$NEW"
@@ -120,6 +121,7 @@ done
 echo "--- stakes through the HTTP API (cargo bench --bench money, SQLite), two rounds"
 for round in 1 2; do
   for name in base new; do
-    (cd "$TREES/$name" && env -u TIPOFF_TEST_POSTGRES_URL cargo bench -q --bench money 2>/dev/null | grep -E "stakes:" | sed "s/^/$name: /")
+    (cd "$TREES/$name" && CARGO_TARGET_DIR=$TREES/$name-target env -u TIPOFF_TEST_POSTGRES_URL \
+      cargo bench -q --bench money 2>/dev/null | grep -E "stakes:" | sed "s/^/$name: /")
   done
 done
