@@ -275,7 +275,7 @@ impl Running {
 async fn backfill(label: &str, url: &str, markets: usize) {
     let store = Store::connect(url, &StoreOptions::default()).await.unwrap();
     store.migrate().await.unwrap();
-    store.seed_if_empty().await.unwrap();
+    store.reconcile_catalog().await.unwrap();
     seed_markets(&store, markets).await;
     store.close().await;
     drop(store);
@@ -411,7 +411,7 @@ fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
 async fn search(label: &str, url: &str, markets: usize) {
     let store = Store::connect(url, &StoreOptions::default()).await.unwrap();
     store.migrate().await.unwrap();
-    store.seed_if_empty().await.unwrap();
+    store.reconcile_catalog().await.unwrap();
     let seeded = Instant::now();
     seed_markets(&store, markets).await;
     seed_vectors(&store, "bench-trigrams").await;

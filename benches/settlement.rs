@@ -22,7 +22,7 @@ use tipoff_actors::{Store, StoreOptions};
 async fn settle(label: &str, url: &str, positions: i64) {
     let store = Store::connect(url, &StoreOptions::default()).await.unwrap();
     store.migrate().await.unwrap();
-    store.seed_if_empty().await.unwrap();
+    store.reconcile_catalog().await.unwrap();
     let fixture = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/fixtures/espn/mlb-scoreboard-20250928.json"

@@ -112,7 +112,7 @@ async fn migrate(config: Config) -> ExitCode {
     let result = async {
         let store = tipoff_actors::Store::connect(config.database_url.expose(), &options).await?;
         store.migrate().await?;
-        store.seed_if_empty().await?;
+        store.reconcile_catalog().await?;
         store.close().await;
         Ok::<_, tipoff_actors::StoreError>(())
     }

@@ -126,7 +126,8 @@ pub fn child_specs(
             )
         );
         for league in &config.leagues {
-            let &(key, _, _, espn_path) = catalog_league(league)?;
+            let &tipoff_actors::store::CatalogLeague { key, espn_path, .. } =
+                catalog_league(league)?;
             let (store, espn, settings) = (store.clone(), espn.clone(), settings.clone());
             specs.push(
                 ChildSpec::new(

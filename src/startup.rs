@@ -103,12 +103,16 @@ impl Application {
         };
         let store = Store::connect(&url, &options).await?;
         store.migrate().await?;
-        let seeded = store.seed_if_empty().await?;
+        let catalog = store.reconcile_catalog().await?;
         tracing::info!(
             backend = store.backend().as_str(),
-            seeded_leagues = seeded,
+            leagues_added = ?catalog.added,
+            leagues_updated = ?catalog.updated,
             "database ready"
         );
+        if !catalog.unknown.is_empty() {
+            tracing::warn!(leagues = ?catalog.unknown, "leagues in the database that the catalog no longer has are kept (games may refer to them)");
+        }
 
         let instance = uuid::Uuid::new_v4().to_string();
         let shared = Arc::new(Shared::new(

@@ -45,7 +45,7 @@ pub(crate) fn enum_of(values: impl IntoIterator<Item = &'static str>) -> Value {
 
 /// A league key of the catalog.
 pub(crate) fn leagues() -> Value {
-    enum_of(tipoff_actors::store::LEAGUE_CATALOG.iter().map(|l| l.0))
+    enum_of(tipoff_actors::store::LEAGUE_CATALOG.iter().map(|l| l.key))
 }
 
 /// The base58 alphabet (no 0, O, I, l).

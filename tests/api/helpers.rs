@@ -426,7 +426,7 @@ pub async fn fresh_store(db: &Db, dir: &std::path::Path) -> tipoff_actors::Store
     .await
     .unwrap();
     store.migrate().await.unwrap();
-    store.seed_if_empty().await.unwrap();
+    store.reconcile_catalog().await.unwrap();
     store
 }
 

@@ -646,3 +646,32 @@ async fn every_route_of_the_table_is_guarded_as_it_says() {
     assert!(checked >= 25, "only {checked} guarded routes in the table");
     app.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_body_of_16_kib_is_read_and_one_byte_more_is_a_413() {
+    let app = spawn_app(&Db::Sqlite, &[]).await;
+    let body_of = |len: usize| {
+        let frame = r#"{"name":""}"#.len();
+        format!(r#"{{"name":"{}"}}"#, "y".repeat(len - frame))
+    };
+    for (len, status, code) in [
+        (16 * 1024, 400, "bad_request"),
+        (16 * 1024 + 1, 413, "payload_too_large"),
+    ] {
+        let body = body_of(len);
+        assert_eq!(body.len(), len);
+        let res = app
+            .client
+            .post(format!("{}/admin/users", app.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{len} bytes");
+        let json: Value = res.json().await.unwrap();
+        assert_eq!(json["error"]["code"], code, "{len} bytes: {json}");
+    }
+    app.stop().await;
+}

@@ -16,12 +16,12 @@ async fn migrations_apply_cleanly_and_seed_the_catalog(url: &str) {
         .await
         .unwrap()
         .contains(&"leagues".to_string()));
-    assert_eq!(store.seed_if_empty().await.unwrap(), 5);
+    assert_eq!(store.reconcile_catalog().await.unwrap().added.len(), 5);
     store.migrate().await.expect("migrating twice is a no-op");
     assert_eq!(
-        store.seed_if_empty().await.unwrap(),
-        0,
-        "seeding only fills an empty catalog"
+        store.reconcile_catalog().await.unwrap(),
+        Default::default(),
+        "a catalog in line is left alone"
     );
     let leagues = store.leagues().await.unwrap();
     let nba = leagues.iter().find(|l| l.key == "nba").unwrap();
@@ -241,3 +241,57 @@ async fn a_database_outage_answers_503_with_retry_after_not_500() {
     proxy.restore().await;
     app.stop().await;
 }
+
+/// A database made by an older catalog (a league missing, a path since changed, one the
+/// catalog no longer has) is brought in line on the next start, and the games of the added
+/// league can then be stored.
+async fn the_catalog_heals_an_existing_database(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(&db, dir.path()).await;
+    let url = database_url(&db, dir.path());
+    let raw = |sql: &'static str| {
+        let url = url.clone();
+        let db = db.clone();
+        async move {
+            match db {
+                Db::Sqlite => {
+                    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                    sqlx::query(sql).execute(&pool).await.unwrap();
+                    pool.close().await;
+                }
+                Db::Postgres(_) => {
+                    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                    sqlx::query(sql).execute(&pool).await.unwrap();
+                    pool.close().await;
+                }
+            }
+        }
+    };
+    raw("DELETE FROM leagues WHERE key = 'nhl'").await;
+    raw("UPDATE leagues SET espn_path = 'basketball/old-nba' WHERE key = 'nba'").await;
+    raw("INSERT INTO leagues (key, name, sport, espn_path) VALUES ('xfl', 'XFL', 'football', 'football/xfl')").await;
+    let changes = store.reconcile_catalog().await.unwrap();
+    assert_eq!(changes.added, vec!["nhl".to_string()]);
+    assert_eq!(changes.updated, vec!["nba".to_string()]);
+    assert_eq!(changes.unknown, vec!["xfl".to_string()]);
+    let leagues = store.leagues().await.unwrap();
+    let nba = leagues.iter().find(|l| l.key == "nba").unwrap();
+    assert_eq!(nba.espn_path, "basketball/nba");
+    assert!(leagues.iter().any(|l| l.key == "nhl"));
+    // A game of the added league is stored (its foreign key holds).
+    let games =
+        tipoff_actors::espn::parse_scoreboard(&espn_fixture("nba-scoreboard-20240129.json"))
+            .unwrap();
+    store
+        .upsert_game("nhl", &games[0], chrono::Utc::now())
+        .await
+        .expect("a game of the healed league is stored");
+    assert_eq!(
+        store.reconcile_catalog().await.unwrap().added,
+        Vec::<String>::new(),
+        "once in line, nothing more to add"
+    );
+}
+
+both_backends!(the_catalog_heals_an_existing_database:
+    the_catalog_heals_on_sqlite, the_catalog_heals_on_postgres);

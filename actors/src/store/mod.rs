@@ -221,27 +221,58 @@ pub struct League {
     pub espn_path: String,
 }
 
-/// The league catalog seeded into an empty database.
-pub const LEAGUE_CATALOG: &[(&str, &str, &str, &str)] = &[
-    ("nba", "NBA", "basketball", "basketball/nba"),
-    ("wnba", "WNBA", "basketball", "basketball/wnba"),
-    ("mlb", "MLB", "baseball", "baseball/mlb"),
-    ("nfl", "NFL", "football", "football/nfl"),
-    ("nhl", "NHL", "hockey", "hockey/nhl"),
+/// One league of the catalog, as the code knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogLeague {
+    /// The key used everywhere (`TIPOFF_LEAGUES`, `league=`): lower case.
+    pub key: &'static str,
+    pub name: &'static str,
+    pub sport: &'static str,
+    /// ESPN's `sport/league` path.
+    pub espn_path: &'static str,
+}
+
+const fn league(
+    key: &'static str,
+    name: &'static str,
+    sport: &'static str,
+    espn_path: &'static str,
+) -> CatalogLeague {
+    CatalogLeague {
+        key,
+        name,
+        sport,
+        espn_path,
+    }
+}
+
+/// The league catalog. [`Store::reconcile_catalog`] brings the database's `leagues` table in
+/// line with it on every start, so adding a league here is all it takes.
+pub const LEAGUE_CATALOG: &[CatalogLeague] = &[
+    league("nba", "NBA", "basketball", "basketball/nba"),
+    league("wnba", "WNBA", "basketball", "basketball/wnba"),
+    league("mlb", "MLB", "baseball", "baseball/mlb"),
+    league("nfl", "NFL", "football", "football/nfl"),
+    league("nhl", "NHL", "hockey", "hockey/nhl"),
 ];
 
-/// The catalog entry `(key, name, sport, espn_path)` for a lower-case `key`, or a message
-/// naming the known keys.
-pub fn catalog_league(
-    key: &str,
-) -> Result<&'static (&'static str, &'static str, &'static str, &'static str), String> {
-    LEAGUE_CATALOG
-        .iter()
-        .find(|(k, ..)| *k == key)
-        .ok_or_else(|| {
-            let known: Vec<&str> = LEAGUE_CATALOG.iter().map(|(k, ..)| *k).collect();
-            format!("unknown league `{key}` (known: {})", known.join(", "))
-        })
+/// The catalog entry for a lower-case `key`, or a message naming the known keys.
+pub fn catalog_league(key: &str) -> Result<&'static CatalogLeague, String> {
+    LEAGUE_CATALOG.iter().find(|l| l.key == key).ok_or_else(|| {
+        let known: Vec<&str> = LEAGUE_CATALOG.iter().map(|l| l.key).collect();
+        format!("unknown league `{key}` (known: {})", known.join(", "))
+    })
+}
+
+/// What [`Store::reconcile_catalog`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatalogChanges {
+    /// Leagues of the catalog the table lacked, now inserted.
+    pub added: Vec<String>,
+    /// Leagues whose name, sport or ESPN path differed, now updated.
+    pub updated: Vec<String>,
+    /// Leagues in the table the catalog no longer has (kept: games may refer to them).
+    pub unknown: Vec<String>,
 }
 
 /// Bumped after every committed write of games or markets by any store of this process; read
@@ -331,30 +362,43 @@ impl Store {
         Ok(())
     }
 
-    /// Inserts the league catalog when the table is empty; returns how many rows were added.
+    /// Brings the `leagues` table in line with [`LEAGUE_CATALOG`] in one transaction:
+    /// missing leagues are inserted, changed ones updated; leagues the catalog no longer has
+    /// are kept (games may refer to them) and reported.
     #[tracing::instrument(skip_all)]
-    pub async fn seed_if_empty(&self) -> Result<u64, StoreError> {
+    pub async fn reconcile_catalog(&self) -> Result<CatalogChanges, StoreError> {
+        let _writer = self.writer().await?;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM leagues").fetch_one(&mut *tx).await?;
-            if count > 0 {
-                return Ok(0);
+            let stored: Vec<League> = sqlx::query_as("SELECT key, name, sport, espn_path FROM leagues")
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut changes = CatalogChanges::default();
+            for l in LEAGUE_CATALOG {
+                let wanted = (l.name, l.sport, l.espn_path);
+                match stored.iter().find(|s| s.key == l.key) {
+                    Some(s) if (s.name.as_str(), s.sport.as_str(), s.espn_path.as_str()) == wanted => {}
+                    Some(_) => {
+                        sqlx::query("UPDATE leagues SET name = $2, sport = $3, espn_path = $4 WHERE key = $1")
+                            .bind(l.key).bind(l.name).bind(l.sport).bind(l.espn_path)
+                            .execute(&mut *tx).await?;
+                        changes.updated.push(l.key.to_string());
+                    }
+                    None => {
+                        sqlx::query("INSERT INTO leagues (key, name, sport, espn_path) VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING")
+                            .bind(l.key).bind(l.name).bind(l.sport).bind(l.espn_path)
+                            .execute(&mut *tx).await?;
+                        changes.added.push(l.key.to_string());
+                    }
+                }
             }
-            let mut added = 0;
-            for (key, name, sport, path) in LEAGUE_CATALOG {
-                added += sqlx::query(
-                    "INSERT INTO leagues (key, name, sport, espn_path) VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
-                )
-                .bind(key)
-                .bind(name)
-                .bind(sport)
-                .bind(path)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            }
+            changes.unknown = stored
+                .iter()
+                .filter(|s| catalog_league(&s.key).is_err())
+                .map(|s| s.key.clone())
+                .collect();
             tx.commit().await?;
-            Ok(added)
+            Ok(changes)
         })
     }
 
