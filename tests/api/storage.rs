@@ -295,3 +295,113 @@ async fn the_catalog_heals_an_existing_database(db: Db) {
 
 both_backends!(the_catalog_heals_an_existing_database:
     the_catalog_heals_on_sqlite, the_catalog_heals_on_postgres);
+
+/// The storage class a SQLite declared type stands for (its type affinity, with BOOLEAN as
+/// the integer it is stored as).
+fn sqlite_affinity(declared: &str) -> &'static str {
+    let t = declared.to_ascii_uppercase();
+    if t.contains("INT") || t == "BOOLEAN" {
+        "INTEGER"
+    } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
+        "REAL"
+    } else if t.contains("BLOB") {
+        "BLOB"
+    } else {
+        "TEXT"
+    }
+}
+
+/// SQLite's declared type a PostgreSQL column type is stored as.
+fn sqlite_type_of(pg: &str) -> &'static str {
+    match pg {
+        "bigint" | "integer" | "smallint" | "boolean" => "INTEGER",
+        "double precision" | "real" | "numeric" => "REAL",
+        "bytea" => "BLOB",
+        _ => "TEXT", // text, timestamps, dates, json
+    }
+}
+
+/// The two migration trees cannot drift: the same versions, and after them both backends
+/// hold the same tables with the same columns (types mapped). The full-text machinery is the
+/// one documented difference: SQLite's FTS5 table (`market_fts` and its shadow tables) and
+/// PostgreSQL's generated `tsv` column.
+#[actix_rt::test]
+async fn both_migration_trees_have_the_same_versions_tables_and_columns() {
+    let versions = |tree: &str| -> Vec<String> {
+        let dir = format!("{}/migrations/{tree}", env!("CARGO_MANIFEST_DIR"));
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(versions("sqlite"), versions("postgres"));
+
+    let Some(pg_url) = postgres_db("both_migration_trees_have_the_same_versions").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite_url = database_url(&Db::Sqlite, dir.path());
+    for url in [&sqlite_url, &pg_url] {
+        let store = Store::connect(url, &StoreOptions::default()).await.unwrap();
+        store.migrate().await.unwrap();
+        store.close().await;
+    }
+    type Columns = std::collections::BTreeMap<String, Vec<(String, String)>>;
+    let mut sqlite: Columns = Default::default();
+    let pool = sqlx::SqlitePool::connect(&sqlite_url).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx%' AND name NOT LIKE 'market_fts%'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for t in tables {
+        let cols: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT name, upper(type) FROM pragma_table_info('{t}')"
+        ))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let mut cols: Vec<(String, String)> = cols
+            .into_iter()
+            .map(|(n, ty)| (n, sqlite_affinity(&ty).to_string()))
+            .collect();
+        cols.sort();
+        sqlite.insert(t, cols);
+    }
+    pool.close().await;
+    let mut postgres: Columns = Default::default();
+    let pool = sqlx::PgPool::connect(&pg_url).await.unwrap();
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name NOT LIKE '_sqlx%'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    for (t, c, ty) in rows {
+        if c == "tsv" && ty == "tsvector" {
+            continue;
+        }
+        postgres
+            .entry(t)
+            .or_default()
+            .push((c, sqlite_type_of(&ty).to_string()));
+    }
+    for cols in postgres.values_mut() {
+        cols.sort();
+    }
+    assert_eq!(
+        sqlite.keys().collect::<Vec<_>>(),
+        postgres.keys().collect::<Vec<_>>(),
+        "the same tables"
+    );
+    for (table, cols) in &sqlite {
+        assert_eq!(
+            cols, &postgres[table],
+            "columns of {table} (SQLite vs PostgreSQL)"
+        );
+    }
+}
