@@ -70,9 +70,9 @@ pub async fn sweep(store: &Store, settings: &CleanupSettings) -> Result<Swept, S
                     swept.withdrawals_expired += 1;
                     tracing::info!(withdrawal = id, user = w.user_id, token = %w.token, amount = w.amount, "withdrawal expired; hold refunded");
                 }
-                Err(StoreError::Conflict(_) | StoreError::NotFound) => {
-                    swept.withdrawals_lost_race += 1
-                }
+                Err(
+                    StoreError::Conflict(_) | StoreError::Refused { .. } | StoreError::NotFound,
+                ) => swept.withdrawals_lost_race += 1,
                 Err(e) => return Err(e),
             }
         }

@@ -18,6 +18,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A 409 with a specific, stable code (one of [`ApiError::conflict_codes`]).
+    #[error("{1}")]
+    Refused(&'static str, String),
     /// The path exists, but not with this method (the answer carries `Allow`).
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -53,6 +56,39 @@ impl ApiError {
         "internal",
     ];
 
+    /// The conflicts the HTTP layer itself answers, with what each means (409).
+    pub const HTTP_CONFLICT_CODES: &'static [(&'static str, &'static str)] = &[
+        (
+            "league_not_polled",
+            "the import's league is not in TIPOFF_LEAGUES",
+        ),
+        ("import_finished", "the import job already ended"),
+        (
+            "embeddings_off",
+            "embeddings are not configured (TIPOFF_EMBEDDINGS_URL)",
+        ),
+        (
+            "not_leader",
+            "a step-down on a follower, or on SQLite (one process always leads)",
+        ),
+        (
+            "no_replica",
+            "a singleton's command on a replica with no leader to forward it to",
+        ),
+        ("service_skipped", "the service is skipped by configuration"),
+        (
+            "service_standby",
+            "the singleton waits in standby on a follower",
+        ),
+    ];
+
+    /// Every specific 409 code: the store's and the HTTP layer's, with their meanings.
+    pub fn conflict_codes() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+        tipoff_actors::store::CONFLICT_CODES
+            .iter()
+            .chain(Self::HTTP_CONFLICT_CODES)
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad_request",
@@ -60,6 +96,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Refused(code, _) => code,
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -78,7 +115,6 @@ pub struct Body<'a> {
 
 #[derive(Serialize, schemars::JsonSchema)]
 pub struct Inner<'a> {
-    /// Stable: clients may match on it.
     #[schemars(schema_with = "code_field")]
     code: &'a str,
     /// For people: names the problem, never echoes more than a short slice of the input.
@@ -86,8 +122,19 @@ pub struct Inner<'a> {
 }
 
 fn code_field(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
-    serde_json::from_value(super::schema::enum_of(ApiError::CODES.iter().copied()))
-        .unwrap_or(schemars::schema::Schema::Bool(true))
+    let codes = ApiError::CODES
+        .iter()
+        .copied()
+        .chain(ApiError::conflict_codes().map(|(c, _)| *c));
+    let mut schema = super::schema::enum_of(codes);
+    let conflicts: Vec<String> = ApiError::conflict_codes()
+        .map(|(c, m)| format!("`{c}`: {m}"))
+        .collect();
+    schema["description"] = serde_json::Value::String(format!(
+        "Stable: clients may match on it. A 409 carries `conflict` or one of: {}.",
+        conflicts.join("; ")
+    ));
+    serde_json::from_value(schema).unwrap_or(schemars::schema::Schema::Bool(true))
 }
 
 impl ResponseError for ApiError {
@@ -97,7 +144,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::Refused(..) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -136,6 +183,9 @@ impl From<tipoff_actors::StoreError> for ApiError {
         match e {
             tipoff_actors::StoreError::NotFound => ApiError::NotFound("not found".into()),
             tipoff_actors::StoreError::Conflict(m) => ApiError::Conflict(m),
+            tipoff_actors::StoreError::Refused { code, message } => {
+                ApiError::Refused(code, message)
+            }
             tipoff_actors::StoreError::Invalid(m) => ApiError::BadRequest(m),
             e @ (tipoff_actors::StoreError::Fenced(_)
             | tipoff_actors::StoreError::Unavailable(_)) => ApiError::Unavailable(e.to_string()),
@@ -155,9 +205,9 @@ impl From<tipoff_actors::supervisor::SupervisorError> for ApiError {
         use tipoff_actors::supervisor::SupervisorError;
         match e {
             SupervisorError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            SupervisorError::Skipped(..) => ApiError::Conflict(e.to_string()),
+            SupervisorError::Skipped(..) => ApiError::Refused("service_skipped", e.to_string()),
             SupervisorError::ShuttingDown => ApiError::Unavailable(e.to_string()),
-            SupervisorError::Standby { .. } => ApiError::Conflict(e.to_string()),
+            SupervisorError::Standby { .. } => ApiError::Refused("service_standby", e.to_string()),
         }
     }
 }

@@ -55,7 +55,7 @@ pub async fn create(
             state.leagues_enabled().join(", ")
         };
         // The request is well formed; this daemon's configuration is what stands in the way.
-        return Err(ApiError::Conflict(format!(
+        return Err(ApiError::Refused("league_not_polled", format!(
             "league `{league}` is not enabled, so no poller would run the import: add it to TIPOFF_LEAGUES (enabled: {enabled})"
         )));
     }
@@ -163,10 +163,13 @@ pub async fn cancel(
         .await
         .map_err(not_found("import", id))?;
     if !canceled {
-        return Err(ApiError::Conflict(format!(
+        return Err(ApiError::Refused(
+            "import_finished",
+            format!(
             "import {id} has already ended ({}); only queued or running imports can be canceled",
             job.state
-        )));
+        ),
+        ));
     }
     tracing::info!(job_id = id, "import canceled");
     Ok(HttpResponse::Ok().json(with_failed_dates(&state, job).await?))

@@ -130,9 +130,12 @@ fn search_status(state: &AppState) -> SearchStatus {
 /// leader's `listener` carries it out). Only a replica on PostgreSQL can be a follower.
 pub async fn forward(state: &AppState, service: &str, action: &str) -> Result<(), ApiError> {
     if state.store.backend() != Backend::Postgres {
-        return Err(ApiError::Conflict(format!(
-            "service `{service}` is in standby and there is no other replica to forward to"
-        )));
+        return Err(ApiError::Refused(
+            "no_replica",
+            format!(
+                "service `{service}` is in standby and there is no other replica to forward to"
+            ),
+        ));
     }
     let command = Forwarded {
         service: service.to_string(),
@@ -151,20 +154,24 @@ const STEP_DOWN_TIMEOUT: Duration = Duration::from_secs(45);
 /// another replica takes over at once; this one does not take the lease again for one TTL.
 pub async fn step_down(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.store.backend() == Backend::Sqlite {
-        return Err(ApiError::Conflict(
+        return Err(ApiError::Refused(
+            "not_leader",
             "SQLite: the one process always leads; there is no lease to give up".into(),
         ));
     }
     if !state.shared.leader() {
-        return Err(ApiError::Conflict(format!(
-            "this replica is not the leader (leader: {})",
-            state
-                .shared
-                .lease()
-                .leader_instance
-                .as_deref()
-                .unwrap_or("none")
-        )));
+        return Err(ApiError::Refused(
+            "not_leader",
+            format!(
+                "this replica is not the leader (leader: {})",
+                state
+                    .shared
+                    .lease()
+                    .leader_instance
+                    .as_deref()
+                    .unwrap_or("none")
+            ),
+        ));
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     state.shared.request_step_down(tx);

@@ -301,7 +301,8 @@ pub async fn status(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse
 /// the one already queued or running).
 pub async fn reindex(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let Some((client, _)) = state.embeddings() else {
-        return Err(ApiError::Conflict(
+        return Err(ApiError::Refused(
+            "embeddings_off",
             "embeddings are not configured (TIPOFF_EMBEDDINGS_URL is not set); nothing to re-embed"
                 .into(),
         ));

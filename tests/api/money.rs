@@ -536,6 +536,15 @@ async fn bad_input_is_refused_by_name_and_changes_nothing(db: Db) {
             message.contains(needle),
             "{path} {body}: `{message}` should say `{needle}`"
         );
+        // Each conflict carries its stable code.
+        if *status == 409 {
+            let code = if needle.contains("insufficient") {
+                "insufficient_balance"
+            } else {
+                "market_closed"
+            };
+            assert_eq!(answer["error"]["code"], code, "{path} {body} → {answer}");
+        }
     }
     // Someone else's key spends nothing of a's; no key and a made-up key are refused.
     let (status, body) = post(
@@ -626,6 +635,8 @@ async fn withdrawals_hold_then_complete_fail_or_expire_exactly_once(db: Db) {
         .admin_post_json(&format!("/admin/withdrawals/{id1}/fail"), &json!({}))
         .await;
     assert_eq!(res.status(), 409, "a completed withdrawal cannot fail");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "withdrawal_finished", "{body}");
     assert_eq!(balance(&app.store, "withdrawn", "usdc").await, 300);
 
     let (_, w2) = post(&app, &a, "/api/v1/me/withdrawals", ask(200)).await;
@@ -744,6 +755,7 @@ async fn a_claimed_withdrawal_is_never_refunded_and_a_signature_pays_once(db: Db
         .await;
     assert_eq!(res.status(), 409, "one claim only");
     let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "already_claimed", "{body}");
     assert!(
         body["error"]["message"]
             .as_str()
@@ -813,6 +825,8 @@ async fn a_claimed_withdrawal_is_never_refunded_and_a_signature_pays_once(db: Db
         )
         .await;
     assert_eq!(res.status(), 409, "a signature completes one withdrawal");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "signature_used", "{body}");
     let res = app
         .admin_post_json(
             &format!("/admin/withdrawals/{id}/fail"),

@@ -183,9 +183,15 @@ fn every_json_answer_has_a_schema_derived_from_its_type() {
     );
     let codes =
         &doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"];
-    assert!(codes
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|c| c == "too_many_requests"));
+    for code in [
+        "too_many_requests",
+        "insufficient_balance",
+        "market_closed",
+        "league_not_polled",
+    ] {
+        assert!(
+            codes.as_array().unwrap().iter().any(|c| c == code),
+            "{code} in {codes}"
+        );
+    }
 }

@@ -136,6 +136,10 @@ pub enum StoreError {
     /// withdrawal no longer pending); the message says which.
     #[error("{0}")]
     Conflict(String),
+    /// A conflict with a stable code clients can match on (`insufficient_balance`,
+    /// `market_closed`, ...: see [`CONFLICT_CODES`]); the message says more.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     /// The request names something that does not exist or cannot be used.
     #[error("{0}")]
     Invalid(String),
@@ -262,6 +266,62 @@ pub fn catalog_league(key: &str) -> Result<&'static CatalogLeague, String> {
         let known: Vec<&str> = LEAGUE_CATALOG.iter().map(|l| l.key).collect();
         format!("unknown league `{key}` (known: {})", known.join(", "))
     })
+}
+
+/// Every specific conflict code the store answers, with what it means (the HTTP API lists
+/// them in `/openapi.json`; each is a 409).
+pub const CONFLICT_CODES: &[(&str, &str)] = &[
+    ("insufficient_balance", "the balance is short of the amount"),
+    (
+        "market_closed",
+        "the market takes no more stakes (locked, settled, void, or its game started)",
+    ),
+    (
+        "escrow_short",
+        "a market's escrow holds less than its positions are owed (settlement refused)",
+    ),
+    (
+        "already_assigned",
+        "the deposit was already credited or assigned",
+    ),
+    (
+        "too_many_pending_withdrawals",
+        "the user has TIPOFF_MAX_PENDING_WITHDRAWALS pending or claimed",
+    ),
+    (
+        "signature_used",
+        "the transaction signature already completed another withdrawal",
+    ),
+    ("already_claimed", "the withdrawal is claimed by a signer"),
+    (
+        "withdrawal_not_pending",
+        "the withdrawal is no longer pending",
+    ),
+    (
+        "withdrawal_claimed",
+        "the withdrawal is claimed: it completes or fails, it never expires",
+    ),
+    (
+        "withdrawal_finished",
+        "the withdrawal already completed, failed or expired",
+    ),
+    (
+        "event_not_dead",
+        "the outbox event is not dead, so there is nothing to retry",
+    ),
+    (
+        "not_quarantined",
+        "the deposit signature is not quarantined",
+    ),
+];
+
+/// A [`StoreError::Refused`] with `code` (one of [`CONFLICT_CODES`]).
+pub(crate) fn refused(code: &'static str, message: impl Into<String>) -> StoreError {
+    debug_assert!(CONFLICT_CODES.iter().any(|(c, _)| *c == code), "{code}");
+    StoreError::Refused {
+        code,
+        message: message.into(),
+    }
 }
 
 /// What [`Store::reconcile_catalog`] changed.

@@ -266,7 +266,7 @@ pub fn parimutuel(stakes: &[OpenStake], winner: Option<&str>, fee_bps: u32) -> P
 /// Moves `$amount` of `$token` from `$from` to `$to` inside the open transaction `$tx`, with
 /// its two ledger entries. `$order` is `debit_first` or `credit_first`: whichever touches the
 /// account that comes first in the global lock order ([`lock_rank`]) goes first. A debit that would take an account other
-/// than `external` below zero fails with [`StoreError::Conflict`] naming the shortfall.
+/// than `external` below zero is refused (`insufficient_balance`) naming the shortfall.
 macro_rules! transfer {
     ($tx:ident, $order:ident, $token:expr, $from:expr, $to:expr, $amount:expr, $kind:expr, $reference:expr, $now:expr) => {{
         let (token, from, to, amount, kind, reference, now): (&str, &str, &str, i64, &str, &str, DateTime<Utc>) =
@@ -308,7 +308,7 @@ macro_rules! transfer {
                 let have: Option<i64> = sqlx::query_scalar("SELECT amount FROM balances WHERE account = $1 AND token = $2")
                     .bind($account).bind($token)
                     .fetch_optional(&mut *$tx).await?;
-                return Err(StoreError::Conflict(format!(
+                return Err($crate::store::refused("insufficient_balance", format!(
                     "insufficient balance: {} {} available, {} needed",
                     have.unwrap_or(0), $token, $amount
                 )));
@@ -452,7 +452,7 @@ impl Store {
 
     /// Takes a stake on an open market whose game has not started (`now` is before its start):
     /// the market's compare-and-set, the debit of the user's balance and the stake row commit
-    /// together. A closed or started market, or a short balance, is a [`StoreError::Conflict`].
+    /// together. A closed or started market, or a short balance, is refused (`market_closed`, `insufficient_balance`).
     #[tracing::instrument(skip_all, fields(user_id, market_id, %token, amount))]
     pub async fn place_stake(
         &self,
@@ -480,8 +480,8 @@ impl Store {
                 .fetch_optional(&mut *tx).await?;
                 return Err(match found {
                     None => StoreError::NotFound,
-                    Some((state, _)) if state != "open" => StoreError::Conflict(format!("market {market_id} is {state}: it takes no more stakes")),
-                    Some((_, starts_at)) => StoreError::Conflict(format!(
+                    Some((state, _)) if state != "open" => super::refused("market_closed", format!("market {market_id} is {state}: it takes no more stakes")),
+                    Some((_, starts_at)) => super::refused("market_closed", format!(
                         "market {market_id} is closed: its game started at {}", starts_at.to_rfc3339()
                     )),
                 });
@@ -590,7 +590,7 @@ impl Store {
                     .bind(paid).bind(&escrow).bind(token)
                     .execute(&mut *tx).await?.rows_affected();
                 if n != 1 && paid > 0 {
-                    return Err(StoreError::Conflict(format!("escrow of market {market_id} holds less than the {paid} {token} its positions are owed")));
+                    return Err(super::refused("escrow_short", format!("escrow of market {market_id} holds less than the {paid} {token} its positions are owed")));
                 }
                 sqlx::query(
                     "INSERT INTO balances (account, token, amount) \
@@ -838,7 +838,7 @@ impl Store {
                     .bind(deposit_id).fetch_optional(&mut *tx).await?;
                 return Err(match found {
                     None => StoreError::NotFound,
-                    Some(d) => StoreError::Conflict(format!(
+                    Some(d) => super::refused("already_assigned", format!(
                         "deposit {deposit_id} is already {} to user {}", if d.state == "assigned" { "assigned" } else { "credited" },
                         d.user_id.unwrap_or_default()
                     )),
@@ -855,7 +855,7 @@ impl Store {
     }
 
     /// A withdrawal request: the amount moves from the user's balance to their hold. A user
-    /// with `max_pending` withdrawals pending or claimed already is a [`StoreError::Conflict`].
+    /// with `max_pending` withdrawals pending or claimed already is refused (`too_many_pending_withdrawals`).
     pub async fn request_withdrawal(
         &self,
         user_id: i64,
@@ -879,7 +879,7 @@ impl Store {
             )
             .bind(user_id).fetch_one(&mut *tx).await?;
             if open >= max_pending {
-                return Err(StoreError::Conflict(format!(
+                return Err(super::refused("too_many_pending_withdrawals", format!(
                     "{open} withdrawals are already pending or claimed; at most {max_pending} at once (TIPOFF_MAX_PENDING_WITHDRAWALS)"
                 )));
             }
@@ -923,7 +923,7 @@ impl Store {
 
     /// A signer takes a pending withdrawal before sending it on chain: `pending` →
     /// `processing`, recording `claimer` and the time. A compare-and-set: a withdrawal no
-    /// longer pending (claimed by another, expired, ended) is a [`StoreError::Conflict`] naming
+    /// longer pending (claimed by another, expired, ended) is refused (`already_claimed`, `withdrawal_not_pending`) naming
     /// its state. A claimed withdrawal is never expired; it ends only by `complete` or `fail`.
     pub async fn claim_withdrawal(
         &self,
@@ -945,8 +945,8 @@ impl Store {
                     .bind(id).fetch_optional(&mut *tx).await?;
                 return Err(match found {
                     None => StoreError::NotFound,
-                    Some((state, Some(by))) if state == "processing" => StoreError::Conflict(format!("withdrawal {id} is already claimed by {by}")),
-                    Some((state, _)) => StoreError::Conflict(format!("withdrawal {id} is {state}, not pending")),
+                    Some((state, Some(by))) if state == "processing" => super::refused("already_claimed", format!("withdrawal {id} is already claimed by {by}")),
+                    Some((state, _)) => super::refused("withdrawal_not_pending", format!("withdrawal {id} is {state}, not pending")),
                 });
             };
             commit!(self, tx);
@@ -969,7 +969,7 @@ impl Store {
     /// Ends a withdrawal: `completed` (with its on-chain signature; the hold moves to
     /// `withdrawn`) or `failed` from `pending` or `processing`; `expired` only from `pending`
     /// (unclaimed). `failed` and `expired` return the hold to the user. A compare-and-set: a
-    /// withdrawal in any other state is a [`StoreError::Conflict`], and so is a signature that
+    /// withdrawal in any other state is refused (`withdrawal_finished`), and so is a signature that
     /// already completed another withdrawal.
     pub async fn finish_withdrawal(
         &self,
@@ -989,7 +989,7 @@ impl Store {
                 let used: Option<i64> = sqlx::query_scalar("SELECT id FROM withdrawals WHERE signature = $1")
                     .bind(sig).fetch_optional(&mut *tx).await?;
                 if let Some(other) = used {
-                    return Err(StoreError::Conflict(format!(
+                    return Err(super::refused("signature_used", format!(
                         "signature already completed withdrawal {other}; a transaction pays one withdrawal"
                     )));
                 }
@@ -1000,8 +1000,9 @@ impl Store {
             ))
             .bind(state).bind(signature).bind(reason).bind(now).bind(id)
             .fetch_optional(&mut *tx).await.map_err(|e| match e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(
-                    "signature already completed another withdrawal; a transaction pays one withdrawal".into(),
+                sqlx::Error::Database(d) if d.is_unique_violation() => super::refused(
+                    "signature_used",
+                    "signature already completed another withdrawal; a transaction pays one withdrawal",
                 ),
                 other => StoreError::from(other),
             })?;
@@ -1009,8 +1010,8 @@ impl Store {
                 let found: Option<String> = sqlx::query_scalar("SELECT state FROM withdrawals WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
                 return Err(match found {
                     None => StoreError::NotFound,
-                    Some(s) if s == "processing" => StoreError::Conflict(format!("withdrawal {id} is claimed (processing): it completes or fails, it never expires")),
-                    Some(s) => StoreError::Conflict(format!("withdrawal {id} is {s}, not pending or processing")),
+                    Some(s) if s == "processing" => super::refused("withdrawal_claimed", format!("withdrawal {id} is claimed (processing): it completes or fails, it never expires")),
+                    Some(s) => super::refused("withdrawal_finished", format!("withdrawal {id} is {s}, not pending or processing")),
                 });
             };
             let reference = format!("withdrawal:{id}");

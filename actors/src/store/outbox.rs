@@ -341,7 +341,7 @@ impl Store {
     }
 
     /// Puts a dead event back to `pending` with fresh attempts, due now. A compare-and-set: an
-    /// event that is not dead is a [`StoreError::Conflict`].
+    /// event that is not dead is refused (`event_not_dead`).
     pub async fn retry_outbox_event(
         &self,
         id: i64,
@@ -352,10 +352,10 @@ impl Store {
         let n = on_pool!(self, pool => sqlx::query(sql).bind(now).bind(id).execute(pool).await?.rows_affected());
         let event = self.outbox_event(id).await?;
         if n == 0 {
-            return Err(StoreError::Conflict(format!(
-                "event {id} is {}, not dead",
-                event.state
-            )));
+            return Err(super::refused(
+                "event_not_dead",
+                format!("event {id} is {}, not dead", event.state),
+            ));
         }
         Ok(event)
     }

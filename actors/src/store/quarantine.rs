@@ -130,7 +130,7 @@ impl Store {
     }
 
     /// An admin asks the watcher to read a quarantined signature again: `quarantined` →
-    /// `retry` (compare-and-set; any other state is a [`StoreError::Conflict`] naming it).
+    /// `retry` (compare-and-set; any other state is refused (`not_quarantined`) naming it).
     pub async fn retry_quarantined(
         &self,
         id: i64,
@@ -148,7 +148,7 @@ impl Store {
                     .bind(id).fetch_optional(&mut *tx).await?;
                 return Err(match state {
                     None => StoreError::NotFound,
-                    Some(s) => StoreError::Conflict(format!("quarantined deposit {id} is {s}, not quarantined")),
+                    Some(s) => super::refused("not_quarantined", format!("quarantined deposit {id} is {s}, not quarantined")),
                 });
             };
             commit!(self, tx);
