@@ -1,4 +1,4 @@
-//! Configuration (SPEC §8): environment (`TIPOFF_*`) over an optional TOML file over defaults.
+//! Configuration: environment (`TIPOFF_*`) over an optional TOML file over defaults.
 //!
 //! Every setting has one name: `listen` in the TOML file is `TIPOFF_LISTEN` in the
 //! environment. Values from every source pass through the same parsers, so an error always

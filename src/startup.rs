@@ -1,4 +1,4 @@
-//! Wiring and lifespan (SPEC §4).
+//! Wiring and lifespan.
 //!
 //! [`Application::build`] runs startup up to a bound listener: boot banner → database (connect
 //! within the startup timeout, migrate, seed) → root supervisor with every child in spec order →

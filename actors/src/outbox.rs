@@ -1,4 +1,4 @@
-//! The `outbox` service: delivers the domain events of the outbox table (SPEC §5) to every
+//! The `outbox` service: delivers the domain events of the outbox table to every
 //! configured webhook URL, at least once.
 //!
 //! - Each event is POSTed as JSON (`{"id", "type", "created_at", "league", "payload"}`) with

@@ -1,4 +1,4 @@
-//! `poller:<league>`: one per enabled league, a child of the root supervisor (SPEC §5).
+//! `poller:<league>`: one per enabled league, a child of the root supervisor.
 //!
 //! Owned by the supervisor, built fresh on every (re)start by the factory in the daemon's
 //! `services.rs`. It does one pass at a time, off its own thread's mailbox (the work is a

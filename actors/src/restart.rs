@@ -25,7 +25,7 @@ pub fn upstream_backoff(
     exponential(base, cap, failures.saturating_sub(1)).max(retry_after.unwrap_or_default().min(cap))
 }
 
-/// Supervisor-wide restart settings (SPEC §3 defaults: base 1 s, cap 5 min, 5 restarts in 60 s).
+/// Supervisor-wide restart settings (defaults: base 1 s, cap 5 min, 5 restarts in 60 s).
 #[derive(Debug, Clone)]
 pub struct RestartSettings {
     pub backoff_base: Duration,

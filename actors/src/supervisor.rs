@@ -1,4 +1,4 @@
-//! The root supervisor: owns every service of the process (SPEC §3).
+//! The root supervisor: owns every service of the process.
 //!
 //! Owned by the daemon's startup code; there is one per process. It holds one [`ChildSpec`] per
 //! service in start order and, for each, the live instance (if any), its restart bookkeeping and

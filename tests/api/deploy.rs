@@ -1,5 +1,5 @@
 //! deploy/: the systemd unit passes `systemd-analyze verify` (with its binary path pointed at
-//! the built one) and carries what SPEC §10 asks; the Kubernetes example has the probes, the
+//! the built one) and carries what a deploy needs; the Kubernetes example has the probes, the
 //! preStop delay and a grace period above the shutdown deadline.
 
 use std::process::Command;

@@ -1,4 +1,4 @@
-//! The outbox (SPEC §5): domain events written in the same transaction as the change they
+//! The outbox: domain events written in the same transaction as the change they
 //! describe ([`emit!`]), delivered to webhooks by the `outbox` service and streamed live over
 //! SSE from the same rows.
 //!
