@@ -22,6 +22,11 @@ pub struct Cli {
     /// TOML configuration file (environment variables override it).
     #[arg(long, global = true, env = "TIPOFF_CONFIG")]
     pub config: Option<PathBuf>,
+    /// An env file (`TIPOFF_X=value` lines) read by tipoff itself, at start and again on every
+    /// reload (SIGHUP), so an edit applies without a restart. Between the TOML file and the
+    /// environment: a variable set in the process environment wins.
+    #[arg(long, global = true, env = "TIPOFF_ENV_FILE")]
+    pub env_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -55,7 +60,23 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// Reads `.env` (outside production), the file and the environment.
+/// The settings' environment: the env file's variables (when one is given), overridden by the
+/// process environment. Called at start and on every reload.
+pub fn environment(env_file: Option<&std::path::Path>) -> Result<HashMap<String, String>, String> {
+    let mut env = HashMap::new();
+    if let Some(path) = env_file {
+        let lines = dotenvy::from_path_iter(path)
+            .map_err(|e| format!("TIPOFF_ENV_FILE {}: {e}", path.display()))?;
+        for item in lines {
+            let (k, v) = item.map_err(|e| format!("TIPOFF_ENV_FILE {}: {e}", path.display()))?;
+            env.insert(k, v);
+        }
+    }
+    env.extend(std::env::vars());
+    Ok(env)
+}
+
+/// Reads `.env` (outside production), the env file, the TOML file and the environment.
 fn load(cli: &Cli) -> Result<Config, ExitCode> {
     if std::env::var("TIPOFF_ENV")
         .map(|v| v != "production")
@@ -63,7 +84,13 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
     {
         let _ = dotenvy::dotenv();
     }
-    let env: HashMap<String, String> = std::env::vars().collect();
+    let env = match environment(cli.env_file.as_deref()) {
+        Ok(env) => env,
+        Err(e) => {
+            eprintln!("tipoff: {e}");
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    };
     match Config::load(cli.config.as_deref(), &env) {
         Ok(config) => {
             for name in Config::unknown_env(&env) {
@@ -142,6 +169,7 @@ async fn serve(cli: Cli, config: Config, reload: telemetry::LogReload) -> ExitCo
     };
     let reloader = actix_rt::spawn(signals::reload_on_hangup(
         cli.config.clone(),
+        cli.env_file.clone(),
         reload,
         notifier,
         app.reloader(),

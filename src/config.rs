@@ -761,7 +761,10 @@ impl Config {
         let mut unknown: Vec<String> = env
             .keys()
             .filter(|k| {
-                k.starts_with("TIPOFF_") && *k != "TIPOFF_CONFIG" && !k.starts_with("TIPOFF_TEST_")
+                k.starts_with("TIPOFF_")
+                    && *k != "TIPOFF_CONFIG"
+                    && *k != "TIPOFF_ENV_FILE"
+                    && !k.starts_with("TIPOFF_TEST_")
             })
             .filter(|k| !KEYS.iter().any(|key| env_name(key.name) == **k))
             .cloned()

@@ -3,7 +3,6 @@
 //! see [`Reloader`]), framed by `RELOADING=1` / `READY=1`. A configuration that does not load
 //! is refused whole and the running one is kept.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -32,6 +31,7 @@ pub async fn shutdown_signal() {
 /// Reloads on every SIGHUP until the task is dropped.
 pub async fn reload_on_hangup(
     file: Option<PathBuf>,
+    env_file: Option<PathBuf>,
     reload: LogReload,
     notifier: Arc<Notifier>,
     reloader: Reloader,
@@ -42,7 +42,15 @@ pub async fn reload_on_hangup(
     };
     while hup.recv().await.is_some() {
         notifier.reloading();
-        let env: HashMap<String, String> = std::env::vars().collect();
+        // The env file is read again: systemd never refreshes a running process's environment.
+        let env = match crate::cli::environment(env_file.as_deref()) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the running configuration is kept");
+                notifier.notify("READY=1");
+                continue;
+            }
+        };
         match Config::load(file.as_deref(), &env) {
             Ok(config) => {
                 if let Err(e) = reload.set(&config.log) {

@@ -434,3 +434,57 @@ fn status_command_prints_the_table_and_fails_when_unreachable() {
         "the token is not echoed: {stderr}"
     );
 }
+
+/// `systemctl reload` that tells the truth: tipoff reads its env file itself, so an edit of the
+/// file applies on SIGHUP (systemd never refreshes a running process's environment). A broken
+/// file on reload keeps the running configuration.
+#[test]
+fn sighup_rereads_the_env_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tipoff.env");
+    std::fs::write(&file, "TIPOFF_CLEANUP_INTERVAL=60s\n").unwrap();
+    let file_arg = file.display().to_string();
+    let d = Daemon::spawn_in(dir, &[("TIPOFF_ENV_FILE", &file_arg)]);
+    d.wait_notify("READY=1", Duration::from_secs(15));
+    assert_eq!(
+        service(&debug_status(&d), "cleanup").unwrap()["interval_secs"],
+        60.0
+    );
+    std::fs::write(&file, "# edited\nTIPOFF_CLEANUP_INTERVAL=9s\n").unwrap();
+    hup(&d);
+    wait_for(&d, "cleanup at 9s from the edited env file", |s| {
+        service(s, "cleanup").is_some_and(|c| c["interval_secs"] == 9.0)
+    });
+    std::fs::write(&file, "TIPOFF_CLEANUP_INTERVAL=soon\n").unwrap();
+    hup(&d);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !d.stderr().contains("reload refused") {
+        assert!(std::time::Instant::now() < deadline, "{}", d.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        d.stderr().contains("TIPOFF_CLEANUP_INTERVAL"),
+        "the setting is named"
+    );
+    assert_eq!(
+        service(&debug_status(&d), "cleanup").unwrap()["interval_secs"],
+        9.0,
+        "the running configuration is kept"
+    );
+}
+
+#[test]
+fn a_missing_env_file_exits_78_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tipoff_command(dir.path())
+        .env("TIPOFF_ENV_FILE", dir.path().join("absent.env"))
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TIPOFF_ENV_FILE") && stderr.contains("absent.env"),
+        "{stderr}"
+    );
+}
