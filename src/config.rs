@@ -1250,6 +1250,39 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
     }
 
+    /// The README's settings table names every setting (a row may write `TIPOFF_X_BASE` /
+    /// `_CAP`: a name starting with `_` continues the row's first name without its last word).
+    #[test]
+    fn the_readme_lists_every_setting() {
+        let readme = include_str!("../README.md");
+        let mut named = std::collections::HashSet::new();
+        for row in readme.lines().filter(|l| l.starts_with("| `TIPOFF_")) {
+            let first_cell = row.split(" | ").next().unwrap_or("");
+            let names: Vec<&str> = first_cell
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .filter(|n| n.starts_with("TIPOFF_") || n.starts_with('_'))
+                .collect();
+            let Some(first) = names.first() else { continue };
+            let prefix = first.rsplit_once('_').map_or(*first, |(p, _)| p);
+            for n in &names {
+                named.insert(if n.starts_with('_') {
+                    format!("{prefix}{n}")
+                } else {
+                    n.to_string()
+                });
+            }
+        }
+        for key in KEYS {
+            let name = env_name(key.name);
+            assert!(
+                named.contains(&name),
+                "the README's settings table lacks {name}"
+            );
+        }
+    }
+
     #[test]
     fn durations_parse_with_units() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
