@@ -675,3 +675,25 @@ async fn a_body_of_16_kib_is_read_and_one_byte_more_is_a_413() {
     }
     app.stop().await;
 }
+
+#[actix_rt::test]
+async fn in_production_the_session_cookie_is_host_prefixed_and_secure() {
+    let app = spawn_app(&Db::Sqlite, &[("TIPOFF_ENV", "production")]).await;
+    let res = no_redirect_from("127.0.0.1")
+        .post(format!("{}/admin/ui/login", app.address))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("__Host-tipoff_session="), "{cookie}");
+    for part in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(part), "{part} in {cookie}");
+    }
+    assert!(
+        !cookie.contains("Domain"),
+        "__Host- cookies carry no Domain: {cookie}"
+    );
+    app.stop().await;
+}
