@@ -24,6 +24,8 @@ FIXTURES=${TIPOFF_FIXTURES_DIR:-$ROOT/../shared/fixtures}
 export TIPOFF_FIXTURES_DIR=$FIXTURES
 TREES=$ROOT/target/bench-checks
 mkdir -p "$TREES"
+# The trees' benches read ../shared beside their checkout.
+ln -sfn "$(cd "$FIXTURES/.." && pwd)" "$TREES/shared"
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
