@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tipoff_actors::restart::Backoff;
 use tipoff_actors::solana::{is_pubkey, Token};
 use tipoff_actors::store::{catalog_league, Backend};
 
@@ -221,8 +222,8 @@ pub struct Config {
     pub db_startup_timeout: Duration,
     pub db_ping_interval: Duration,
     pub db_max_connections: u32,
-    pub restart_backoff_base: Duration,
-    pub restart_backoff_cap: Duration,
+    /// `restart_backoff_base` and `restart_backoff_cap` (the cap not below the base).
+    pub restart_backoff: Backoff,
     pub restart_reset_after: Duration,
     pub restart_max: u32,
     pub restart_window: Duration,
@@ -247,8 +248,8 @@ pub struct Config {
     pub import_check_interval: Duration,
     /// Longest an import pass keeps starting new fetches before yielding to the other loops.
     pub import_slice: Duration,
-    pub poller_backoff_base: Duration,
-    pub poller_backoff_cap: Duration,
+    /// `poller_backoff_base` and `poller_backoff_cap` (the cap not below the base).
+    pub poller_backoff: Backoff,
     /// Longest a cached public list answer is served (it is dropped at once on a local write;
     /// the TTL bounds how long another replica's writes go unseen). Zero turns the cache off.
     pub read_cache_ttl: Duration,
@@ -272,8 +273,8 @@ pub struct Config {
     pub solana_connect_timeout: Duration,
     /// Delay between the starts of successive watchers on the one RPC.
     pub solana_start_stagger: Duration,
-    pub solana_backoff_base: Duration,
-    pub solana_backoff_cap: Duration,
+    /// `solana_backoff_base` and `solana_backoff_cap` (the cap not below the base).
+    pub solana_backoff: Backoff,
     /// Failed reads of one treasury signature before it is quarantined (the cursor moves on).
     pub solana_quarantine_after: u32,
     /// Where each token's first run begins (no cursor yet): after a signature, or at a slot.
@@ -293,8 +294,8 @@ pub struct Config {
     /// Attempts before an event is marked dead.
     /// How long an event is retried, from its creation, before it is dead.
     pub webhook_retry_window: Duration,
-    pub webhook_backoff_base: Duration,
-    pub webhook_backoff_cap: Duration,
+    /// `webhook_backoff_base` and `webhook_backoff_cap` (the cap not below the base).
+    pub webhook_backoff: Backoff,
     pub outbox_interval: Duration,
     pub outbox_batch: i64,
     /// Outbox events older than this are pruned (once delivered); SSE resume reaches back this far.
@@ -328,8 +329,8 @@ pub struct Config {
     pub embeddings_connect_timeout: Duration,
     /// Pause between backfill passes once the backlog is empty.
     pub embeddings_interval: Duration,
-    pub embeddings_backoff_base: Duration,
-    pub embeddings_backoff_cap: Duration,
+    /// `embeddings_backoff_base` and `embeddings_backoff_cap` (the cap not below the base).
+    pub embeddings_backoff: Backoff,
     /// Longest a search waits for its query's embedding (and the vector index) before it
     /// answers with keyword ranking alone.
     pub search_embed_timeout: Duration,
@@ -557,24 +558,29 @@ impl Config {
             webhook_urls.push(url);
         }
 
-        let restart_backoff_base = get("restart_backoff_base").duration()?;
-        let restart_backoff_cap = get("restart_backoff_cap").duration()?;
-        if restart_backoff_cap < restart_backoff_base {
-            return Err(
-                get("restart_backoff_cap").err("must not be smaller than restart_backoff_base")
-            );
-        }
         let nonzero = |name: &str| get(name).nonzero_duration();
+        // One rule for every backoff: the cap is not below the base.
+        let backoff = |prefix: &str, zero_ok: bool| -> Result<Backoff, ConfigError> {
+            let (base_key, cap_key) = (
+                format!("{prefix}_backoff_base"),
+                format!("{prefix}_backoff_cap"),
+            );
+            let read = |key: &str| {
+                if zero_ok {
+                    get(key).duration()
+                } else {
+                    get(key).nonzero_duration()
+                }
+            };
+            Backoff::checked(read(&base_key)?, read(&cap_key)?)
+                .map_err(|_| get(&cap_key).err(format!("must not be smaller than {base_key}")))
+        };
+        let restart_backoff = backoff("restart", true)?;
         let lookahead_days = get("schedule_lookahead_days").number(0u32)?;
         if lookahead_days > 60 {
             return Err(get("schedule_lookahead_days").err("must be at most 60"));
         }
-        let poller_backoff_cap = nonzero("poller_backoff_cap")?;
-        if poller_backoff_cap < nonzero("poller_backoff_base")? {
-            return Err(
-                get("poller_backoff_cap").err("must not be smaller than poller_backoff_base")
-            );
-        }
+        let poller_backoff = backoff("poller", false)?;
 
         let settlement_fee_bps = get("settlement_fee_bps").number(0u32)?;
         if settlement_fee_bps > 10_000 {
@@ -593,12 +599,7 @@ impl Config {
         if solana_page_limit > 1000 {
             return Err(get("solana_page_limit").err("must be at most 1000 (the RPC's maximum)"));
         }
-        let solana_backoff_cap = nonzero("solana_backoff_cap")?;
-        if solana_backoff_cap < nonzero("solana_backoff_base")? {
-            return Err(
-                get("solana_backoff_cap").err("must not be smaller than solana_backoff_base")
-            );
-        }
+        let solana_backoff = backoff("solana", false)?;
 
         let webhook_secret = get("webhook_secret").opt().map(Secret::new);
         if !webhook_urls.is_empty() {
@@ -613,12 +614,7 @@ impl Config {
                 Some(_) => {}
             }
         }
-        let webhook_backoff_cap = nonzero("webhook_backoff_cap")?;
-        if webhook_backoff_cap < nonzero("webhook_backoff_base")? {
-            return Err(
-                get("webhook_backoff_cap").err("must not be smaller than webhook_backoff_base")
-            );
-        }
+        let webhook_backoff = backoff("webhook", false)?;
         let tokens = parse_tokens(get("tokens"))?;
         let solana_start = parse_starts(get("solana_start"), &tokens)?;
         let leader_ttl_raw = get("leader_ttl");
@@ -626,11 +622,7 @@ impl Config {
         if leader_ttl < Duration::from_secs(1) {
             return Err(leader_ttl_raw.err("must be at least 1s (it is renewed every third of it)"));
         }
-        let embeddings_backoff_cap = nonzero("embeddings_backoff_cap")?;
-        if embeddings_backoff_cap < nonzero("embeddings_backoff_base")? {
-            return Err(get("embeddings_backoff_cap")
-                .err("must not be smaller than embeddings_backoff_base"));
-        }
+        let embeddings_backoff = backoff("embeddings", false)?;
         let embeddings_batch = get("embeddings_batch").number(1usize)?;
         if embeddings_batch > 2048 {
             return Err(get("embeddings_batch")
@@ -667,8 +659,7 @@ impl Config {
             db_startup_timeout: nonzero("db_startup_timeout")?,
             db_ping_interval: nonzero("db_ping_interval")?,
             db_max_connections: get("db_max_connections").number(1u32)?,
-            restart_backoff_base,
-            restart_backoff_cap,
+            restart_backoff,
             restart_reset_after: get("restart_reset_after").duration()?,
             restart_max: get("restart_max").number(1u32)?,
             restart_window: nonzero("restart_window")?,
@@ -687,8 +678,7 @@ impl Config {
             score_live_lead: get("score_live_lead").duration()?,
             import_check_interval: nonzero("import_check_interval")?,
             import_slice: nonzero("import_slice")?,
-            poller_backoff_base: nonzero("poller_backoff_base")?,
-            poller_backoff_cap,
+            poller_backoff,
             read_cache_ttl: get("read_cache_ttl").duration()?,
             min_withdrawal: PerToken::parse(get("min_withdrawal"), &tokens)?,
             min_stake: PerToken::parse(get("min_stake"), &tokens)?,
@@ -704,8 +694,7 @@ impl Config {
             solana_timeout: nonzero("solana_timeout")?,
             solana_connect_timeout: nonzero("solana_connect_timeout")?,
             solana_start_stagger: get("solana_start_stagger").duration()?,
-            solana_backoff_base: nonzero("solana_backoff_base")?,
-            solana_backoff_cap,
+            solana_backoff,
             withdrawal_ttl: nonzero("withdrawal_ttl")?,
             cleanup_interval: nonzero("cleanup_interval")?,
             leader_ttl,
@@ -714,8 +703,7 @@ impl Config {
             webhook_secret,
             webhook_timeout: nonzero("webhook_timeout")?,
             webhook_retry_window: nonzero("webhook_retry_window")?,
-            webhook_backoff_base: nonzero("webhook_backoff_base")?,
-            webhook_backoff_cap,
+            webhook_backoff,
             outbox_interval: nonzero("outbox_interval")?,
             outbox_batch: get("outbox_batch").number(1i64)?,
             events_retention: nonzero("events_retention")?,
@@ -736,8 +724,7 @@ impl Config {
             embeddings_timeout: nonzero("embeddings_timeout")?,
             embeddings_connect_timeout: nonzero("embeddings_connect_timeout")?,
             embeddings_interval: nonzero("embeddings_interval")?,
-            embeddings_backoff_base: nonzero("embeddings_backoff_base")?,
-            embeddings_backoff_cap,
+            embeddings_backoff,
             search_embed_timeout: nonzero("search_embed_timeout")?,
             search_refresh_interval: nonzero("search_refresh_interval")?,
             entries: raws

@@ -177,8 +177,7 @@ pub fn child_specs(
                     concurrency: config.solana_concurrency,
                     max_window: 1000,
                     start_delay: config.solana_start_stagger * i as u32,
-                    backoff_base: config.solana_backoff_base,
-                    backoff_cap: config.solana_backoff_cap,
+                    backoff: config.solana_backoff,
                     quarantine_after: config.solana_quarantine_after,
                     start: config
                         .solana_start
@@ -399,8 +398,7 @@ fn backfill_settings(config: &Config) -> BackfillSettings {
         batch: config.embeddings_batch,
         concurrency: config.embeddings_concurrency,
         interval: config.embeddings_interval,
-        backoff_base: config.embeddings_backoff_base,
-        backoff_cap: config.embeddings_backoff_cap,
+        backoff: config.embeddings_backoff,
         slice: Duration::from_secs(10),
     }
 }
@@ -427,7 +425,7 @@ fn poller_fingerprint(s: &PollerSettings) -> String {
             s.retry_max_wait,
             s.import_check_interval,
             s.import_slice,
-            (s.backoff_base, s.backoff_cap, s.fee_bps),
+            (s.backoff, s.fee_bps),
         )
     )
 }
@@ -438,8 +436,7 @@ fn outbox_settings(config: &Config, urls: &[String]) -> OutboxSettings {
         interval: config.outbox_interval,
         batch: config.outbox_batch,
         retry_window: config.webhook_retry_window,
-        backoff_base: config.webhook_backoff_base,
-        backoff_cap: config.webhook_backoff_cap,
+        backoff: config.webhook_backoff,
         timeout: config.webhook_timeout,
     }
 }
@@ -473,8 +470,7 @@ pub fn poller_settings(config: &Config) -> PollerSettings {
         retry_max_wait: config.espn_retry_max_wait,
         import_check_interval: config.import_check_interval,
         import_slice: config.import_slice,
-        backoff_base: config.poller_backoff_base,
-        backoff_cap: config.poller_backoff_cap,
+        backoff: config.poller_backoff,
         fee_bps: config.settlement_fee_bps,
         clock: Arc::new(chrono::Utc::now),
     }
@@ -497,8 +493,7 @@ fn poller_hang_deadline(config: &Config) -> Duration {
 pub fn supervisor_settings(config: &Config) -> SupervisorSettings {
     SupervisorSettings {
         restart: RestartSettings {
-            backoff_base: config.restart_backoff_base,
-            backoff_cap: config.restart_backoff_cap,
+            backoff: config.restart_backoff,
             jitter: true,
             reset_after: config.restart_reset_after,
             intensity_max: config.restart_max,

@@ -27,7 +27,6 @@ use futures_util::future::join_all;
 
 use crate::db::humantime;
 use crate::embeddings::{EmbedError, EmbeddingsClient};
-use crate::restart::upstream_backoff;
 use crate::search::SearchHub;
 use crate::service::{Control, NextRun, ServiceCtx, TickGate};
 use crate::store::{BacklogItem, NewVector, Store, StoreError};
@@ -40,8 +39,7 @@ pub struct BackfillSettings {
     pub concurrency: usize,
     /// Pause between passes once the backlog is empty.
     pub interval: Duration,
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
+    pub backoff: crate::restart::Backoff,
     /// Longest a pass keeps starting new batches before it yields (the next pass follows at once).
     pub slice: Duration,
 }
@@ -52,8 +50,7 @@ impl Default for BackfillSettings {
             batch: 64,
             concurrency: 2,
             interval: Duration::from_secs(30),
-            backoff_base: Duration::from_secs(5),
-            backoff_cap: Duration::from_secs(300),
+            backoff: crate::restart::Backoff::new(Duration::from_secs(5), Duration::from_secs(300)),
             slice: Duration::from_secs(10),
         }
     }
@@ -290,12 +287,7 @@ impl Backfill {
                         BackfillError::Upstream(up) => up.retry_after(),
                         _ => None,
                     };
-                    let delay = upstream_backoff(
-                        act.settings.backoff_base,
-                        act.settings.backoff_cap,
-                        act.failures,
-                        retry_after,
-                    );
+                    let delay = act.settings.backoff.after(act.failures, retry_after);
                     act.later(
                         ctx,
                         delay,

@@ -572,9 +572,12 @@ mod tests {
         ));
     }
 
+    /// One scripted answer: status, headers, body.
+    type Scripted = (u16, Vec<(&'static str, String)>, Vec<u8>);
+
     /// A one-connection-per-request HTTP server answering from a script, for client tests.
     async fn mock(
-        responses: Vec<(u16, Vec<(&'static str, String)>, Vec<u8>)>,
+        responses: Vec<Scripted>,
     ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

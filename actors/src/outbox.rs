@@ -33,7 +33,6 @@ use rand::Rng;
 use sha2::Sha256;
 
 use crate::db::humantime;
-use crate::restart::exponential;
 use crate::service::{Control, ServiceCtx, TickGate};
 use crate::store::{Attempt, OutboxEvent, Store, StoreError, WebhookDown};
 
@@ -45,8 +44,7 @@ pub struct OutboxSettings {
     pub batch: i64,
     /// How long an event is retried (from its creation) before it is dead.
     pub retry_window: Duration,
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
+    pub backoff: crate::restart::Backoff,
     /// Whole-request timeout per POST.
     pub timeout: Duration,
 }
@@ -58,8 +56,10 @@ impl Default for OutboxSettings {
             interval: Duration::from_secs(1),
             batch: 100,
             retry_window: Duration::from_secs(3 * 24 * 3600),
-            backoff_base: Duration::from_secs(5),
-            backoff_cap: Duration::from_secs(1800),
+            backoff: crate::restart::Backoff::new(
+                Duration::from_secs(5),
+                Duration::from_secs(1800),
+            ),
             timeout: Duration::from_secs(10),
         }
     }
@@ -176,15 +176,11 @@ pub fn retry_delay(
     attempts: u32,
     retry_after: Option<Duration>,
 ) -> Duration {
-    let ceiling = exponential(
-        settings.backoff_base,
-        settings.backoff_cap,
-        attempts.saturating_sub(1),
-    );
+    let ceiling = settings.backoff.exponential(attempts.saturating_sub(1));
     let half = ceiling / 2;
     let jitter = rand::thread_rng().gen_range(0..=half.as_millis() as u64);
     let backoff = half + Duration::from_millis(jitter);
-    backoff.max(retry_after.unwrap_or_default().min(settings.backoff_cap))
+    backoff.max(retry_after.unwrap_or_default().min(settings.backoff.cap))
 }
 
 /// What one pass did.
@@ -478,8 +474,7 @@ mod tests {
     #[test]
     fn retry_delay_grows_is_capped_and_honours_retry_after() {
         let s = OutboxSettings {
-            backoff_base: Duration::from_secs(4),
-            backoff_cap: Duration::from_secs(60),
+            backoff: crate::restart::Backoff::new(Duration::from_secs(4), Duration::from_secs(60)),
             ..OutboxSettings::default()
         };
         for _ in 0..50 {

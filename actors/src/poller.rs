@@ -66,8 +66,7 @@ pub struct PollerSettings {
     /// Longest a pass keeps starting new import fetches before yielding.
     pub import_slice: Duration,
     /// Upstream failure backoff: base × 2^(failures − 1), capped.
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
+    pub backoff: crate::restart::Backoff,
     /// Settlement fee, in basis points of the losing side's pool.
     pub fee_bps: u32,
     pub clock: Clock,
@@ -86,8 +85,10 @@ impl Default for PollerSettings {
             retry_max_wait: Duration::from_secs(10),
             import_check_interval: Duration::from_secs(2),
             import_slice: Duration::from_secs(5),
-            backoff_base: Duration::from_secs(30),
-            backoff_cap: Duration::from_secs(15 * 60),
+            backoff: crate::restart::Backoff::new(
+                Duration::from_secs(30),
+                Duration::from_secs(15 * 60),
+            ),
             fee_bps: crate::store::DEFAULT_FEE_BPS,
             clock: Arc::new(Utc::now),
         }
@@ -586,7 +587,7 @@ impl Poller {
 
 /// base × 2^(failures − 1), capped.
 fn backoff(s: &PollerSettings, failures: u32) -> Duration {
-    crate::restart::exponential(s.backoff_base, s.backoff_cap, failures.saturating_sub(1))
+    s.backoff.exponential(failures.saturating_sub(1))
 }
 
 impl Actor for Poller {

@@ -25,11 +25,46 @@ pub fn upstream_backoff(
     exponential(base, cap, failures.saturating_sub(1)).max(retry_after.unwrap_or_default().min(cap))
 }
 
+/// An exponential backoff: `base × 2^n`, capped. [`Backoff::checked`] refuses a cap below
+/// the base; every service's backoff settings are one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Backoff {
+    /// A backoff from constants (the defaults).
+    pub const fn new(base: Duration, cap: Duration) -> Self {
+        Backoff { base, cap }
+    }
+
+    /// A backoff from settings: the cap may not be smaller than the base.
+    pub fn checked(base: Duration, cap: Duration) -> Result<Self, String> {
+        if cap < base {
+            return Err(format!(
+                "the cap ({cap:?}) must not be smaller than the base ({base:?})"
+            ));
+        }
+        Ok(Backoff { base, cap })
+    }
+
+    /// `base × 2^attempt`, capped.
+    pub fn exponential(&self, attempt: u32) -> Duration {
+        exponential(self.base, self.cap, attempt)
+    }
+
+    /// The wait after `failures` failures in a row of an upstream: `base × 2^(failures − 1)`,
+    /// capped, and never shorter than the upstream's `Retry-After` (itself capped).
+    pub fn after(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
+        upstream_backoff(self.base, self.cap, failures, retry_after)
+    }
+}
+
 /// Supervisor-wide restart settings (defaults: base 1 s, cap 5 min, 5 restarts in 60 s).
 #[derive(Debug, Clone)]
 pub struct RestartSettings {
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
+    pub backoff: Backoff,
     /// Full jitter (a uniform delay in `0..=ceiling`). Off only in tests that assert exact growth.
     pub jitter: bool,
     /// A child that has run this long without failing starts its backoff from the base again.
@@ -41,8 +76,7 @@ pub struct RestartSettings {
 impl Default for RestartSettings {
     fn default() -> Self {
         RestartSettings {
-            backoff_base: Duration::from_secs(1),
-            backoff_cap: Duration::from_secs(300),
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
             jitter: true,
             reset_after: Duration::from_secs(60),
             intensity_max: 5,
@@ -55,7 +89,7 @@ impl RestartSettings {
     /// The largest delay allowed for the `attempt`-th consecutive restart (0-based):
     /// `min(cap, base * 2^attempt)`.
     pub fn ceiling(&self, attempt: u32) -> Duration {
-        exponential(self.backoff_base, self.backoff_cap, attempt)
+        self.backoff.exponential(attempt)
     }
 
     /// The delay before the `attempt`-th consecutive restart.
@@ -101,6 +135,24 @@ impl Intensity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backoff_refuses_a_cap_below_its_base_and_grows_to_it() {
+        let (s5, s60) = (Duration::from_secs(5), Duration::from_secs(60));
+        assert!(Backoff::checked(s60, s5)
+            .unwrap_err()
+            .contains("must not be smaller"));
+        let b = Backoff::checked(s5, s60).unwrap();
+        assert_eq!(b.after(1, None), s5);
+        assert_eq!(b.after(3, None), Duration::from_secs(20));
+        assert_eq!(b.after(30, None), s60);
+        assert_eq!(b.exponential(0), s5);
+        assert_eq!(
+            b.after(1, Some(Duration::from_secs(600))),
+            s60,
+            "Retry-After capped"
+        );
+    }
 
     #[test]
     fn upstream_backoff_starts_at_the_base_and_honours_retry_after_up_to_the_cap() {

@@ -26,7 +26,6 @@ use actix::prelude::*;
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::db::humantime;
-use crate::restart::upstream_backoff;
 use crate::service::{Control, NextRun, ServiceCtx, TickGate};
 use crate::solana::{memos, treasury_delta, RpcClient, RpcError, SignatureInfo, Token};
 use crate::store::{Credited, Cursor, IncomingDeposit, Store, StoreError};
@@ -45,8 +44,7 @@ pub struct WatcherSettings {
     pub max_window: usize,
     /// Delay before the first pass (staggering the watchers of one RPC).
     pub start_delay: Duration,
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
+    pub backoff: crate::restart::Backoff,
     /// Failed reads of one signature (passes) before it is quarantined and the cursor moves on.
     pub quarantine_after: u32,
     /// Where a first run (no cursor yet) begins: after this signature, or at this slot.
@@ -70,8 +68,7 @@ impl Default for WatcherSettings {
             concurrency: 8,
             max_window: 1000,
             start_delay: Duration::ZERO,
-            backoff_base: Duration::from_secs(5),
-            backoff_cap: Duration::from_secs(300),
+            backoff: crate::restart::Backoff::new(Duration::from_secs(5), Duration::from_secs(300)),
             quarantine_after: 5,
             start: None,
         }
@@ -187,12 +184,7 @@ impl Watcher {
                         WatchError::Rpc(rpc) => rpc.retry_after(),
                         _ => None,
                     };
-                    let delay = upstream_backoff(
-                        act.settings.backoff_base,
-                        act.settings.backoff_cap,
-                        act.failures,
-                        retry_after,
-                    );
+                    let delay = act.settings.backoff.after(act.failures, retry_after);
                     let n = act.failures;
                     act.later(
                         ctx,

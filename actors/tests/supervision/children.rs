@@ -31,8 +31,11 @@ pub enum Behavior {
 }
 
 /// What the children did, in order.
+/// One journal line: which child, what happened, when.
+pub type Entry = (String, &'static str, Instant);
+
 #[derive(Clone, Default)]
-pub struct Journal(Arc<Mutex<Vec<(String, &'static str, Instant)>>>);
+pub struct Journal(Arc<Mutex<Vec<Entry>>>);
 
 impl Journal {
     fn record(&self, name: &str, what: &'static str) {
