@@ -6,16 +6,17 @@
 //! - Import jobs that ended more than the retention ago are deleted with their dates; outbox
 //!   events past their own retention are deleted once delivered.
 //!
-//! Messages: [`Control`] (ping / stop / wake: run now).
-//! Timers: one pass every interval. Stops: at once, or when the pass in flight ends.
+//! A [`Periodic`] job: messages `Control` (ping / stop / wake: run now), one pass every
+//! interval, stops at once or when the pass in flight ends (see `service::Every`).
 
 use std::time::Duration;
 
-use actix::prelude::*;
+use std::future::Future;
+use std::pin::Pin;
+
 use chrono::Utc;
 
-use crate::db::humantime;
-use crate::service::{Control, ServiceCtx, TickGate};
+use crate::service::{Every, Periodic, ServiceCtx};
 use crate::store::{Store, StoreError, WithdrawalOutcome};
 
 #[derive(Debug, Clone)]
@@ -90,75 +91,45 @@ pub async fn sweep(store: &Store, settings: &CleanupSettings) -> Result<Swept, S
     Ok(swept)
 }
 
-pub struct Cleanup {
+/// The cleanup job; its actor is [`Cleanup`].
+pub struct Sweeper {
     store: Store,
     settings: CleanupSettings,
-    svc: ServiceCtx,
-    gate: TickGate,
 }
+
+/// The `cleanup` service's actor.
+pub type Cleanup = Every<Sweeper>;
 
 impl Cleanup {
     pub fn new(store: Store, settings: CleanupSettings, svc: ServiceCtx) -> Self {
-        Cleanup {
-            store,
-            settings,
-            svc,
-            gate: TickGate::default(),
-        }
+        Every::of(Sweeper { store, settings }, svc)
+    }
+}
+
+impl Periodic for Sweeper {
+    type Done = Result<Swept, StoreError>;
+    const WHAT: &'static str = "sweep";
+
+    fn interval(&self) -> Duration {
+        self.settings.interval
     }
 
-    fn pass(&mut self, ctx: &mut Context<Self>) {
-        if !self.gate.ready() || !self.svc.may_work() {
-            return;
-        }
-        self.gate.begin(&self.svc);
+    fn pass(&mut self) -> Pin<Box<dyn Future<Output = Self::Done>>> {
         let (store, settings) = (self.store.clone(), self.settings.clone());
-        ctx.spawn(
-            async move { sweep(&store, &settings).await }
-                .into_actor(self)
-                .map(|res, act, ctx| {
-                    let stop = act.gate.end();
-                    match res {
-                        Ok(swept) => {
-                            act.svc.tick_ok();
-                            if swept != Swept::default() {
-                                tracing::info!(
-                                    expired = swept.withdrawals_expired,
-                                    lost_race = swept.withdrawals_lost_race,
-                                    import_jobs_pruned = swept.import_jobs_pruned,
-                                    events_pruned = swept.events_pruned,
-                                    "cleanup pass"
-                                );
-                            }
-                        }
-                        Err(e) => act.svc.tick_err(&e),
-                    }
-                    let every = act.settings.interval;
-                    act.svc
-                        .schedule(every, format!("sweep: {}", humantime(every)));
-                    if stop {
-                        ctx.stop();
-                    }
-                }),
-        );
+        Box::pin(async move { sweep(&store, &settings).await })
     }
-}
 
-impl Actor for Cleanup {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.pass(ctx);
-        ctx.run_interval(self.settings.interval, |act, ctx| act.pass(ctx));
-    }
-}
-
-impl Handler<Control> for Cleanup {
-    type Result = ();
-
-    fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
-        if self.gate.control(msg, ctx) {
-            self.pass(ctx);
+    fn finished(&mut self, done: Self::Done, _: &ServiceCtx) -> Result<(), String> {
+        let swept = done.map_err(|e| e.to_string())?;
+        if swept != Swept::default() {
+            tracing::info!(
+                expired = swept.withdrawals_expired,
+                lost_race = swept.withdrawals_lost_race,
+                import_jobs_pruned = swept.import_jobs_pruned,
+                events_pruned = swept.events_pruned,
+                "cleanup pass"
+            );
         }
+        Ok(())
     }
 }

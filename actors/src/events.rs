@@ -19,11 +19,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
+use std::future::Future;
+use std::pin::Pin;
+
 use tokio::sync::broadcast;
 
-use crate::db::humantime;
-use crate::service::{Control, ServiceCtx, TickGate};
+use crate::service::{Every, Periodic, ServiceCtx};
 use crate::store::{OutboxEvent, Store, StoreError};
 
 /// How long an id skipped over is looked for again.
@@ -107,73 +108,52 @@ pub async fn poll_once(
     }
 }
 
-pub struct EventsFeed {
+/// The `events` job: reads new outbox events for the live streams; its actor is
+/// [`EventsFeed`]. Ids skipped by a commit still in flight (PostgreSQL) are looked for again
+/// for [`GAP_PATIENCE`].
+pub struct Feed {
     store: Store,
     hub: Arc<EventHub>,
     interval: Duration,
-    svc: ServiceCtx,
     gaps: BTreeMap<i64, Instant>,
-    gate: TickGate,
 }
+
+/// The `events` service's actor.
+pub type EventsFeed = Every<Feed>;
 
 impl EventsFeed {
     pub fn new(store: Store, hub: Arc<EventHub>, interval: Duration, svc: ServiceCtx) -> Self {
-        EventsFeed {
-            store,
-            hub,
-            interval,
+        Every::of(
+            Feed {
+                store,
+                hub,
+                interval,
+                gaps: BTreeMap::new(),
+            },
             svc,
-            gaps: BTreeMap::new(),
-            gate: TickGate::default(),
-        }
+        )
+    }
+}
+
+impl Periodic for Feed {
+    type Done = (Result<usize, StoreError>, BTreeMap<i64, Instant>);
+    const WHAT: &'static str = "poll";
+
+    fn interval(&self) -> Duration {
+        self.interval
     }
 
-    fn poll(&mut self, ctx: &mut Context<Self>) {
-        if !self.gate.ready() || !self.svc.may_work() {
-            return;
-        }
-        self.gate.begin(&self.svc);
+    fn pass(&mut self) -> Pin<Box<dyn Future<Output = Self::Done>>> {
         let (store, hub) = (self.store.clone(), self.hub.clone());
         let mut gaps = std::mem::take(&mut self.gaps);
-        ctx.spawn(
-            async move {
-                let res = poll_once(&store, &hub, &mut gaps).await;
-                (res, gaps)
-            }
-            .into_actor(self)
-            .map(|(res, gaps), act, ctx| {
-                let stop = act.gate.end();
-                act.gaps = gaps;
-                match res {
-                    Ok(_) => act.svc.tick_ok(),
-                    Err(e) => act.svc.tick_err(&e),
-                }
-                let every = act.interval;
-                act.svc
-                    .schedule(every, format!("poll: {}", humantime(every)));
-                if stop {
-                    ctx.stop();
-                }
-            }),
-        );
+        Box::pin(async move {
+            let res = poll_once(&store, &hub, &mut gaps).await;
+            (res, gaps)
+        })
     }
-}
 
-impl Actor for EventsFeed {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.poll(ctx);
-        ctx.run_interval(self.interval, |act, ctx| act.poll(ctx));
-    }
-}
-
-impl Handler<Control> for EventsFeed {
-    type Result = ();
-
-    fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
-        if self.gate.control(msg, ctx) {
-            self.poll(ctx);
-        }
+    fn finished(&mut self, (res, gaps): Self::Done, _: &ServiceCtx) -> Result<(), String> {
+        self.gaps = gaps;
+        res.map(drop).map_err(|e| e.to_string())
     }
 }

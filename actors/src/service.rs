@@ -465,3 +465,86 @@ where
         _actor: PhantomData,
     })
 }
+
+/// A service that runs one pass every interval: the job, for [`Every`], the generic actor
+/// that does the rest (one pass at a time, the database-health gate, the registry's tick
+/// bookkeeping and next-run time, `Control` with a `Stop` that waits for the pass in flight).
+/// A new periodic service is one impl of this and one child spec.
+pub trait Periodic: Unpin + Sized + 'static {
+    /// What a pass hands back to the job: its result and any state it carried away.
+    type Done: 'static;
+    /// Names the pass in the registry's interval reason (`"sweep"` → `sweep: 60s`).
+    const WHAT: &'static str;
+    /// Whether passes wait for a healthy database (all but the health check itself).
+    const NEEDS_DB: bool = true;
+    /// Whether `Control::Wake` runs a pass now.
+    const WAKES: bool = true;
+
+    fn interval(&self) -> Duration;
+
+    /// Starts a pass. What it needs is cloned or moved into the future, so the actor keeps
+    /// answering its messages while the pass runs.
+    fn pass(&mut self) -> Pin<Box<dyn Future<Output = Self::Done>>>;
+
+    /// Takes a pass's result back: `Ok` counts a successful tick, `Err` a failed one.
+    fn finished(&mut self, done: Self::Done, svc: &ServiceCtx) -> Result<(), String>;
+}
+
+/// The actor of a [`Periodic`] job.
+pub struct Every<P: Periodic> {
+    job: P,
+    svc: ServiceCtx,
+    gate: TickGate,
+}
+
+impl<P: Periodic> Every<P> {
+    pub fn of(job: P, svc: ServiceCtx) -> Self {
+        Every {
+            job,
+            svc,
+            gate: TickGate::default(),
+        }
+    }
+
+    fn run(&mut self, ctx: &mut Context<Self>) {
+        if !self.gate.ready() || (P::NEEDS_DB && !self.svc.may_work()) {
+            return;
+        }
+        self.gate.begin(&self.svc);
+        let pass = self.job.pass();
+        ctx.spawn(pass.into_actor(self).map(|done, act, ctx| {
+            let stop = act.gate.end();
+            match act.job.finished(done, &act.svc) {
+                Ok(()) => act.svc.tick_ok(),
+                Err(e) => act.svc.tick_err(&e),
+            }
+            let every = act.job.interval();
+            act.svc.schedule(
+                every,
+                format!("{}: {}", P::WHAT, crate::db::humantime(every)),
+            );
+            if stop {
+                ctx.stop();
+            }
+        }));
+    }
+}
+
+impl<P: Periodic> Actor for Every<P> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.run(ctx);
+        ctx.run_interval(self.job.interval(), |act, ctx| act.run(ctx));
+    }
+}
+
+impl<P: Periodic> Handler<Control> for Every<P> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
+        if self.gate.control(msg, ctx) && P::WAKES {
+            self.run(ctx);
+        }
+    }
+}
