@@ -68,21 +68,8 @@ async fn a_scoreboard_imported_twice_creates_each_game_and_market_once(db: Db) {
     }
 }
 
-#[actix_rt::test]
-async fn a_scoreboard_imported_twice_creates_each_game_and_market_once_on_sqlite() {
-    a_scoreboard_imported_twice_creates_each_game_and_market_once(Db::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn a_scoreboard_imported_twice_creates_each_game_and_market_once_on_postgres() {
-    let Some(url) =
-        postgres_db("a_scoreboard_imported_twice_creates_each_game_and_market_once_on_postgres")
-            .await
-    else {
-        return;
-    };
-    a_scoreboard_imported_twice_creates_each_game_and_market_once(Db::Postgres(url)).await;
-}
+both_backends!(a_scoreboard_imported_twice_creates_each_game_and_market_once:
+    a_scoreboard_imported_twice_creates_each_game_and_market_once_on_sqlite, a_scoreboard_imported_twice_creates_each_game_and_market_once_on_postgres);
 
 async fn markets_lock_at_start_void_when_postponed_and_are_never_resettled(db: Db) {
     let dir = tempfile::tempdir().unwrap();
@@ -132,22 +119,8 @@ async fn markets_lock_at_start_void_when_postponed_and_are_never_resettled(db: D
     assert_eq!(up.transition, MarketTransition::Locked);
 }
 
-#[actix_rt::test]
-async fn markets_lock_at_start_void_when_postponed_and_are_never_resettled_on_sqlite() {
-    markets_lock_at_start_void_when_postponed_and_are_never_resettled(Db::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn markets_lock_at_start_void_when_postponed_and_are_never_resettled_on_postgres() {
-    let Some(url) = postgres_db(
-        "markets_lock_at_start_void_when_postponed_and_are_never_resettled_on_postgres",
-    )
-    .await
-    else {
-        return;
-    };
-    markets_lock_at_start_void_when_postponed_and_are_never_resettled(Db::Postgres(url)).await;
-}
+both_backends!(markets_lock_at_start_void_when_postponed_and_are_never_resettled:
+    markets_lock_at_start_void_when_postponed_and_are_never_resettled_on_sqlite, markets_lock_at_start_void_when_postponed_and_are_never_resettled_on_postgres);
 
 async fn the_read_api_lists_filters_and_pages_games_and_markets(db: Db) {
     let app = spawn_app(&db, &[("TIPOFF_LEAGUES", "nba")]).await;
@@ -280,17 +253,5 @@ async fn the_read_api_lists_filters_and_pages_games_and_markets(db: Db) {
     app.stop().await;
 }
 
-#[actix_rt::test]
-async fn the_read_api_lists_filters_and_pages_games_and_markets_on_sqlite() {
-    the_read_api_lists_filters_and_pages_games_and_markets(Db::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn the_read_api_lists_filters_and_pages_games_and_markets_on_postgres() {
-    let Some(url) =
-        postgres_db("the_read_api_lists_filters_and_pages_games_and_markets_on_postgres").await
-    else {
-        return;
-    };
-    the_read_api_lists_filters_and_pages_games_and_markets(Db::Postgres(url)).await;
-}
+both_backends!(the_read_api_lists_filters_and_pages_games_and_markets:
+    the_read_api_lists_filters_and_pages_games_and_markets_on_sqlite, the_read_api_lists_filters_and_pages_games_and_markets_on_postgres);

@@ -14,6 +14,24 @@ use tokio::sync::oneshot;
 
 pub use crate::espn_mock::espn_fixture;
 
+/// Runs `$body(Db)` on SQLite and on PostgreSQL (see `postgres_db` for the skip rules).
+macro_rules! both_backends {
+    ($body:ident: $sqlite:ident, $postgres:ident) => {
+        #[actix_rt::test]
+        async fn $sqlite() {
+            $body(Db::Sqlite).await;
+        }
+
+        #[actix_rt::test]
+        async fn $postgres() {
+            let Some(url) = postgres_db(stringify!($postgres)).await else {
+                return;
+            };
+            $body(Db::Postgres(url)).await;
+        }
+    };
+}
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// Held by the tests that load both cores for a long while (the schemathesis run) and by the

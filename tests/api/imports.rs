@@ -17,24 +17,6 @@ pub fn day(text: &str) -> NaiveDate {
     NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
 }
 
-/// Runs `$body(Db)` on SQLite and on PostgreSQL (see `postgres_db` for the skip rules).
-macro_rules! both_backends {
-    ($body:ident: $sqlite:ident, $postgres:ident) => {
-        #[actix_rt::test]
-        async fn $sqlite() {
-            $body(Db::Sqlite).await;
-        }
-
-        #[actix_rt::test]
-        async fn $postgres() {
-            let Some(url) = postgres_db(stringify!($postgres)).await else {
-                return;
-            };
-            $body(Db::Postgres(url)).await;
-        }
-    };
-}
-
 /// Settings for an app whose NBA poller reads `espn`.
 pub fn poller_env<'a>(espn: &'a MockEspn, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut env = vec![

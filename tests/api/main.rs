@@ -6,18 +6,18 @@
 //! ESPN, the Solana RPC and webhook receivers are replaced by local mocks (`espn_mock.rs`,
 //! `rpc_mock.rs` serving the real fixtures, `webhook_mock.rs`).
 
+#[macro_use]
+mod helpers;
 mod contract;
 mod crash;
 mod dashboard;
 mod deploy;
 mod embeddings_mock;
 mod espn_mock;
-mod games;
-mod helpers;
-mod hostile;
-#[macro_use]
-mod imports;
 mod events;
+mod games;
+mod hostile;
+mod imports;
 mod lifecycle;
 mod metrics;
 mod mock_server;
