@@ -534,8 +534,15 @@ impl<P: Periodic> Actor for Every<P> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // The registry shows the pace from the start, not only once a first pass ended (which
+        // waits for a healthy database).
+        let every = self.job.interval();
+        self.svc.schedule(
+            every,
+            format!("{}: {}", P::WHAT, crate::db::humantime(every)),
+        );
         self.run(ctx);
-        ctx.run_interval(self.job.interval(), |act, ctx| act.run(ctx));
+        ctx.run_interval(every, |act, ctx| act.run(ctx));
     }
 }
 
