@@ -9,7 +9,6 @@
 use actix_web::{web, HttpResponse};
 use chrono::{NaiveDate, Utc};
 use serde::Deserialize;
-use serde_json::json;
 use tipoff_actors::store::{catalog_league, ImportFilter, ImportJob, IMPORT_STATES};
 
 use super::auth::Admin;
@@ -119,7 +118,7 @@ pub async fn list(
     let (items, next) = page(state.store.import_jobs(&filter).await?, limit, |j| {
         j.id.to_string()
     });
-    Ok(HttpResponse::Ok().json(json!({"items": items, "next": next})))
+    Ok(HttpResponse::Ok().json(super::schema::Page { items, next }))
 }
 
 /// A job with the dates that failed.

@@ -23,7 +23,7 @@ use actix_web::{dev::Payload, web, FromRequest, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tipoff_actors::solana::{is_pubkey, is_signature, Token};
 use tipoff_actors::store::{
@@ -473,7 +473,7 @@ fn id_page<T, V: Serialize>(
 ) -> HttpResponse {
     let (rows, next) = page(rows, limit, |r| id(r).to_string());
     let items: Vec<V> = rows.iter().map(json).collect();
-    HttpResponse::Ok().json(json!({"items": items, "next": next}))
+    HttpResponse::Ok().json(schema::Page { items, next })
 }
 
 /// `GET /api/v1/me/ledger?limit=&cursor=` (newest first)

@@ -13,6 +13,7 @@ use tipoff_actors::espn::GameState;
 use tipoff_actors::store::{GameFilter, GameRow, MarketFilter, MarketRow};
 use tipoff_actors::Store;
 
+use super::schema::Page;
 use super::{error::ApiError, AppState};
 
 const DEFAULT_LIMIT: i64 = 50;
@@ -129,21 +130,13 @@ pub(super) struct Game<'a> {
     name: &'a str,
     short_name: &'a str,
     starts_at: DateTime<Utc>,
-    #[schemars(schema_with = "game_state_field")]
+    #[schemars(schema_with = "super::schema::game_state_field")]
     state: &'a str,
     status_detail: &'a str,
     neutral_site: bool,
     home: Side<'a>,
     away: Side<'a>,
     market_id: Option<i64>,
-}
-
-fn game_state_field(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
-    serde_json::from_value(super::schema::enum_of(GameState::ALL.map(|g| g.as_str()))).unwrap()
-}
-
-fn market_state_field(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
-    serde_json::from_value(super::schema::enum_of(MARKET_STATES.iter().copied())).unwrap()
 }
 
 /// A market as the API answers it: two outcomes, each with its pool per token.
@@ -153,7 +146,7 @@ pub struct Market {
     game_id: i64,
     league: String,
     question: String,
-    #[schemars(schema_with = "market_state_field")]
+    #[schemars(schema_with = "super::schema::market_state_field")]
     state: String,
     /// `home`, then `away`.
     outcomes: [Outcome; 2],
@@ -221,7 +214,7 @@ fn cached(
     state: &AppState,
     key: String,
     generation: u64,
-    value: &serde_json::Value,
+    value: &impl Serialize,
 ) -> Result<HttpResponse, ApiError> {
     let body =
         web::Bytes::from(serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?);
@@ -291,7 +284,7 @@ pub async fn leagues(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
             espn_path: l.espn_path,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"items": items, "next": null})))
+    Ok(HttpResponse::Ok().json(Page { items, next: None }))
 }
 
 /// `GET /api/v1/games?league=&date=YYYY-MM-DD&state=&limit=&cursor=`
@@ -347,12 +340,7 @@ pub async fn games(
         format!("{}:{}", g.starts_at.timestamp_micros(), g.id)
     });
     let items: Vec<Game<'_>> = rows.iter().map(game).collect();
-    cached(
-        &state,
-        key,
-        generation,
-        &json!({"items": items, "next": next}),
-    )
+    cached(&state, key, generation, &Page { items, next })
 }
 
 /// The read-cache key of a games page: its parsed filter.
@@ -430,12 +418,7 @@ pub async fn markets(
         m.id.to_string()
     });
     let items = markets_json(&state.store, &rows).await?;
-    cached(
-        &state,
-        key,
-        generation,
-        &json!({"items": items, "next": next}),
-    )
+    cached(&state, key, generation, &Page { items, next })
 }
 
 /// `GET /api/v1/markets/{id}`

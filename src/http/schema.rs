@@ -23,19 +23,21 @@ pub fn of<T: JsonSchema>() -> Value {
     value
 }
 
-/// `{"items": [T], "next": cursor or null}`, the shape of every list.
-pub fn page_of<T: JsonSchema>() -> Value {
-    json!({
-        "type": "object",
-        "required": ["items", "next"],
-        "properties": {
-            "items": {"type": "array", "items": of::<T>()},
-            "next": {"type": "string", "nullable": true, "description": "pass back as `cursor` for the next page; null on the last"},
-        },
-    })
+/// Every list's answer: `{"items": [...], "next": cursor or null}`.
+#[derive(serde::Serialize, JsonSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass it back as `cursor` for the next page; null on the last.
+    pub next: Option<String>,
 }
 
-fn to_schema(value: Value) -> Schema {
+/// The schema of a list of `T`.
+pub fn page_of<T: JsonSchema>() -> Value {
+    of::<Page<T>>()
+}
+
+/// A schema written as JSON, for the `schema_with` adapters.
+pub(crate) fn to_schema(value: Value) -> Schema {
     serde_json::from_value(value).unwrap_or(Schema::Bool(true))
 }
 
@@ -124,6 +126,20 @@ pub(crate) fn signed_units_field(_: &mut SchemaGenerator) -> Schema {
 
 pub(crate) fn optional_units_field(_: &mut SchemaGenerator) -> Schema {
     to_schema(json!({"type": "string", "pattern": "^[0-9]+$", "nullable": true}))
+}
+
+pub(crate) fn game_state_field(_: &mut SchemaGenerator) -> Schema {
+    to_schema(enum_of(
+        tipoff_actors::espn::GameState::ALL.map(|g| g.as_str()),
+    ))
+}
+
+pub(crate) fn market_state_field(_: &mut SchemaGenerator) -> Schema {
+    to_schema(enum_of(super::read::MARKET_STATES.iter().copied()))
+}
+
+pub(crate) fn search_mode_field(_: &mut SchemaGenerator) -> Schema {
+    to_schema(enum_of(["hybrid", "keyword"]))
 }
 
 pub(crate) fn withdrawal_state_field(_: &mut SchemaGenerator) -> Schema {

@@ -15,7 +15,6 @@ use std::sync::atomic::Ordering;
 use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tipoff_actors::store::{catalog_league, KeywordQuery};
 
 use super::auth::Admin;
@@ -68,12 +67,8 @@ pub fn fuse(rankings: &[&[i64]]) -> Vec<(i64, f64)> {
 pub struct Hits {
     items: Vec<Hit>,
     /// `hybrid` (keyword fused with vectors) or `keyword`.
-    #[schemars(schema_with = "mode_field")]
+    #[schemars(schema_with = "super::schema::search_mode_field")]
     mode: &'static str,
-}
-
-fn mode_field(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
-    serde_json::from_value(super::schema::enum_of(["hybrid", "keyword"])).unwrap()
 }
 
 /// A market found, with its fused score and its rank in each ranking.
@@ -337,7 +332,7 @@ pub async fn jobs(
     let before = id_cursor(q.cursor.as_deref())?;
     let rows = state.store.embedding_jobs(before, limit + 1).await?;
     let (rows, next) = page(rows, limit, |j| j.id.to_string());
-    Ok(HttpResponse::Ok().json(json!({"items": rows, "next": next})))
+    Ok(HttpResponse::Ok().json(super::schema::Page { items: rows, next }))
 }
 
 /// `GET /admin/embeddings/jobs/{id}`
