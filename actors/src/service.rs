@@ -506,6 +506,15 @@ impl<P: Periodic> Every<P> {
         }
     }
 
+    /// Tells the registry the next pass comes after one interval, and why.
+    fn schedule_next(&self) {
+        let every = self.job.interval();
+        self.svc.schedule(
+            every,
+            format!("{}: {}", P::WHAT, crate::db::humantime(every)),
+        );
+    }
+
     fn run(&mut self, ctx: &mut Context<Self>) {
         if !self.gate.ready() || (P::NEEDS_DB && !self.svc.may_work()) {
             return;
@@ -518,11 +527,7 @@ impl<P: Periodic> Every<P> {
                 Ok(()) => act.svc.tick_ok(),
                 Err(e) => act.svc.tick_err(&e),
             }
-            let every = act.job.interval();
-            act.svc.schedule(
-                every,
-                format!("{}: {}", P::WHAT, crate::db::humantime(every)),
-            );
+            act.schedule_next();
             if stop {
                 ctx.stop();
             }
@@ -536,13 +541,9 @@ impl<P: Periodic> Actor for Every<P> {
     fn started(&mut self, ctx: &mut Self::Context) {
         // The registry shows the pace from the start, not only once a first pass ended (which
         // waits for a healthy database).
-        let every = self.job.interval();
-        self.svc.schedule(
-            every,
-            format!("{}: {}", P::WHAT, crate::db::humantime(every)),
-        );
+        self.schedule_next();
         self.run(ctx);
-        ctx.run_interval(every, |act, ctx| act.run(ctx));
+        ctx.run_interval(self.job.interval(), |act, ctx| act.run(ctx));
     }
 }
 

@@ -243,6 +243,29 @@ fn presented(req: &HttpRequest, state: &AppState) -> Result<Credential, ApiError
     Ok(Credential::Session(cookie.value().to_string()))
 }
 
+/// How a presented admin token fared.
+pub enum Attempt {
+    Right,
+    Wrong,
+    /// The client is over its failure limit: nothing it presents is checked (seconds to wait).
+    Blocked(u64),
+}
+
+/// Checks an admin token `req` presents (bearer or sign-in form) against the failure limit of
+/// its address, counting a wrong one.
+pub fn attempt(req: &HttpRequest, state: &AppState, token: &str) -> Attempt {
+    let client = AuthLimiter::client(req);
+    if let Some(wait) = state.auth_limiter.blocked(client) {
+        return Attempt::Blocked(wait);
+    }
+    if state.admin.matches(token) {
+        Attempt::Right
+    } else {
+        state.auth_limiter.failed(client);
+        Attempt::Wrong
+    }
+}
+
 /// Whether `req` carries the dashboard's CSRF header, `X-Tipoff-UI: 1` (a cross-site form
 /// cannot send it).
 pub fn ui_header(req: &HttpRequest) -> bool {
@@ -260,18 +283,11 @@ pub async fn check_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiE
         Credential::None => Err(ApiError::Unauthorized(
             "missing bearer token: send Authorization: Bearer <admin token>".into(),
         )),
-        Credential::Bearer(token) => {
-            let client = AuthLimiter::client(req);
-            if let Some(wait) = state.auth_limiter.blocked(client) {
-                return Err(AuthLimiter::too_many(wait));
-            }
-            if state.admin.matches(&token) {
-                Ok(())
-            } else {
-                state.auth_limiter.failed(client);
-                Err(ApiError::Unauthorized("invalid admin token".into()))
-            }
-        }
+        Credential::Bearer(token) => match attempt(req, state, &token) {
+            Attempt::Right => Ok(()),
+            Attempt::Wrong => Err(ApiError::Unauthorized("invalid admin token".into())),
+            Attempt::Blocked(wait) => Err(AuthLimiter::too_many(wait)),
+        },
         Credential::Session(id) => {
             if state.sessions.active(state, &id).await? {
                 Ok(())

@@ -12,7 +12,7 @@ use actix_web::cookie::{time::Duration as CookieAge, Cookie, SameSite};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::auth::{check_admin, AuthLimiter};
+use super::auth::{attempt, check_admin, Attempt, AuthLimiter};
 use super::{error::ApiError, AppState};
 
 const PAGE: &str = include_str!("dashboard.html");
@@ -102,25 +102,26 @@ async fn sign_in(
             "admin endpoints are disabled: TIPOFF_ADMIN_TOKEN is not set",
         ));
     }
-    let client = AuthLimiter::client(req);
-    if let Some(wait) = state.auth_limiter.blocked(client) {
-        let mut res = login_page(
-            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-            &format!("Too many failed sign-ins from this address; try again in {wait}s."),
-        );
-        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&wait.to_string()) {
-            res.headers_mut()
-                .insert(actix_web::http::header::RETRY_AFTER, v);
+    match attempt(req, state, form.token.trim()) {
+        Attempt::Right => {}
+        Attempt::Blocked(wait) => {
+            let mut res = login_page(
+                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                &format!("Too many failed sign-ins from this address; try again in {wait}s."),
+            );
+            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&wait.to_string()) {
+                res.headers_mut()
+                    .insert(actix_web::http::header::RETRY_AFTER, v);
+            }
+            return Ok(res);
         }
-        return Ok(res);
-    }
-    if !state.admin.matches(form.token.trim()) {
-        state.auth_limiter.failed(client);
-        tracing::warn!(client = ?client, "dashboard sign-in with a wrong token");
-        return Ok(login_page(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "That token is not the admin token.",
-        ));
+        Attempt::Wrong => {
+            tracing::warn!(client = ?AuthLimiter::client(req), "dashboard sign-in with a wrong token");
+            return Ok(login_page(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "That token is not the admin token.",
+            ));
+        }
     }
     let id = state.sessions.open(state).await?;
     let cookie = Cookie::build(state.sessions.cookie_name(), id)
