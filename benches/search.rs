@@ -460,7 +460,7 @@ async fn search(label: &str, url: &str, markets: usize) {
     // mock, and the lookup in an index of the same vectors.
     let client = EmbeddingsClient::new(
         &EmbeddingsConfig {
-            url: mock.url.clone(),
+            url: Some(mock.url.clone()),
             model: "bench-trigrams".into(),
             api_key: None,
             connect_timeout: Duration::from_secs(1),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, Environment, EXIT_CONFIG};
+use crate::config::{Config, EXIT_CONFIG};
 use crate::startup::Application;
 use crate::systemd::Notifier;
 use crate::{signals, telemetry};
@@ -39,6 +39,8 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration (secrets redacted); exit 78 when it is invalid.
     CheckConfig,
+    /// Print every setting with its documentation and default, as a TOML file.
+    Settings,
     /// Ask a running daemon for its services and print them as a table. Exit 0 when it is
     /// ready, 1 when it answers but is not ready, 2 when it cannot be reached or refuses.
     Status(StatusArgs),
@@ -107,37 +109,38 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Settings) = cli.command {
+        print!("{}", crate::config::example_toml());
+        return ExitCode::SUCCESS;
+    }
     let config = match load(&cli) {
         Ok(config) => config,
         Err(code) => return code,
     };
     match cli.command.as_ref().unwrap_or(&Command::Serve) {
+        Command::Settings => ExitCode::SUCCESS,
         Command::CheckConfig => {
             print!("{}", config.render());
-            if config.env == Environment::Production && config.admin_token.is_none() {
+            if config.server.production() && config.server.admin_token.is_none() {
                 eprintln!("note: TIPOFF_ADMIN_TOKEN is not set; admin endpoints will answer 403");
             }
             ExitCode::SUCCESS
         }
         Command::Status(args) => crate::status::run(&config, args),
         Command::Migrate => {
-            telemetry::init(&config.log, config.log_format);
+            telemetry::init(&config.server.log, config.server.log_format);
             actix_rt::System::new().block_on(migrate(config))
         }
         Command::Serve => {
-            let reload = telemetry::init(&config.log, config.log_format);
+            let reload = telemetry::init(&config.server.log, config.server.log_format);
             actix_rt::System::new().block_on(serve(cli, config, reload))
         }
     }
 }
 
 async fn migrate(config: Config) -> ExitCode {
-    let options = tipoff_actors::StoreOptions {
-        connect_timeout: config.db_startup_timeout,
-        ..Default::default()
-    };
     let result = async {
-        let store = tipoff_actors::Store::connect(config.database_url.expose(), &options).await?;
+        let store = tipoff_actors::Store::connect(config.server.database_url(), &config.db).await?;
         store.migrate().await?;
         store.reconcile_catalog().await?;
         store.close().await;

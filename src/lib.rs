@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod services;
+pub mod settings;
 pub mod signals;
 pub mod startup;
 pub mod status;

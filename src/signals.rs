@@ -53,12 +53,12 @@ pub async fn reload_on_hangup(
         };
         match Config::load(file.as_deref(), &env) {
             Ok(config) => {
-                if let Err(e) = reload.set(&config.log) {
+                if let Err(e) = reload.set(&config.server.log) {
                     tracing::error!(error = %e, "log filter not applied");
                 }
                 match reloader.apply(&config).await {
                     Ok(done) => tracing::info!(
-                        log = %config.log,
+                        log = %config.server.log,
                         started = ?done.started,
                         stopped = ?done.stopped,
                         replaced = ?done.replaced,

@@ -17,8 +17,9 @@ use actix_web::{web, HttpServer};
 use tipoff_actors::events::EventHub;
 use tipoff_actors::leader;
 use tipoff_actors::search::SearchHub;
+use tipoff_actors::settings::changed_keys;
 use tipoff_actors::supervisor::{self, Fatal, GetStatus};
-use tipoff_actors::{Backend, ChildSpec, Registry, Shared, Store, StoreOptions, Supervisor};
+use tipoff_actors::{Backend, ChildSpec, Registry, Shared, Store, Supervisor};
 use tokio::sync::mpsc;
 
 use crate::config::{redact_url, Config};
@@ -86,22 +87,17 @@ impl Application {
         extra: Vec<ChildSpec>,
     ) -> Result<Application, StartupError> {
         let boot = Instant::now();
-        let url = config.database_url.expose().to_string();
+        let url = config.server.database_url().to_string();
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
-            environment = config.env.as_str(),
+            environment = config.server.env.as_str(),
             database = %redact_url(&url),
-            listen = %config.listen,
+            listen = %config.server.listen,
             "tipoff starting"
         );
-        let options = StoreOptions {
-            max_connections: config.db_max_connections,
-            connect_timeout: config.db_startup_timeout,
-            // A leader paused inside a transaction loses its locks within one lease TTL.
-            idle_in_transaction_timeout: config.leader_ttl,
-            sqlite_busy_timeout: config.db_write_timeout,
-        };
-        let store = Store::connect(&url, &options).await?;
+        // A leader paused inside a transaction loses its locks within one lease TTL (the
+        // options carry it: `idle_in_transaction_timeout`).
+        let store = Store::connect(&url, &config.db).await?;
         store.migrate().await?;
         let catalog = store.reconcile_catalog().await?;
         tracing::info!(
@@ -122,7 +118,7 @@ impl Application {
         if store.backend() == Backend::Postgres {
             // One attempt before the services start, so a lone replica's singletons start in
             // order with the others; the `leader` service renews (or keeps trying) from here.
-            let settings = services::leader_settings(&config);
+            let settings = config.leader.clone();
             let sent = Instant::now();
             match tokio::time::timeout(
                 settings.renew_every(),
@@ -157,58 +153,54 @@ impl Application {
                 Some(reason) => tracing::info!(service = %spec.name, %reason, "service skipped"),
             }
         }
-        let (supervisor, fatal) = Supervisor::new(
-            specs,
-            services::supervisor_settings(&config),
-            shared.clone(),
-        );
+        let (supervisor, fatal) = Supervisor::new(specs, config.supervisor.clone(), shared.clone());
         let supervisor = supervisor.start();
         supervisor::start_all(&supervisor)
             .await
             .map_err(|e| StartupError::Supervisor(e.to_string()))?;
 
         let listen_err = |e: std::io::Error| StartupError::Listen {
-            addr: config.listen.to_string(),
+            addr: config.server.listen.to_string(),
             cause: e.to_string(),
         };
-        let listener = TcpListener::bind(config.listen).map_err(listen_err)?;
+        let listener = TcpListener::bind(config.server.listen).map_err(listen_err)?;
         let port = listener.local_addr().map_err(listen_err)?.port();
         let state = web::Data::new(AppState {
             supervisor: supervisor.clone(),
             store: store.clone(),
             shared,
             lifecycle: Arc::new(Lifecycle::new()),
-            admin: AdminToken::new(config.admin_token.as_ref().map(|t| t.expose())),
-            actor_timeout: config.actor_timeout,
-            environment: config.env.as_str(),
+            admin: AdminToken::new(config.server.admin_token.as_ref().map(|t| t.expose())),
+            actor_timeout: config.server.actor_timeout,
+            environment: config.server.env.as_str(),
             live: std::sync::RwLock::new(live),
             search,
             read_cache: http::cache::ReadCache::new(
-                config.read_cache_ttl,
-                config.read_cache_max_bytes,
+                config.server.read_cache_ttl,
+                config.server.read_cache_max_bytes,
             ),
             sessions: http::auth::Sessions {
-                ttl: config.session_ttl,
-                secure: config.env == crate::config::Environment::Production,
+                ttl: config.server.session_ttl,
+                secure: config.server.production(),
             },
             auth_limiter: http::auth::AuthLimiter::new(
-                config.auth_failure_limit,
-                config.auth_failure_window,
+                config.server.auth_failure_limit,
+                config.server.auth_failure_window,
             ),
             streams: http::events::StreamCaps::new(
-                config.sse_max_streams,
-                config.sse_max_streams_per_client,
+                config.server.sse_max_streams,
+                config.server.sse_max_streams_per_client,
             ),
-            registration: config.registration,
+            registration: config.server.registration(),
             events: events.clone(),
-            sse_heartbeat: config.sse_heartbeat,
-            docs: config.docs,
-            metrics: http::metrics::Metrics::new(config.metrics_db_interval),
+            sse_heartbeat: config.server.sse_heartbeat,
+            docs: config.server.docs(),
+            metrics: http::metrics::Metrics::new(config.server.metrics_db_interval),
         });
         let app_state = state.clone();
-        let drain = config.shutdown_timeout.as_secs().clamp(1, 10);
+        let drain = config.server.shutdown_timeout.as_secs().clamp(1, 10);
         let server = HttpServer::new(move || http::app(app_state.clone()))
-            .workers(config.http_workers)
+            .workers(config.server.http_workers)
             .disable_signals()
             .shutdown_timeout(drain)
             .listen(listener)
@@ -286,7 +278,7 @@ impl Application {
             }
         };
         let started = Instant::now();
-        let deadline = config.shutdown_timeout;
+        let deadline = config.server.shutdown_timeout;
         let remaining = || deadline.saturating_sub(started.elapsed());
         match &exit {
             Exit::Requested => {
@@ -298,8 +290,8 @@ impl Application {
         notifier.notify("STOPPING=1\nSTATUS=stopping");
         // Live streams get their final event now, so the drain below does not wait on them.
         state.lifecycle.close_streams();
-        if !config.shutdown_drain_delay.is_zero() {
-            tokio::time::sleep(config.shutdown_drain_delay.min(remaining())).await;
+        if !config.server.shutdown_drain_delay.is_zero() {
+            tokio::time::sleep(config.server.shutdown_drain_delay.min(remaining())).await;
         }
         if tokio::time::timeout(remaining(), handle.stop(true))
             .await
@@ -339,44 +331,6 @@ pub struct Reloader {
     running: Arc<std::sync::Mutex<Config>>,
 }
 
-/// Settings a reload cannot change, with how to read them for comparison.
-type Reading = fn(&Config) -> String;
-
-const RESTART_ONLY: &[(&str, Reading)] = &[
-    ("env", |c| c.env.as_str().to_string()),
-    ("listen", |c| c.listen.to_string()),
-    ("database_url", |c| c.database_url.expose().to_string()),
-    ("admin_token", |c| {
-        c.admin_token
-            .as_ref()
-            .map(|t| t.expose().to_string())
-            .unwrap_or_default()
-    }),
-    ("http_workers", |c| c.http_workers.to_string()),
-    ("db_max_connections", |c| c.db_max_connections.to_string()),
-    ("registration", |c| c.registration.to_string()),
-    ("docs", |c| c.docs.to_string()),
-    ("shutdown_timeout", |c| format!("{:?}", c.shutdown_timeout)),
-    ("actor_timeout", |c| format!("{:?}", c.actor_timeout)),
-    ("read_cache_ttl", |c| format!("{:?}", c.read_cache_ttl)),
-    ("sse_heartbeat", |c| format!("{:?}", c.sse_heartbeat)),
-    ("sse_max_streams", |c| c.sse_max_streams.to_string()),
-    ("sse_max_streams_per_client", |c| {
-        c.sse_max_streams_per_client.to_string()
-    }),
-    ("read_cache_max_bytes", |c| {
-        c.read_cache_max_bytes.to_string()
-    }),
-    ("metrics_db_interval", |c| {
-        format!("{:?}", c.metrics_db_interval)
-    }),
-    ("session_ttl", |c| format!("{:?}", c.session_ttl)),
-    ("auth_failure_limit", |c| c.auth_failure_limit.to_string()),
-    ("auth_failure_window", |c| {
-        format!("{:?}", c.auth_failure_window)
-    }),
-];
-
 impl Reloader {
     /// Reconciles the supervisor with `config`; returns what changed.
     pub async fn apply(&self, config: &Config) -> Result<supervisor::Reconciled, String> {
@@ -400,11 +354,11 @@ impl Reloader {
         .map_err(|e| e.to_string())?;
         self.state.set_live(live);
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let ignored: Vec<&str> = RESTART_ONLY
-            .iter()
-            .filter(|(_, read)| read(&running) != read(config))
-            .map(|(name, _)| *name)
-            .collect();
+        // The daemon's own settings and the pool's are read once at start: a change is
+        // reported, not applied (the log filter is applied by the caller).
+        let mut ignored = changed_keys(&running.server, &config.server);
+        ignored.retain(|k| k != "log");
+        ignored.extend(changed_keys(&running.db, &config.db));
         if !ignored.is_empty() {
             tracing::warn!(settings = ?ignored, "changed settings need a restart; their running values are kept");
         }
@@ -474,12 +428,9 @@ async fn keep_systemd_informed(
 /// What the handlers take from `config` (again on every reload).
 fn reloadable(config: &Config, instance: &str) -> Result<Reloadable, String> {
     Ok(Reloadable {
-        leagues_enabled: config.leagues.clone(),
-        tokens: config.tokens.clone(),
-        min_withdrawal: config.min_withdrawal.clone(),
-        min_stake: config.min_stake.clone(),
-        max_pending_withdrawals: config.max_pending_withdrawals,
+        leagues_enabled: config.espn.leagues.clone(),
+        money: config.money.clone(),
         embeddings: services::embeddings_client(config, instance)?,
-        search_embed_timeout: config.search_embed_timeout,
+        search_embed_timeout: config.search.embed_timeout,
     })
 }

@@ -15,7 +15,7 @@ use crate::config::Config;
 /// The base URL the configured listen address answers on (a wildcard address is asked on
 /// loopback).
 pub fn default_url(config: &Config) -> String {
-    let mut addr = config.listen;
+    let mut addr = config.server.listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()
@@ -33,10 +33,13 @@ pub fn run(config: &Config, args: &StatusArgs) -> ExitCode {
         .unwrap_or_else(|| default_url(config))
         .trim_end_matches('/')
         .to_string();
-    let token = args
-        .token
-        .clone()
-        .or_else(|| config.admin_token.as_ref().map(|t| t.expose().to_string()));
+    let token = args.token.clone().or_else(|| {
+        config
+            .server
+            .admin_token
+            .as_ref()
+            .map(|t| t.expose().to_string())
+    });
     let Some(token) = token else {
         eprintln!("tipoff status: no admin token: set TIPOFF_ADMIN_TOKEN or pass --token");
         return ExitCode::from(2);

@@ -29,19 +29,58 @@ use crate::db::humantime;
 use crate::embeddings::{EmbedError, EmbeddingsClient};
 use crate::search::SearchHub;
 use crate::service::{Control, NextRun, ServiceCtx, TickGate};
+use crate::settings::{self, NonZero};
 use crate::store::{BacklogItem, NewVector, Store, StoreError};
 
-#[derive(Debug, Clone)]
+/// The embedding backfill's settings.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct BackfillSettings {
-    /// Documents per call to the embeddings API.
+    /// Documents per embeddings call (1 to 2048, the OpenAI API's limit of inputs per call).
+    #[serde(
+        rename = "embeddings_batch",
+        deserialize_with = "settings::between::<1, 2048, _, _>"
+    )]
     pub batch: usize,
-    /// Calls in flight at once.
+    /// Embeddings calls in flight at once.
+    #[serde(
+        rename = "embeddings_concurrency",
+        deserialize_with = "settings::at_least::<1, _, _>"
+    )]
     pub concurrency: usize,
-    /// Pause between passes once the backlog is empty.
+    /// Pause between backfill passes once the backlog is empty.
+    #[serde(rename = "embeddings_interval", with = "NonZero")]
     pub interval: Duration,
-    pub backoff: crate::restart::Backoff,
+    /// Failure backoff: base × 2^(failures − 1), up to the cap.
+    #[serde(rename = "embeddings_backoff_base", with = "NonZero")]
+    pub backoff_base: Duration,
+    #[serde(rename = "embeddings_backoff_cap", with = "NonZero")]
+    pub backoff_cap: Duration,
     /// Longest a pass keeps starting new batches before it yields (the next pass follows at once).
+    #[serde(skip, default = "slice")]
     pub slice: Duration,
+}
+
+fn slice() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl BackfillSettings {
+    pub fn backoff(&self) -> crate::restart::Backoff {
+        crate::restart::Backoff::new(self.backoff_base, self.backoff_cap)
+    }
+}
+
+impl settings::Section for BackfillSettings {
+    fn check(&self) -> Result<(), settings::Invalid> {
+        settings::backoff(
+            self.backoff_base,
+            self.backoff_cap,
+            "embeddings_backoff_base",
+            "embeddings_backoff_cap",
+        )
+        .map(drop)
+    }
 }
 
 impl Default for BackfillSettings {
@@ -50,8 +89,9 @@ impl Default for BackfillSettings {
             batch: 64,
             concurrency: 2,
             interval: Duration::from_secs(30),
-            backoff: crate::restart::Backoff::new(Duration::from_secs(5), Duration::from_secs(300)),
-            slice: Duration::from_secs(10),
+            backoff_base: Duration::from_secs(5),
+            backoff_cap: Duration::from_secs(300),
+            slice: slice(),
         }
     }
 }
@@ -287,7 +327,7 @@ impl Backfill {
                         BackfillError::Upstream(up) => up.retry_after(),
                         _ => None,
                     };
-                    let delay = act.settings.backoff.after(act.failures, retry_after);
+                    let delay = act.settings.backoff().after(act.failures, retry_after);
                     act.later(
                         ctx,
                         delay,

@@ -17,20 +17,32 @@ use std::pin::Pin;
 use chrono::Utc;
 
 use crate::service::{Every, Periodic, ServiceCtx};
+use crate::settings::{self, NonZero};
 use crate::store::{Store, StoreError, WithdrawalOutcome};
 
-#[derive(Debug, Clone)]
+/// The cleanup service's settings.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct CleanupSettings {
+    /// Time between cleanup passes.
+    #[serde(rename = "cleanup_interval", with = "NonZero")]
     pub interval: Duration,
-    /// A pending withdrawal older than this expires.
+    /// A withdrawal still pending (unclaimed) after this expires and its hold is refunded.
+    #[serde(with = "NonZero")]
     pub withdrawal_ttl: Duration,
-    /// Finished history older than this is deleted.
+    /// Finished history (import jobs) older than this is pruned.
+    #[serde(rename = "history_retention", with = "NonZero")]
     pub retention: Duration,
-    /// Outbox events older than this are deleted once delivered (all of them when no webhook
-    /// is configured: they then only serve the live stream's resume).
+    /// Outbox events older than this are pruned once delivered (all of them when no webhook
+    /// is configured); the live stream's resume reaches back this far.
+    #[serde(with = "NonZero")]
     pub events_retention: Duration,
+    /// Whether webhooks are configured (events then wait for delivery before pruning).
+    #[serde(skip)]
     pub webhooks_enabled: bool,
 }
+
+impl settings::Section for CleanupSettings {}
 
 impl Default for CleanupSettings {
     fn default() -> Self {

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use crate::settings::{self, NonZero, Secret};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -38,23 +39,57 @@ impl EmbedError {
     }
 }
 
-/// The API's settings.
-#[derive(Clone)]
+/// The embeddings API's settings; the embedding backfill and hybrid search run only when
+/// `embeddings_url` is set (keyword search needs nothing).
+#[derive(Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct EmbeddingsConfig {
-    /// Base URL: requests go to `{url}/v1/embeddings` (a trailing `/v1` is accepted too; a
-    /// query string, such as an `api-key`, is kept).
-    pub url: String,
+    /// An OpenAI-compatible embeddings API: requests go to `{url}/v1/embeddings` (a trailing
+    /// `/v1` is accepted too; a query string, such as an `api-key`, is kept).
+    #[serde(rename = "embeddings_url", deserialize_with = "settings::http_url")]
+    pub url: Option<String>,
+    /// The model (backfill and query vectors); vectors are stored per model.
+    #[serde(rename = "embeddings_model")]
     pub model: String,
     /// Sent as `Authorization: Bearer …` when set.
-    pub api_key: Option<String>,
-    pub connect_timeout: Duration,
+    #[serde(rename = "embeddings_api_key", deserialize_with = "settings::secret")]
+    pub api_key: Option<Secret>,
+    /// Whole-request timeout per call, and connect timeout.
+    #[serde(rename = "embeddings_timeout", with = "NonZero")]
     pub timeout: Duration,
+    #[serde(rename = "embeddings_connect_timeout", with = "NonZero")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for EmbeddingsConfig {
+    fn default() -> Self {
+        EmbeddingsConfig {
+            url: None,
+            model: "text-embedding-3-small".into(),
+            api_key: None,
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl settings::Section for EmbeddingsConfig {
+    fn check(&self) -> Result<(), settings::Invalid> {
+        let model = self.model.trim();
+        if model.is_empty() || model.len() > 200 || model != self.model {
+            return Err(settings::Invalid::new(
+                "embeddings_model",
+                "must be a model name of 1 to 200 characters",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for EmbeddingsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddingsConfig")
-            .field("host", &crate::redact::host(&self.url))
+            .field("host", &self.url.as_deref().map(crate::redact::host))
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("timeout", &self.timeout)
@@ -86,24 +121,28 @@ struct Item {
 impl EmbeddingsClient {
     /// `instance` names this replica in the `User-Agent` (see [`crate::user_agent`]).
     pub fn new(config: &EmbeddingsConfig, instance: &str) -> Result<Self, String> {
+        let url = config
+            .url
+            .as_deref()
+            .ok_or("TIPOFF_EMBEDDINGS_URL is not set")?;
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)
             .user_agent(crate::user_agent(instance))
             .build()
             .map_err(|e| e.to_string())?;
-        let (base, query) = match config.url.split_once('?') {
+        let (base, query) = match url.split_once('?') {
             Some((base, query)) => (base, format!("?{query}")),
-            None => (config.url.as_str(), String::new()),
+            None => (url, String::new()),
         };
         let base = base.trim_end_matches('/');
         let base = base.strip_suffix("/v1").unwrap_or(base);
         Ok(EmbeddingsClient {
             http,
             endpoint: format!("{base}/v1/embeddings{query}"),
-            host: crate::redact::host(&config.url),
+            host: crate::redact::host(url),
             model: config.model.clone(),
-            api_key: config.api_key.clone(),
+            api_key: config.api_key.as_ref().map(|k| k.expose().to_string()),
         })
     }
 
@@ -216,9 +255,9 @@ mod tests {
     #[test]
     fn debug_never_shows_the_key() {
         let c = EmbeddingsConfig {
-            url: "https://k:secret@x.test/?key=secret".into(),
+            url: Some("https://k:secret@x.test/?key=secret".into()),
             model: "m".into(),
-            api_key: Some("sk-secret".into()),
+            api_key: Some(Secret::new("sk-secret")),
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
         };

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use crate::settings::{self, NonZero};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -300,6 +301,49 @@ pub fn parse_scoreboard(body: &[u8]) -> Result<Vec<ScoreboardGame>, EspnError> {
 pub struct EspnClient {
     http: reqwest::Client,
     base_url: String,
+}
+
+/// Which leagues are polled, and how ESPN is reached (one client shared by every poller).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct EspnSettings {
+    /// Enabled leagues (catalog keys, e.g. `nba,nfl`), one poller each, in the order given.
+    #[serde(deserialize_with = "leagues")]
+    pub leagues: Vec<String>,
+    /// ESPN's base URL (a mock or a proxy in tests).
+    #[serde(deserialize_with = "settings::required_http_url")]
+    pub espn_base_url: String,
+    /// ESPN request timeout (the whole request).
+    #[serde(with = "NonZero")]
+    pub espn_timeout: Duration,
+    #[serde(with = "NonZero")]
+    pub espn_connect_timeout: Duration,
+}
+
+impl Default for EspnSettings {
+    fn default() -> Self {
+        EspnSettings {
+            leagues: Vec::new(),
+            espn_base_url: "https://site.api.espn.com".into(),
+            espn_timeout: Duration::from_secs(10),
+            espn_connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl settings::Section for EspnSettings {}
+
+/// League keys, lowercased, each in the catalog, each once.
+fn leagues<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let mut leagues = Vec::new();
+    for league in settings::list(d)? {
+        let league = league.to_ascii_lowercase();
+        crate::store::catalog_league(&league).map_err(serde::de::Error::custom)?;
+        if !leagues.contains(&league) {
+            leagues.push(league);
+        }
+    }
+    Ok(leagues)
 }
 
 impl EspnClient {

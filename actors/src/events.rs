@@ -121,6 +121,25 @@ pub struct Feed {
 /// The `events` service's actor.
 pub type EventsFeed = Every<Feed>;
 
+/// The `events` service's settings.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct EventsSettings {
+    /// How often the `events` service reads new events for the live streams.
+    #[serde(rename = "events_poll_interval", with = "crate::settings::NonZero")]
+    pub poll_interval: Duration,
+}
+
+impl Default for EventsSettings {
+    fn default() -> Self {
+        EventsSettings {
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+impl crate::settings::Section for EventsSettings {}
+
 impl EventsFeed {
     pub fn new(store: Store, hub: Arc<EventHub>, interval: Duration, svc: ServiceCtx) -> Self {
         Every::of(

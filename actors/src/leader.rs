@@ -34,10 +34,36 @@ const FOLLOW_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on releasing the lease (one statement).
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The leader lease (PostgreSQL).
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(default)]
 pub struct LeaderSettings {
-    /// How long a lease lasts without renewal (`TIPOFF_LEADER_TTL`).
+    /// The leader lease's time to live, renewed every third of it (at least 1s); PostgreSQL
+    /// also ends a session idle in a transaction this long.
+    #[serde(rename = "leader_ttl", deserialize_with = "ttl")]
+    #[serde(serialize_with = "crate::settings::duration::serialize")]
     pub ttl: Duration,
+}
+
+impl Default for LeaderSettings {
+    fn default() -> Self {
+        LeaderSettings {
+            ttl: Duration::from_secs(15),
+        }
+    }
+}
+
+impl crate::settings::Section for LeaderSettings {}
+
+fn ttl<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    match crate::settings::duration::deserialize(d)? {
+        t if t < Duration::from_secs(1) => Err(serde::de::Error::custom(
+            "must be at least 1s (it is renewed every third of it)",
+        )),
+        t => Ok(t),
+    }
 }
 
 impl LeaderSettings {

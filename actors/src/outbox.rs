@@ -34,33 +34,85 @@ use sha2::Sha256;
 
 use crate::db::humantime;
 use crate::service::{Control, ServiceCtx, TickGate};
+use crate::settings::{self, NonZero, Secret};
 use crate::store::{Attempt, OutboxEvent, Store, StoreError, WebhookDown};
 
-#[derive(Debug, Clone)]
+/// The webhook outbox's settings; the service runs only when `webhook_urls` is set.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct OutboxSettings {
+    /// Receivers every domain event is POSTed to (comma separated).
+    #[serde(rename = "webhook_urls", deserialize_with = "settings::http_urls")]
     pub urls: Vec<String>,
+    /// Signs every webhook body (HMAC-SHA256, `X-Tipoff-Signature`); required with
+    /// `webhook_urls`, at least 16 characters.
+    #[serde(rename = "webhook_secret", deserialize_with = "settings::secret")]
+    pub secret: Option<Secret>,
+    /// Whole-request timeout per POST.
+    #[serde(rename = "webhook_timeout", with = "NonZero")]
+    pub timeout: Duration,
+    /// How long an event is retried, from its creation, before it is dead.
+    #[serde(rename = "webhook_retry_window", with = "NonZero")]
+    pub retry_window: Duration,
+    /// Delivery backoff per receiver: base × 2^(attempts − 1), up to the cap.
+    #[serde(rename = "webhook_backoff_base", with = "NonZero")]
+    pub backoff_base: Duration,
+    #[serde(rename = "webhook_backoff_cap", with = "NonZero")]
+    pub backoff_cap: Duration,
+    /// Time between delivery passes.
+    #[serde(rename = "outbox_interval", with = "NonZero")]
     pub interval: Duration,
     /// Events read per pass.
+    #[serde(
+        rename = "outbox_batch",
+        deserialize_with = "settings::at_least::<1, _, _>"
+    )]
     pub batch: i64,
-    /// How long an event is retried (from its creation) before it is dead.
-    pub retry_window: Duration,
-    pub backoff: crate::restart::Backoff,
-    /// Whole-request timeout per POST.
-    pub timeout: Duration,
+}
+
+impl OutboxSettings {
+    pub fn backoff(&self) -> crate::restart::Backoff {
+        crate::restart::Backoff::new(self.backoff_base, self.backoff_cap)
+    }
+}
+
+impl settings::Section for OutboxSettings {
+    fn check(&self) -> Result<(), settings::Invalid> {
+        use settings::Invalid;
+        match &self.secret {
+            None if !self.urls.is_empty() => return Err(Invalid::new(
+                "webhook_secret",
+                "must be set when TIPOFF_WEBHOOK_URLS is set (webhook bodies are signed with it)",
+            )),
+            Some(s) if s.expose().len() < 16 => {
+                return Err(Invalid::new(
+                    "webhook_secret",
+                    "must be at least 16 characters long",
+                ))
+            }
+            _ => {}
+        }
+        settings::backoff(
+            self.backoff_base,
+            self.backoff_cap,
+            "webhook_backoff_base",
+            "webhook_backoff_cap",
+        )
+        .map(drop)
+    }
 }
 
 impl Default for OutboxSettings {
     fn default() -> Self {
         OutboxSettings {
             urls: Vec::new(),
+            secret: None,
+            timeout: Duration::from_secs(10),
+            retry_window: Duration::from_secs(3 * 24 * 3600),
+            backoff_base: Duration::from_secs(5),
+            backoff_cap: Duration::from_secs(1800),
             interval: Duration::from_secs(1),
             batch: 100,
-            retry_window: Duration::from_secs(3 * 24 * 3600),
-            backoff: crate::restart::Backoff::new(
-                Duration::from_secs(5),
-                Duration::from_secs(1800),
-            ),
-            timeout: Duration::from_secs(10),
         }
     }
 }
@@ -176,11 +228,11 @@ pub fn retry_delay(
     attempts: u32,
     retry_after: Option<Duration>,
 ) -> Duration {
-    let ceiling = settings.backoff.exponential(attempts.saturating_sub(1));
+    let ceiling = settings.backoff().exponential(attempts.saturating_sub(1));
     let half = ceiling / 2;
     let jitter = rand::thread_rng().gen_range(0..=half.as_millis() as u64);
     let backoff = half + Duration::from_millis(jitter);
-    backoff.max(retry_after.unwrap_or_default().min(settings.backoff.cap))
+    backoff.max(retry_after.unwrap_or_default().min(settings.backoff_cap))
 }
 
 /// What one pass did.
@@ -474,7 +526,8 @@ mod tests {
     #[test]
     fn retry_delay_grows_is_capped_and_honours_retry_after() {
         let s = OutboxSettings {
-            backoff: crate::restart::Backoff::new(Duration::from_secs(4), Duration::from_secs(60)),
+            backoff_base: Duration::from_secs(4),
+            backoff_cap: Duration::from_secs(60),
             ..OutboxSettings::default()
         };
         for _ in 0..50 {

@@ -36,40 +36,94 @@ use futures_util::{stream, StreamExt};
 
 use crate::db::humantime;
 use crate::espn::{EspnClient, EspnError, ScoreboardGame};
+use crate::restart::Backoff;
 use crate::service::{Control, ServiceCtx};
+use crate::settings::{self, Dur, NonZero};
 use crate::store::{ImportJob, MarketTransition, Store, StoreError, Upserted};
 
 /// The wall clock the poller reads ("today", "starting soon", market lock times). Injected so
 /// tests can put the poller at any moment of a fixture's day.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
-/// How a league poller paces itself.
-#[derive(Clone)]
+/// How a league poller paces itself (every league's poller has the same settings).
+#[derive(Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct PollerSettings {
+    /// Time between schedule passes (today and the lookahead days are read, new games open
+    /// markets).
+    #[serde(with = "NonZero")]
     pub schedule_interval: Duration,
-    /// Days after today the schedule loop reads.
+    /// Days after today the schedule loop reads (0 to 60).
+    #[serde(
+        rename = "schedule_lookahead_days",
+        deserialize_with = "settings::between::<0, 60, _, _>"
+    )]
     pub lookahead_days: u32,
     /// Score loop pace while a game is live or about to start.
+    #[serde(rename = "score_live_interval", with = "NonZero")]
     pub live_interval: Duration,
     /// Score loop pace otherwise.
+    #[serde(rename = "score_idle_interval", with = "NonZero")]
     pub idle_interval: Duration,
-    /// A game starting within this counts as live for the pace.
+    /// A game starting within this keeps the score loop at the live interval.
+    #[serde(rename = "score_live_lead", with = "Dur")]
     pub live_lead: Duration,
-    /// Scoreboards fetched at once.
+    /// Scoreboards a poller fetches at once.
+    #[serde(
+        rename = "espn_concurrency",
+        deserialize_with = "settings::at_least::<1, _, _>"
+    )]
     pub concurrency: usize,
     /// Attempts per scoreboard (429/503 wait for `Retry-After`, other failures a short delay).
+    #[serde(
+        rename = "espn_attempts",
+        deserialize_with = "settings::at_least::<1, _, _>"
+    )]
     pub fetch_attempts: u32,
     /// Longest wait between attempts, whatever `Retry-After` says.
+    #[serde(rename = "espn_retry_max_wait", with = "Dur")]
     pub retry_max_wait: Duration,
     /// How often queued imports are looked for (a queued import also wakes the poller).
+    #[serde(with = "NonZero")]
     pub import_check_interval: Duration,
-    /// Longest a pass keeps starting new import fetches before yielding.
+    /// Longest an import pass keeps starting new fetches before yielding to the other loops.
+    #[serde(with = "NonZero")]
     pub import_slice: Duration,
-    /// Upstream failure backoff: base × 2^(failures − 1), capped.
-    pub backoff: crate::restart::Backoff,
-    /// Settlement fee, in basis points of the losing side's pool.
+    /// Upstream failure backoff: base × 2^(failures − 1), up to the cap.
+    #[serde(rename = "poller_backoff_base", with = "NonZero")]
+    pub backoff_base: Duration,
+    #[serde(rename = "poller_backoff_cap", with = "NonZero")]
+    pub backoff_cap: Duration,
+    /// Settlement fee in basis points of the losing side's pool (0 to 10000).
+    #[serde(
+        rename = "settlement_fee_bps",
+        deserialize_with = "settings::between::<0, 10000, _, _>"
+    )]
     pub fee_bps: u32,
+    #[serde(skip, default = "system_clock")]
     pub clock: Clock,
+}
+
+fn system_clock() -> Clock {
+    Arc::new(Utc::now)
+}
+
+impl PollerSettings {
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.backoff_base, self.backoff_cap)
+    }
+}
+
+impl settings::Section for PollerSettings {
+    fn check(&self) -> Result<(), settings::Invalid> {
+        settings::backoff(
+            self.backoff_base,
+            self.backoff_cap,
+            "poller_backoff_base",
+            "poller_backoff_cap",
+        )
+        .map(drop)
+    }
 }
 
 impl Default for PollerSettings {
@@ -85,24 +139,17 @@ impl Default for PollerSettings {
             retry_max_wait: Duration::from_secs(10),
             import_check_interval: Duration::from_secs(2),
             import_slice: Duration::from_secs(5),
-            backoff: crate::restart::Backoff::new(
-                Duration::from_secs(30),
-                Duration::from_secs(15 * 60),
-            ),
+            backoff_base: Duration::from_secs(30),
+            backoff_cap: Duration::from_secs(15 * 60),
             fee_bps: crate::store::DEFAULT_FEE_BPS,
-            clock: Arc::new(Utc::now),
+            clock: system_clock(),
         }
     }
 }
 
 impl std::fmt::Debug for PollerSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PollerSettings")
-            .field("schedule_interval", &self.schedule_interval)
-            .field("live_interval", &self.live_interval)
-            .field("idle_interval", &self.idle_interval)
-            .field("concurrency", &self.concurrency)
-            .finish_non_exhaustive()
+        f.write_str(&settings::fingerprint(self))
     }
 }
 
@@ -587,7 +634,7 @@ impl Poller {
 
 /// base × 2^(failures − 1), capped.
 fn backoff(s: &PollerSettings, failures: u32) -> Duration {
-    s.backoff.exponential(failures.saturating_sub(1))
+    s.backoff().exponential(failures.saturating_sub(1))
 }
 
 impl Actor for Poller {

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use crate::settings::{self, Dur, NonZero};
+
 /// `min(cap, base * 2^attempt)` (`attempt` 0-based), without overflow: the one exponential
 /// backoff of the tree (restarts here, upstream retries in the services).
 pub fn exponential(base: Duration, cap: Duration, attempt: u32) -> Duration {
@@ -62,21 +64,40 @@ impl Backoff {
 }
 
 /// Supervisor-wide restart settings (defaults: base 1 s, cap 5 min, 5 restarts in 60 s).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct RestartSettings {
-    pub backoff: Backoff,
+    /// Restart backoff: base × 2^n with full jitter, up to the cap.
+    #[serde(rename = "restart_backoff_base", with = "Dur")]
+    pub backoff_base: Duration,
+    #[serde(rename = "restart_backoff_cap", with = "Dur")]
+    pub backoff_cap: Duration,
     /// Full jitter (a uniform delay in `0..=ceiling`). Off only in tests that assert exact growth.
+    #[serde(skip, default = "jitter")]
     pub jitter: bool,
     /// A child that has run this long without failing starts its backoff from the base again.
+    #[serde(rename = "restart_reset_after", with = "Dur")]
     pub reset_after: Duration,
+    /// A service restarted more than this many times within `restart_window` is left failed
+    /// (a critical one stops the daemon).
+    #[serde(
+        rename = "restart_max",
+        deserialize_with = "settings::at_least::<1, _, _>"
+    )]
     pub intensity_max: u32,
+    #[serde(rename = "restart_window", with = "NonZero")]
     pub intensity_window: Duration,
+}
+
+fn jitter() -> bool {
+    true
 }
 
 impl Default for RestartSettings {
     fn default() -> Self {
         RestartSettings {
-            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(300),
             jitter: true,
             reset_after: Duration::from_secs(60),
             intensity_max: 5,
@@ -85,11 +106,23 @@ impl Default for RestartSettings {
     }
 }
 
+impl settings::Section for RestartSettings {
+    fn check(&self) -> Result<(), settings::Invalid> {
+        settings::backoff(
+            self.backoff_base,
+            self.backoff_cap,
+            "restart_backoff_base",
+            "restart_backoff_cap",
+        )
+        .map(drop)
+    }
+}
+
 impl RestartSettings {
     /// The largest delay allowed for the `attempt`-th consecutive restart (0-based):
     /// `min(cap, base * 2^attempt)`.
     pub fn ceiling(&self, attempt: u32) -> Duration {
-        self.backoff.exponential(attempt)
+        exponential(self.backoff_base, self.backoff_cap, attempt)
     }
 
     /// The delay before the `attempt`-th consecutive restart.

@@ -358,11 +358,33 @@ pub type NewIndexVector = (i64, String, Vec<f32>, DateTime<Utc>);
 /// fast backfill does not copy the index once per batch while searches hold it.
 const APPLY_EVERY: Duration = Duration::from_millis(250);
 
-#[derive(Debug, Clone)]
+/// Hybrid search's settings (the vector index runs only with `embeddings_url`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct SearchSettings {
+    /// The embeddings model whose vectors the index holds.
+    #[serde(rename = "embeddings_model")]
     pub model: String,
+    /// How often each replica's vector index reads vectors other replicas wrote.
+    #[serde(rename = "search_refresh_interval", with = "crate::settings::NonZero")]
     pub refresh_interval: Duration,
+    /// Longest a search waits for its query's embedding (and the vector index) before it
+    /// answers with keyword ranking alone.
+    #[serde(rename = "search_embed_timeout", with = "crate::settings::NonZero")]
+    pub embed_timeout: Duration,
 }
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        SearchSettings {
+            model: crate::embeddings::EmbeddingsConfig::default().model,
+            refresh_interval: Duration::from_secs(10),
+            embed_timeout: Duration::from_millis(300),
+        }
+    }
+}
+
+impl crate::settings::Section for SearchSettings {}
 
 pub struct SearchIndex {
     store: Store,

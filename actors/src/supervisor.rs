@@ -139,11 +139,22 @@ impl ChildSpec {
 }
 
 /// Supervisor-wide settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct SupervisorSettings {
+    /// The restart settings (their own section: `restart_*`).
+    #[serde(skip)]
     pub restart: RestartSettings,
     /// How often liveness is probed and hang deadlines are checked.
+    #[serde(
+        rename = "supervisor_check_interval",
+        with = "crate::settings::NonZero"
+    )]
     pub check_interval: Duration,
+    /// A running service that shows no progress for this long is restarted (a service whose
+    /// passes may take longer has a longer deadline of its own).
+    #[serde(with = "crate::settings::NonZero")]
+    pub hang_timeout: Duration,
 }
 
 impl Default for SupervisorSettings {
@@ -151,9 +162,12 @@ impl Default for SupervisorSettings {
         SupervisorSettings {
             restart: RestartSettings::default(),
             check_interval: Duration::from_secs(1),
+            hang_timeout: Duration::from_secs(60),
         }
     }
 }
+
+impl crate::settings::Section for SupervisorSettings {}
 
 /// A critical child gave up: the daemon must stop and exit non-zero.
 #[derive(Debug, Clone)]

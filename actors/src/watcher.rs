@@ -27,28 +27,101 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use crate::db::humantime;
 use crate::service::{Control, NextRun, ServiceCtx, TickGate};
+use crate::settings::{self, Dur, NonZero};
 use crate::solana::{memos, treasury_delta, RpcClient, RpcError, SignatureInfo, Token};
 use crate::store::{Credited, Cursor, IncomingDeposit, Store, StoreError};
 
-/// Watcher pacing.
-#[derive(Debug, Clone)]
+/// The deposit watchers' settings (one watcher per token, all on one RPC).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct WatcherSettings {
+    /// The Solana JSON-RPC endpoint; the watchers run only when it is set.
+    #[serde(deserialize_with = "settings::http_url")]
+    pub solana_rpc_url: Option<String>,
     /// Time between passes while the RPC answers.
+    #[serde(rename = "solana_poll_interval", with = "NonZero")]
     pub interval: Duration,
-    /// Signatures asked per `getSignaturesForAddress` page (the RPC's maximum is 1,000).
+    /// Signatures asked per `getSignaturesForAddress` page (1 to 1000, the RPC's maximum).
+    #[serde(
+        rename = "solana_page_limit",
+        deserialize_with = "settings::between::<1, 1000, _, _>"
+    )]
     pub page_limit: usize,
     /// `getTransaction` calls in flight at once.
+    #[serde(
+        rename = "solana_concurrency",
+        deserialize_with = "settings::at_least::<1, _, _>"
+    )]
     pub concurrency: usize,
+    /// RPC request timeout (the whole request), and connect timeout.
+    #[serde(with = "NonZero")]
+    pub solana_timeout: Duration,
+    #[serde(with = "NonZero")]
+    pub solana_connect_timeout: Duration,
+    /// Delay between the starts of successive watchers on the one RPC.
+    #[serde(rename = "solana_start_stagger", with = "Dur")]
+    pub start_stagger: Duration,
+    /// RPC failure backoff: base × 2^(failures − 1), up to the cap.
+    #[serde(rename = "solana_backoff_base", with = "NonZero")]
+    pub backoff_base: Duration,
+    #[serde(rename = "solana_backoff_cap", with = "NonZero")]
+    pub backoff_cap: Duration,
+    /// Failed reads of one treasury signature (passes) before it is quarantined and the
+    /// cursor moves on.
+    #[serde(
+        rename = "solana_quarantine_after",
+        deserialize_with = "settings::at_least::<1, _, _>"
+    )]
+    pub quarantine_after: u32,
+    /// Where each token's first run (no cursor yet) begins: `name=<signature or slot>` pairs.
+    #[serde(rename = "solana_start", with = "starts")]
+    #[schemars(with = "String")]
+    pub starts: Vec<(String, StartAt)>,
     /// Most signatures one pass processes: a longer backlog is taken oldest first, this many
     /// at a time, the cursor moving after each such window, and the next pass follows at once.
+    #[serde(skip, default = "max_window")]
     pub max_window: usize,
-    /// Delay before the first pass (staggering the watchers of one RPC).
+    /// Delay before the first pass (this token's place in the stagger).
+    #[serde(skip)]
     pub start_delay: Duration,
-    pub backoff: crate::restart::Backoff,
-    /// Failed reads of one signature (passes) before it is quarantined and the cursor moves on.
-    pub quarantine_after: u32,
-    /// Where a first run (no cursor yet) begins: after this signature, or at this slot.
+    /// Where this token's first run begins (from `starts`).
+    #[serde(skip)]
     pub start: Option<StartAt>,
+}
+
+fn max_window() -> usize {
+    1000
+}
+
+impl WatcherSettings {
+    pub fn backoff(&self) -> crate::restart::Backoff {
+        crate::restart::Backoff::new(self.backoff_base, self.backoff_cap)
+    }
+
+    /// The settings of the `index`-th token's watcher: its place in the stagger, its start.
+    pub fn for_token(&self, index: usize, token: &str) -> WatcherSettings {
+        WatcherSettings {
+            start_delay: self.start_stagger * index as u32,
+            start: self
+                .starts
+                .iter()
+                .find(|(name, _)| name == token)
+                .map(|(_, at)| at.clone()),
+            ..self.clone()
+        }
+    }
+}
+
+impl settings::Section for WatcherSettings {
+    fn check(&self) -> Result<(), settings::Invalid> {
+        settings::backoff(
+            self.backoff_base,
+            self.backoff_cap,
+            "solana_backoff_base",
+            "solana_backoff_cap",
+        )
+        .map(drop)
+    }
 }
 
 /// Where a token's watcher begins when it has no cursor yet.
@@ -60,16 +133,71 @@ pub enum StartAt {
     Slot(u64),
 }
 
+/// `name=<signature or slot>` pairs, comma separated.
+mod starts {
+    use super::StartAt;
+    use serde::{de::Error, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(starts: &[(String, StartAt)], s: S) -> Result<S::Ok, S::Error> {
+        let text: Vec<String> = starts
+            .iter()
+            .map(|(name, at)| match at {
+                StartAt::Signature(sig) => format!("{name}={sig}"),
+                StartAt::Slot(slot) => format!("{name}={slot}"),
+            })
+            .collect();
+        s.serialize_str(&text.join(","))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, StartAt)>, D::Error> {
+        let mut starts: Vec<(String, StartAt)> = Vec::new();
+        for pair in crate::settings::list(d)? {
+            let Some((name, at)) = pair.split_once('=') else {
+                return Err(D::Error::custom(format!(
+                    "`{pair}` is not name=<signature or slot> (e.g. usdc=250000000)"
+                )));
+            };
+            let (name, at) = (name.trim().to_ascii_lowercase(), at.trim());
+            if starts.iter().any(|(n, _)| *n == name) {
+                return Err(D::Error::custom(format!("token `{name}` is given twice")));
+            }
+            let start = if !at.is_empty() && at.bytes().all(|b| b.is_ascii_digit()) {
+                StartAt::Slot(
+                    at.parse()
+                        .map_err(|_| D::Error::custom(format!("slot `{at}` is too large")))?,
+                )
+            } else if crate::solana::is_signature(at) {
+                StartAt::Signature(at.to_string())
+            } else {
+                return Err(D::Error::custom(format!(
+                    "`{}` for token `{name}` is neither a slot (a number) nor a base58 transaction signature",
+                    at.chars().take(100).collect::<String>()
+                )));
+            };
+            starts.push((name, start));
+        }
+        Ok(starts)
+    }
+}
+
 impl Default for WatcherSettings {
     fn default() -> Self {
         WatcherSettings {
+            solana_rpc_url: None,
             interval: Duration::from_secs(10),
             page_limit: 1000,
             concurrency: 8,
-            max_window: 1000,
-            start_delay: Duration::ZERO,
-            backoff: crate::restart::Backoff::new(Duration::from_secs(5), Duration::from_secs(300)),
+            solana_timeout: Duration::from_secs(10),
+            solana_connect_timeout: Duration::from_secs(5),
+            start_stagger: Duration::from_secs(5),
+            backoff_base: Duration::from_secs(5),
+            backoff_cap: Duration::from_secs(300),
             quarantine_after: 5,
+            starts: Vec::new(),
+            max_window: max_window(),
+            start_delay: Duration::ZERO,
             start: None,
         }
     }
@@ -184,7 +312,7 @@ impl Watcher {
                         WatchError::Rpc(rpc) => rpc.retry_after(),
                         _ => None,
                     };
-                    let delay = act.settings.backoff.after(act.failures, retry_after);
+                    let delay = act.settings.backoff().after(act.failures, retry_after);
                     let n = act.failures;
                     act.later(
                         ctx,

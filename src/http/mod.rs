@@ -92,14 +92,8 @@ impl Lifecycle {
 pub struct Reloadable {
     /// Leagues whose pollers configuration enables.
     pub leagues_enabled: Vec<String>,
-    /// Configured tokens (stakes, balances, withdrawals).
-    pub tokens: Vec<tipoff_actors::solana::Token>,
-    /// The smallest withdrawal per token.
-    pub min_withdrawal: crate::config::PerToken,
-    /// The smallest stake per token.
-    pub min_stake: crate::config::PerToken,
-    /// Pending and claimed withdrawals one user may have at once.
-    pub max_pending_withdrawals: i64,
+    /// Tokens and the money limits.
+    pub money: tipoff_actors::money::MoneySettings,
     /// The embeddings API for query vectors (hybrid search), when configured.
     pub embeddings: Option<tipoff_actors::embeddings::EmbeddingsClient>,
     /// Longest a search waits for its query's vector before answering by keyword alone.
@@ -156,6 +150,7 @@ impl AppState {
         self.live
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .money
             .tokens
             .clone()
     }
@@ -163,13 +158,16 @@ impl AppState {
     /// The withdrawal rules in force: (minimum per token, pending cap per user).
     pub fn withdrawal_rules(&self) -> (crate::config::PerToken, i64) {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        (live.min_withdrawal.clone(), live.max_pending_withdrawals)
+        (
+            live.money.min_withdrawal.clone(),
+            live.money.max_pending_withdrawals,
+        )
     }
 
     /// The smallest stake of `token`, in base units.
     pub fn min_stake(&self, token: &str) -> i64 {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        live.min_stake.of(token)
+        live.money.min_stake.of(token)
     }
 
     /// The embeddings client and the query deadline, when hybrid search is configured.

@@ -34,10 +34,7 @@ async fn the_score_loop_runs_at_the_live_pace_while_games_are_live_or_imminent_a
     let settings = PollerSettings {
         clock: Arc::new(move || *clock.lock().unwrap()),
         fetch_attempts: 1,
-        backoff: tipoff_actors::restart::Backoff::new(
-            Duration::from_secs(120),
-            PollerSettings::default().backoff.cap,
-        ),
+        backoff_base: Duration::from_secs(120),
         ..PollerSettings::default()
     };
     let telemetry = Arc::new(Mutex::new(Telemetry {

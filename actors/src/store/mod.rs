@@ -99,28 +99,49 @@ impl Backend {
 }
 
 /// Connection settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct StoreOptions {
+    /// Connections in the pool.
+    #[serde(
+        rename = "db_max_connections",
+        deserialize_with = "crate::settings::at_least::<1, _, _>"
+    )]
     pub max_connections: u32,
-    /// Bound on connecting (and on acquiring a connection later).
+    /// Bound on connecting at start (and on acquiring a connection later).
+    #[serde(rename = "db_startup_timeout", with = "crate::settings::NonZero")]
     pub connect_timeout: Duration,
+    /// How long a SQLite write waits for the writer (and for a locked file) before it answers 503.
+    #[serde(rename = "db_write_timeout", with = "crate::settings::NonZero")]
     pub sqlite_busy_timeout: Duration,
+    /// Time between database health pings (`/ready` and the dependent services follow them).
+    #[serde(rename = "db_ping_interval", with = "crate::settings::NonZero")]
+    pub ping_interval: Duration,
     /// PostgreSQL ends a session left idle inside a transaction this long (a paused or stuck
     /// process), releasing its locks: a leader paused mid-transaction cannot hold the lease
     /// row (or any other) for ever. Our transactions never wait on anything but the database.
+    /// Set to the leader lease's TTL.
+    #[serde(skip, default = "idle_in_transaction")]
     pub idle_in_transaction_timeout: Duration,
+}
+
+fn idle_in_transaction() -> Duration {
+    Duration::from_secs(15)
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            idle_in_transaction_timeout: Duration::from_secs(15),
+            idle_in_transaction_timeout: idle_in_transaction(),
             max_connections: 8,
             connect_timeout: Duration::from_secs(10),
             sqlite_busy_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(5),
         }
     }
 }
+
+impl crate::settings::Section for StoreOptions {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -19,16 +19,15 @@ use tipoff_actors::{
 fn fast_settings() -> SupervisorSettings {
     SupervisorSettings {
         restart: RestartSettings {
-            backoff: tipoff_actors::restart::Backoff::new(
-                Duration::from_millis(40),
-                Duration::from_secs(2),
-            ),
+            backoff_base: Duration::from_millis(40),
+            backoff_cap: Duration::from_secs(2),
             jitter: false,
             reset_after: Duration::from_secs(60),
             intensity_max: 10,
             intensity_window: Duration::from_secs(60),
         },
         check_interval: Duration::from_millis(20),
+        ..SupervisorSettings::default()
     }
 }
 
@@ -227,7 +226,7 @@ async fn intensity_limit_leaves_an_optional_child_failed_and_its_siblings_runnin
     let journal = Journal::default();
     let mut settings = fast_settings();
     settings.restart.intensity_max = 3;
-    settings.restart.backoff.base = Duration::from_millis(5);
+    settings.restart.backoff_base = Duration::from_millis(5);
     let (sup, mut fatal) = start(
         vec![
             spec("sibling", Behavior::Steady, &journal),
@@ -260,7 +259,7 @@ async fn intensity_limit_on_a_critical_child_reports_a_fatal_failure() {
     let journal = Journal::default();
     let mut settings = fast_settings();
     settings.restart.intensity_max = 2;
-    settings.restart.backoff.base = Duration::from_millis(5);
+    settings.restart.backoff_base = Duration::from_millis(5);
     let (sup, mut fatal) = start(
         vec![spec("vital", Behavior::FailAfter(Duration::ZERO), &journal).critical()],
         settings,
