@@ -21,14 +21,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use chrono::Utc;
 use futures_util::future::join_all;
+use std::future::Future;
+use std::pin::Pin;
 
-use crate::db::humantime;
 use crate::embeddings::{EmbedError, EmbeddingsClient};
 use crate::search::SearchHub;
-use crate::service::{Control, NextRun, ServiceCtx, TickGate};
+use crate::service::{Every, Outcome, Periodic, ServiceCtx};
 use crate::settings::{self, NonZero};
 use crate::store::{BacklogItem, NewVector, Store, StoreError};
 
@@ -230,16 +230,16 @@ pub async fn run_pass(
     result
 }
 
-pub struct Backfill {
+/// The backfill job: a pass embeds batches of the backlog for up to a slice.
+pub struct Embed {
     store: Store,
     client: EmbeddingsClient,
     hub: Arc<SearchHub>,
     settings: BackfillSettings,
-    svc: ServiceCtx,
-    gate: TickGate,
-    failures: u32,
-    next: NextRun,
 }
+
+/// The `backfill` service.
+pub type Backfill = Every<Embed>;
 
 impl Backfill {
     pub fn new(
@@ -249,118 +249,70 @@ impl Backfill {
         settings: BackfillSettings,
         svc: ServiceCtx,
     ) -> Self {
-        Backfill {
-            store,
-            client,
-            hub,
-            settings,
+        Every::of(
+            Embed {
+                store,
+                client,
+                hub,
+                settings,
+            },
             svc,
-            gate: TickGate::default(),
-            failures: 0,
-            next: NextRun::default(),
-        }
+        )
+    }
+}
+
+impl Periodic for Embed {
+    type Done = (Result<(), BackfillError>, Pass);
+    const WHAT: &'static str = "backlog: 0; poll";
+    const FAILING: &'static str = "embeddings";
+
+    fn interval(&self) -> Duration {
+        self.settings.interval
     }
 
-    fn later(&mut self, ctx: &mut Context<Self>, delay: Duration, reason: String) {
-        self.next.set(ctx, &self.svc, delay, reason, Self::pass);
+    fn backoff(&self) -> Option<crate::restart::Backoff> {
+        Some(self.settings.backoff())
     }
 
-    fn pass(&mut self, ctx: &mut Context<Self>) {
-        if !self.gate.ready() {
-            return;
-        }
-        if !self.svc.may_work() {
-            let every = self.settings.interval;
-            self.later(
-                ctx,
-                every,
-                "database unhealthy or not leading: waiting".into(),
-            );
-            return;
-        }
-        self.gate.begin(&self.svc);
+    fn pass(&mut self) -> Pin<Box<dyn Future<Output = Self::Done>>> {
         let (store, client, hub, settings) = (
             self.store.clone(),
             self.client.clone(),
             self.hub.clone(),
             self.settings.clone(),
         );
-        let fut = async move {
+        Box::pin(async move {
             let mut done = Pass::default();
             let res = run_pass(&store, &client, &hub, &settings, &mut done).await;
             (res, done)
-        };
-        ctx.spawn(fut.into_actor(self).map(|(res, done), act, ctx| {
-            let stop = act.gate.end();
-            let rate = act.hub.stats.rate();
-            match res {
-                Ok(()) => {
-                    act.failures = 0;
-                    act.svc.tick_ok();
-                    if done.embedded > 0 {
-                        tracing::info!(
-                            embedded = done.embedded,
-                            calls = done.calls,
-                            backlog = done.backlog,
-                            "embeddings committed"
-                        );
-                    }
-                    if done.backlog > 0 {
-                        act.later(
-                            ctx,
-                            Duration::ZERO,
-                            format!("backlog: {} ({rate:.0}/s)", done.backlog),
-                        );
-                    } else {
-                        let every = act.settings.interval;
-                        act.later(
-                            ctx,
-                            every,
-                            format!("backlog: 0; poll: {}", humantime(every)),
-                        );
-                    }
-                }
-                Err(e) => {
-                    act.failures += 1;
-                    act.svc.tick_err(&e);
-                    let retry_after = match &e {
-                        BackfillError::Upstream(up) => up.retry_after(),
-                        _ => None,
-                    };
-                    let delay = act.settings.backoff().after(act.failures, retry_after);
-                    act.later(
-                        ctx,
-                        delay,
-                        format!(
-                            "embeddings failing ({} in a row), backlog {}: {}",
-                            act.failures,
-                            done.backlog,
-                            humantime(delay)
-                        ),
+        })
+    }
+
+    fn finished(&mut self, (res, done): Self::Done, _: &ServiceCtx) -> Outcome {
+        match res {
+            Ok(()) => {
+                if done.embedded > 0 {
+                    tracing::info!(
+                        embedded = done.embedded,
+                        calls = done.calls,
+                        backlog = done.backlog,
+                        "embeddings committed"
                     );
                 }
+                if done.backlog > 0 {
+                    let rate = self.hub.stats.rate();
+                    Outcome::More(format!("backlog: {} ({rate:.0}/s)", done.backlog))
+                } else {
+                    Outcome::Done
+                }
             }
-            if stop {
-                ctx.stop();
-            }
-        }));
-    }
-}
-
-impl Actor for Backfill {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.pass(ctx);
-    }
-}
-
-impl Handler<Control> for Backfill {
-    type Result = ();
-
-    fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
-        if self.gate.control(msg, ctx) {
-            self.pass(ctx);
+            Err(e) => Outcome::Failed {
+                retry_after: match &e {
+                    BackfillError::Upstream(up) => up.retry_after(),
+                    _ => None,
+                },
+                error: format!("{e} (backlog {})", done.backlog),
+            },
         }
     }
 }

@@ -16,7 +16,7 @@ use std::pin::Pin;
 
 use chrono::Utc;
 
-use crate::service::{Every, Periodic, ServiceCtx};
+use crate::service::{Every, Outcome, Periodic, ServiceCtx};
 use crate::settings::{self, NonZero};
 use crate::store::{Store, StoreError, WithdrawalOutcome};
 
@@ -131,8 +131,11 @@ impl Periodic for Sweeper {
         Box::pin(async move { sweep(&store, &settings).await })
     }
 
-    fn finished(&mut self, done: Self::Done, _: &ServiceCtx) -> Result<(), String> {
-        let swept = done.map_err(|e| e.to_string())?;
+    fn finished(&mut self, done: Self::Done, _: &ServiceCtx) -> Outcome {
+        let swept = match done {
+            Ok(swept) => swept,
+            Err(e) => return Err(e.to_string()).into(),
+        };
         if swept != Swept::default() {
             tracing::info!(
                 expired = swept.withdrawals_expired,
@@ -142,6 +145,6 @@ impl Periodic for Sweeper {
                 "cleanup pass"
             );
         }
-        Ok(())
+        Outcome::Done
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::service::{Every, Periodic, ServiceCtx};
+use crate::service::{Every, Outcome, Periodic, ServiceCtx};
 use crate::store::Store;
 
 /// The db health actor.
@@ -55,7 +55,7 @@ impl Periodic for Ping {
         })
     }
 
-    fn finished(&mut self, res: Self::Done, svc: &ServiceCtx) -> Result<(), String> {
+    fn finished(&mut self, res: Self::Done, svc: &ServiceCtx) -> Outcome {
         let was_healthy = svc.shared().set_db_healthy(res.is_ok());
         match (was_healthy, res.is_ok()) {
             (false, true) => tracing::info!(service = "db", "database is reachable again"),
@@ -65,7 +65,7 @@ impl Periodic for Ping {
             ),
             _ => {}
         }
-        res.map_err(|e| format!("database unreachable: {e}"))
+        res.map_err(|e| format!("database unreachable: {e}")).into()
     }
 }
 

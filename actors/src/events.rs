@@ -24,7 +24,7 @@ use std::pin::Pin;
 
 use tokio::sync::broadcast;
 
-use crate::service::{Every, Periodic, ServiceCtx};
+use crate::service::{Every, Outcome, Periodic, ServiceCtx};
 use crate::store::{OutboxEvent, Store, StoreError};
 
 /// How long an id skipped over is looked for again.
@@ -171,8 +171,8 @@ impl Periodic for Feed {
         })
     }
 
-    fn finished(&mut self, (res, gaps): Self::Done, _: &ServiceCtx) -> Result<(), String> {
+    fn finished(&mut self, (res, gaps): Self::Done, _: &ServiceCtx) -> Outcome {
         self.gaps = gaps;
-        res.map(drop).map_err(|e| e.to_string())
+        res.map(drop).map_err(|e| e.to_string()).into()
     }
 }

@@ -23,17 +23,17 @@
 //! Stops: at once, or when the pass in flight ends.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
 
-use crate::db::humantime;
-use crate::service::{Control, ServiceCtx, TickGate};
+use crate::service::{Every, Outcome, Periodic, ServiceCtx};
 use crate::settings::{self, NonZero, Secret};
 use crate::store::{Attempt, OutboxEvent, Store, StoreError, WebhookDown};
 
@@ -399,13 +399,16 @@ pub async fn deliver_due(
     Ok(done)
 }
 
-pub struct Outbox {
+/// The delivery job of the `outbox` service: one pass delivers what is due, and the next
+/// follows at once while full batches keep coming.
+pub struct Delivery {
     store: Store,
     client: WebhookClient,
     settings: OutboxSettings,
-    svc: ServiceCtx,
-    gate: TickGate,
 }
+
+/// The `outbox` service.
+pub type Outbox = Every<Delivery>;
 
 impl Outbox {
     pub fn new(
@@ -414,83 +417,57 @@ impl Outbox {
         settings: OutboxSettings,
         svc: ServiceCtx,
     ) -> Self {
-        Outbox {
-            store,
-            client,
-            settings,
+        Every::of(
+            Delivery {
+                store,
+                client,
+                settings,
+            },
             svc,
-            gate: TickGate::default(),
-        }
+        )
+    }
+}
+
+impl Periodic for Delivery {
+    type Done = Result<Delivered, StoreError>;
+    const WHAT: &'static str = "deliver";
+
+    fn interval(&self) -> Duration {
+        self.settings.interval
     }
 
-    fn pass(&mut self, ctx: &mut Context<Self>) {
-        if !self.gate.ready() || !self.svc.may_work() {
-            return;
-        }
-        self.gate.begin(&self.svc);
+    fn pass(&mut self) -> Pin<Box<dyn Future<Output = Self::Done>>> {
         let (store, client, settings) = (
             self.store.clone(),
             self.client.clone(),
             self.settings.clone(),
         );
-        ctx.spawn(
-            async move { deliver_due(&store, &client, &settings, Utc::now()).await }
-                .into_actor(self)
-                .map(|res, act, ctx| {
-                    let stop = act.gate.end();
-                    let mut again = false;
-                    match res {
-                        Ok(done) => {
-                            match &done.last_error {
-                                Some(e) => {
-                                    act.svc.tick_err(&format!("webhook delivery failed: {e}"))
-                                }
-                                None => act.svc.tick_ok(),
-                            }
-                            if done.delivered + done.retrying + done.dead > 0 {
-                                tracing::info!(
-                                    delivered = done.delivered,
-                                    retrying = done.retrying,
-                                    dead = done.dead,
-                                    deferred = done.deferred,
-                                    "outbox pass"
-                                );
-                            }
-                            again = done.recovered > 0
-                                || (done.read as i64 >= act.settings.batch
-                                    && done.delivered + done.retrying + done.dead > 0);
-                        }
-                        Err(e) => act.svc.tick_err(&e),
-                    }
-                    let every = act.settings.interval;
-                    act.svc
-                        .schedule(every, format!("deliver: {}", humantime(every)));
-                    if stop {
-                        ctx.stop();
-                    } else if again {
-                        act.pass(ctx);
-                    }
-                }),
-        );
+        Box::pin(async move { deliver_due(&store, &client, &settings, Utc::now()).await })
     }
-}
 
-impl Actor for Outbox {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.pass(ctx);
-        ctx.run_interval(self.settings.interval, |act, ctx| act.pass(ctx));
-    }
-}
-
-impl Handler<Control> for Outbox {
-    type Result = ();
-
-    fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
-        if self.gate.control(msg, ctx) {
-            self.pass(ctx);
+    fn finished(&mut self, done: Self::Done, _: &ServiceCtx) -> Outcome {
+        let done = match done {
+            Ok(done) => done,
+            Err(e) => return Err(e.to_string()).into(),
+        };
+        let sent = done.delivered + done.retrying + done.dead;
+        if sent > 0 {
+            tracing::info!(
+                delivered = done.delivered,
+                retrying = done.retrying,
+                dead = done.dead,
+                deferred = done.deferred,
+                "outbox pass"
+            );
         }
+        // A receiver's failures back off per receiver in the database; the pass keeps its pace.
+        if let Some(e) = &done.last_error {
+            return Err(format!("webhook delivery failed: {e}")).into();
+        }
+        if done.recovered > 0 || (done.read as i64 >= self.settings.batch && sent > 0) {
+            return Outcome::More("more due: a full batch".into());
+        }
+        Outcome::Done
     }
 }
 

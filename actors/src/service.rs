@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use crate::restart::Backoff;
 use crate::status::LastError;
 use crate::store::lease::Fence;
 use crate::store::Store;
@@ -466,15 +467,46 @@ where
     })
 }
 
-/// A service that runs one pass every interval: the job, for [`Every`], the generic actor
-/// that does the rest (one pass at a time, the database-health gate, the registry's tick
-/// bookkeeping and next-run time, `Control` with a `Stop` that waits for the pass in flight).
-/// A new periodic service is one impl of this and one child spec.
+/// How a pass of a [`Periodic`] job ended, and so when the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Success: the next pass after the interval.
+    Done,
+    /// Success with work left (a backlog, a full batch): the next pass at once, and why.
+    More(String),
+    /// A failure the service absorbs (recorded, no restart): the next pass after the job's
+    /// backoff for this many failures in a row (the interval without one), and never sooner
+    /// than the upstream asked (`Retry-After`).
+    Failed {
+        error: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl From<Result<(), String>> for Outcome {
+    fn from(res: Result<(), String>) -> Self {
+        match res {
+            Ok(()) => Outcome::Done,
+            Err(error) => Outcome::Failed {
+                error,
+                retry_after: None,
+            },
+        }
+    }
+}
+
+/// A service that runs pass after pass: the job, for [`Every`], the generic actor that does
+/// the rest (one pass at a time, the database-health (and leadership) gate, the registry's
+/// tick bookkeeping, the next pass after the interval, at once or after a backoff, `Control`
+/// with a `Stop` that waits for the pass in flight). A new periodic service is one impl of
+/// this and one child spec.
 pub trait Periodic: Unpin + Sized + 'static {
     /// What a pass hands back to the job: its result and any state it carried away.
     type Done: 'static;
     /// Names the pass in the registry's interval reason (`"sweep"` → `sweep: 60s`).
     const WHAT: &'static str;
+    /// Names what fails in the reason of a backoff (`"RPC"` → `RPC failing (2 in a row): 20s`).
+    const FAILING: &'static str = Self::WHAT;
     /// Whether passes wait for a healthy database (all but the health check itself).
     const NEEDS_DB: bool = true;
     /// Whether `Control::Wake` runs a pass now.
@@ -482,12 +514,22 @@ pub trait Periodic: Unpin + Sized + 'static {
 
     fn interval(&self) -> Duration;
 
+    /// The backoff after failed passes (none: the interval).
+    fn backoff(&self) -> Option<Backoff> {
+        None
+    }
+
+    /// A delay before the first pass, and why (none: at once).
+    fn first_delay(&self) -> Option<(Duration, String)> {
+        None
+    }
+
     /// Starts a pass. What it needs is cloned or moved into the future, so the actor keeps
     /// answering its messages while the pass runs.
     fn pass(&mut self) -> Pin<Box<dyn Future<Output = Self::Done>>>;
 
-    /// Takes a pass's result back: `Ok` counts a successful tick, `Err` a failed one.
-    fn finished(&mut self, done: Self::Done, svc: &ServiceCtx) -> Result<(), String>;
+    /// Takes a pass's result back and says how it ended.
+    fn finished(&mut self, done: Self::Done, svc: &ServiceCtx) -> Outcome;
 }
 
 /// The actor of a [`Periodic`] job.
@@ -495,6 +537,9 @@ pub struct Every<P: Periodic> {
     job: P,
     svc: ServiceCtx,
     gate: TickGate,
+    next: NextRun,
+    /// Failed passes in a row.
+    failures: u32,
 }
 
 impl<P: Periodic> Every<P> {
@@ -503,35 +548,78 @@ impl<P: Periodic> Every<P> {
             job,
             svc,
             gate: TickGate::default(),
+            next: NextRun::default(),
+            failures: 0,
         }
     }
 
-    /// Tells the registry the next pass comes after one interval, and why.
-    fn schedule_next(&self) {
+    /// The job (tests read its state).
+    pub fn job(&self) -> &P {
+        &self.job
+    }
+
+    fn later(&mut self, ctx: &mut Context<Self>, delay: Duration, reason: String) {
+        self.next.set(ctx, &self.svc, delay, reason, Self::run);
+    }
+
+    fn at_pace(&mut self, ctx: &mut Context<Self>) {
         let every = self.job.interval();
-        self.svc.schedule(
-            every,
-            format!("{}: {}", P::WHAT, crate::db::humantime(every)),
-        );
+        let reason = format!("{}: {}", P::WHAT, crate::db::humantime(every));
+        self.later(ctx, every, reason);
     }
 
     fn run(&mut self, ctx: &mut Context<Self>) {
-        if !self.gate.ready() || (P::NEEDS_DB && !self.svc.may_work()) {
+        if !self.gate.ready() {
+            return;
+        }
+        if P::NEEDS_DB && !self.svc.may_work() {
+            let every = self.job.interval();
+            let reason = "database unhealthy or not leading: waiting".to_string();
+            self.later(ctx, every, reason);
             return;
         }
         self.gate.begin(&self.svc);
         let pass = self.job.pass();
         ctx.spawn(pass.into_actor(self).map(|done, act, ctx| {
             let stop = act.gate.end();
-            match act.job.finished(done, &act.svc) {
-                Ok(()) => act.svc.tick_ok(),
-                Err(e) => act.svc.tick_err(&e),
-            }
-            act.schedule_next();
+            let outcome = act.job.finished(done, &act.svc);
+            act.after(outcome, ctx);
             if stop {
                 ctx.stop();
             }
         }));
+    }
+
+    fn after(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
+        match outcome {
+            Outcome::Done => {
+                self.failures = 0;
+                self.svc.tick_ok();
+                self.at_pace(ctx);
+            }
+            Outcome::More(reason) => {
+                self.failures = 0;
+                self.svc.tick_ok();
+                self.later(ctx, Duration::ZERO, reason);
+            }
+            Outcome::Failed { error, retry_after } => {
+                self.failures += 1;
+                self.svc.tick_err(&error);
+                match self.job.backoff() {
+                    None => self.at_pace(ctx),
+                    Some(backoff) => {
+                        let delay = backoff.after(self.failures, retry_after);
+                        let reason = format!(
+                            "{} failing ({} in a row): {}",
+                            P::FAILING,
+                            self.failures,
+                            crate::db::humantime(delay)
+                        );
+                        self.later(ctx, delay, reason);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -539,11 +627,17 @@ impl<P: Periodic> Actor for Every<P> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // The registry shows the pace from the start, not only once a first pass ended (which
-        // waits for a healthy database).
-        self.schedule_next();
-        self.run(ctx);
-        ctx.run_interval(self.job.interval(), |act, ctx| act.run(ctx));
+        match self.job.first_delay() {
+            Some((delay, reason)) if !delay.is_zero() => self.later(ctx, delay, reason),
+            _ => {
+                // The registry shows the pace from the start, not only once a first pass
+                // ended (which waits for a healthy database).
+                let every = self.job.interval();
+                let reason = format!("{}: {}", P::WHAT, crate::db::humantime(every));
+                self.svc.schedule(every, reason);
+                self.run(ctx);
+            }
+        }
     }
 }
 

@@ -22,11 +22,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
 use futures_util::{StreamExt, TryStreamExt};
+use std::future::Future;
+use std::pin::Pin;
 
 use crate::db::humantime;
-use crate::service::{Control, NextRun, ServiceCtx, TickGate};
+use crate::service::{Every, Outcome, Periodic, ServiceCtx};
 use crate::settings::{self, Dur, NonZero};
 use crate::solana::{memos, treasury_delta, RpcClient, RpcError, SignatureInfo, Token};
 use crate::store::{Credited, Cursor, IncomingDeposit, Store, StoreError};
@@ -233,17 +234,16 @@ pub struct Pass {
     pub credited: Credited,
 }
 
-/// The watcher actor of one token.
-pub struct Watcher {
+/// The watching job of one token: a pass reads one window of the treasury's signatures.
+pub struct Watch {
     token: Token,
     store: Store,
     rpc: Arc<RpcClient>,
     settings: WatcherSettings,
-    svc: ServiceCtx,
-    gate: TickGate,
-    failures: u32,
-    next: NextRun,
 }
+
+/// The watcher service of one token.
+pub type Watcher = Every<Watch>;
 
 impl Watcher {
     pub fn new(
@@ -253,78 +253,69 @@ impl Watcher {
         settings: WatcherSettings,
         svc: ServiceCtx,
     ) -> Self {
-        Watcher {
-            token,
-            store,
-            rpc,
-            settings,
+        Every::of(
+            Watch {
+                token,
+                store,
+                rpc,
+                settings,
+            },
             svc,
-            gate: TickGate::default(),
-            failures: 0,
-            next: NextRun::default(),
-        }
+        )
+    }
+}
+
+impl Periodic for Watch {
+    type Done = Result<Pass, WatchError>;
+    const WHAT: &'static str = "poll";
+    const FAILING: &'static str = "RPC";
+
+    fn interval(&self) -> Duration {
+        self.settings.interval
     }
 
-    fn later(&mut self, ctx: &mut Context<Self>, delay: Duration, reason: String) {
-        self.next.set(ctx, &self.svc, delay, reason, Self::pass);
+    fn backoff(&self) -> Option<crate::restart::Backoff> {
+        Some(self.settings.backoff())
     }
 
-    fn pass(&mut self, ctx: &mut Context<Self>) {
-        if !self.gate.ready() {
-            return;
-        }
-        if !self.svc.may_work() {
-            let every = self.settings.interval;
-            self.later(ctx, every, "database unhealthy: waiting".into());
-            return;
-        }
-        self.gate.begin(&self.svc);
+    fn first_delay(&self) -> Option<(Duration, String)> {
+        let delay = self.settings.start_delay;
+        Some((delay, format!("staggered start: {}", humantime(delay))))
+    }
+
+    fn pass(&mut self) -> Pin<Box<dyn Future<Output = Self::Done>>> {
         let (token, store, rpc, settings) = (
             self.token.clone(),
             self.store.clone(),
             self.rpc.clone(),
             self.settings.clone(),
         );
-        let fut = async move { run_pass(&token, &store, &rpc, &settings).await };
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
-            let stop = act.gate.end();
-            match res {
-                Ok(pass) => {
-                    act.failures = 0;
-                    act.svc.tick_ok();
-                    if pass.signatures > 0 {
-                        tracing::info!(service = %act.svc.name(), signatures = pass.signatures, pages = pass.pages,
-                            failed_skipped = pass.failed_skipped, attributed = pass.credited.attributed,
-                            unattributed = pass.credited.unattributed, duplicates = pass.credited.duplicates,
-                            amount = pass.credited.amount, "window processed");
-                    }
-                    if pass.more {
-                        act.later(ctx, Duration::ZERO, "catching up: backlog left".into());
-                    } else {
-                        let every = act.settings.interval;
-                        act.later(ctx, every, format!("poll: {}", humantime(every)));
-                    }
+        Box::pin(async move { run_pass(&token, &store, &rpc, &settings).await })
+    }
+
+    fn finished(&mut self, done: Self::Done, svc: &ServiceCtx) -> Outcome {
+        match done {
+            Ok(pass) => {
+                if pass.signatures > 0 {
+                    tracing::info!(service = %svc.name(), signatures = pass.signatures, pages = pass.pages,
+                        failed_skipped = pass.failed_skipped, attributed = pass.credited.attributed,
+                        unattributed = pass.credited.unattributed, duplicates = pass.credited.duplicates,
+                        amount = pass.credited.amount, "window processed");
                 }
-                Err(e) => {
-                    act.failures += 1;
-                    act.svc.tick_err(&e);
-                    let retry_after = match &e {
-                        WatchError::Rpc(rpc) => rpc.retry_after(),
-                        _ => None,
-                    };
-                    let delay = act.settings.backoff().after(act.failures, retry_after);
-                    let n = act.failures;
-                    act.later(
-                        ctx,
-                        delay,
-                        format!("RPC failing ({n} in a row): {}", humantime(delay)),
-                    );
+                if pass.more {
+                    Outcome::More("catching up: backlog left".into())
+                } else {
+                    Outcome::Done
                 }
             }
-            if stop {
-                ctx.stop();
-            }
-        }));
+            Err(e) => Outcome::Failed {
+                retry_after: match &e {
+                    WatchError::Rpc(rpc) => rpc.retry_after(),
+                    _ => None,
+                },
+                error: e.to_string(),
+            },
+        }
     }
 }
 
@@ -563,29 +554,6 @@ pub async fn run_pass(
                     .await?;
             }
             Err(error)
-        }
-    }
-}
-
-impl Actor for Watcher {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        let delay = self.settings.start_delay;
-        if delay.is_zero() {
-            self.pass(ctx);
-        } else {
-            self.later(ctx, delay, format!("staggered start: {}", humantime(delay)));
-        }
-    }
-}
-
-impl Handler<Control> for Watcher {
-    type Result = ();
-
-    fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
-        if self.gate.control(msg, ctx) {
-            self.pass(ctx);
         }
     }
 }
