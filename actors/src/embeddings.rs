@@ -175,11 +175,7 @@ impl EmbeddingsClient {
         let res = req.send().await.map_err(|e| self.transport(e))?;
         let status = res.status();
         if !status.is_success() {
-            let retry_after = res
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| crate::outbox::parse_retry_after(v, chrono::Utc::now()));
+            let retry_after = crate::upstream::retry_after(&res);
             return Err(EmbedError::Http {
                 host: host(),
                 status: status.as_u16(),

@@ -10,108 +10,31 @@ use std::time::Duration;
 
 use crate::settings::{self, NonZero};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-/// The states a game can be in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GameState {
-    Scheduled,
-    Live,
-    Final,
-    Postponed,
-    Canceled,
-    Delayed,
-    Suspended,
-}
+pub use crate::domain::{GameState, ScoreboardGame, Side};
 
-impl GameState {
-    /// Every state, as the API names them.
-    pub const ALL: [GameState; 7] = [
-        GameState::Scheduled,
-        GameState::Live,
-        GameState::Final,
-        GameState::Postponed,
-        GameState::Canceled,
-        GameState::Delayed,
-        GameState::Suspended,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GameState::Scheduled => "scheduled",
-            GameState::Live => "live",
-            GameState::Final => "final",
-            GameState::Postponed => "postponed",
-            GameState::Canceled => "canceled",
-            GameState::Delayed => "delayed",
-            GameState::Suspended => "suspended",
+/// A game's state from ESPN's `status.type.name`, else its coarse `state` (`pre`/`in`/`post`)
+/// and `completed`.
+pub fn game_state(name: &str, state: &str, completed: bool) -> GameState {
+    match name {
+        "STATUS_SCHEDULED" | "STATUS_TBD" => GameState::Scheduled,
+        "STATUS_FINAL" | "STATUS_FINAL_OT" | "STATUS_FULL_TIME" | "STATUS_FINAL_PEN"
+        | "STATUS_FINAL_AET" => GameState::Final,
+        "STATUS_POSTPONED" => GameState::Postponed,
+        "STATUS_CANCELED" | "STATUS_CANCELLED" | "STATUS_FORFEIT" => GameState::Canceled,
+        "STATUS_SUSPENDED" => GameState::Suspended,
+        "STATUS_DELAYED" | "STATUS_RAIN_DELAY" => GameState::Delayed,
+        "STATUS_IN_PROGRESS" | "STATUS_HALFTIME" | "STATUS_END_PERIOD" | "STATUS_END_OF_PERIOD" => {
+            GameState::Live
         }
+        _ => match (state, completed) {
+            ("post", true) => GameState::Final,
+            ("post", false) => GameState::Postponed,
+            ("in", _) => GameState::Live,
+            _ => GameState::Scheduled,
+        },
     }
-
-    pub fn parse(s: &str) -> Option<GameState> {
-        Some(match s {
-            "scheduled" => GameState::Scheduled,
-            "live" => GameState::Live,
-            "final" => GameState::Final,
-            "postponed" => GameState::Postponed,
-            "canceled" => GameState::Canceled,
-            "delayed" => GameState::Delayed,
-            "suspended" => GameState::Suspended,
-            _ => return None,
-        })
-    }
-
-    /// ESPN's `status.type.name`, else its coarse `state` (`pre`/`in`/`post`) and `completed`.
-    pub fn from_espn(name: &str, state: &str, completed: bool) -> GameState {
-        match name {
-            "STATUS_SCHEDULED" | "STATUS_TBD" => GameState::Scheduled,
-            "STATUS_FINAL" | "STATUS_FINAL_OT" | "STATUS_FULL_TIME" | "STATUS_FINAL_PEN"
-            | "STATUS_FINAL_AET" => GameState::Final,
-            "STATUS_POSTPONED" => GameState::Postponed,
-            "STATUS_CANCELED" | "STATUS_CANCELLED" | "STATUS_FORFEIT" => GameState::Canceled,
-            "STATUS_SUSPENDED" => GameState::Suspended,
-            "STATUS_DELAYED" | "STATUS_RAIN_DELAY" => GameState::Delayed,
-            "STATUS_IN_PROGRESS"
-            | "STATUS_HALFTIME"
-            | "STATUS_END_PERIOD"
-            | "STATUS_END_OF_PERIOD" => GameState::Live,
-            _ => match (state, completed) {
-                ("post", true) => GameState::Final,
-                ("post", false) => GameState::Postponed,
-                ("in", _) => GameState::Live,
-                _ => GameState::Scheduled,
-            },
-        }
-    }
-}
-
-/// One side of a game.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Side {
-    pub abbreviation: String,
-    pub name: String,
-    /// `None` before the game has a score to report (ESPN sends `"0"`; kept as 0).
-    pub score: Option<i64>,
-    /// Present only on finished games.
-    pub winner: Option<bool>,
-}
-
-/// A game as read from a scoreboard.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ScoreboardGame {
-    pub external_id: String,
-    pub name: String,
-    pub short_name: String,
-    pub starts_at: DateTime<Utc>,
-    pub state: GameState,
-    /// ESPN's human status, e.g. `Rain Delay, Top 1st` or `Final`.
-    pub status_detail: String,
-    pub neutral_site: bool,
-    pub season_year: Option<i32>,
-    pub season_type: Option<i32>,
-    pub home: Side,
-    pub away: Side,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -276,7 +199,7 @@ pub fn parse_scoreboard(body: &[u8]) -> Result<Vec<ScoreboardGame>, EspnError> {
             let away = find("away")?;
             let t = &e.status.kind;
             Ok(ScoreboardGame {
-                state: GameState::from_espn(&t.name, &t.state, t.completed),
+                state: game_state(&t.name, &t.state, t.completed),
                 status_detail: t
                     .short_detail
                     .clone()
@@ -395,11 +318,7 @@ impl EspnClient {
             })?;
         let status = res.status().as_u16();
         if status == 429 || status == 503 {
-            let retry_after = res
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| crate::outbox::parse_retry_after(v, chrono::Utc::now()));
+            let retry_after = crate::upstream::retry_after(&res);
             return Err(EspnError::RateLimited {
                 status,
                 retry_after,
@@ -568,31 +487,13 @@ mod tests {
     #[test]
     fn espn_status_names_map_to_game_states() {
         use GameState::*;
-        assert_eq!(
-            GameState::from_espn("STATUS_POSTPONED", "post", false),
-            Postponed
-        );
-        assert_eq!(
-            GameState::from_espn("STATUS_CANCELED", "post", false),
-            Canceled
-        );
-        assert_eq!(
-            GameState::from_espn("STATUS_SUSPENDED", "in", false),
-            Suspended
-        );
-        assert_eq!(
-            GameState::from_espn("STATUS_DELAYED", "pre", false),
-            Delayed
-        );
-        assert_eq!(GameState::from_espn("STATUS_HALFTIME", "in", false), Live);
-        assert_eq!(
-            GameState::from_espn("STATUS_SOMETHING_NEW", "post", true),
-            Final
-        );
-        assert_eq!(
-            GameState::from_espn("STATUS_SOMETHING_NEW", "pre", false),
-            Scheduled
-        );
+        assert_eq!(game_state("STATUS_POSTPONED", "post", false), Postponed);
+        assert_eq!(game_state("STATUS_CANCELED", "post", false), Canceled);
+        assert_eq!(game_state("STATUS_SUSPENDED", "in", false), Suspended);
+        assert_eq!(game_state("STATUS_DELAYED", "pre", false), Delayed);
+        assert_eq!(game_state("STATUS_HALFTIME", "in", false), Live);
+        assert_eq!(game_state("STATUS_SOMETHING_NEW", "post", true), Final);
+        assert_eq!(game_state("STATUS_SOMETHING_NEW", "pre", false), Scheduled);
     }
 
     #[test]

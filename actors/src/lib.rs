@@ -36,6 +36,7 @@
 pub mod backfill;
 pub mod cleanup;
 pub mod db;
+pub mod domain;
 pub mod embeddings;
 pub mod espn;
 pub mod events;
@@ -53,6 +54,7 @@ pub mod solana;
 pub mod status;
 pub mod store;
 pub mod supervisor;
+pub mod upstream;
 pub mod watcher;
 
 pub use restart::RestartSettings;

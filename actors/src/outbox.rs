@@ -122,12 +122,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(body);
     let digest = mac.finalize().into_bytes();
-    let mut hex = String::with_capacity(7 + 64);
-    hex.push_str("sha256=");
-    for b in digest {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    hex
+    format!("sha256={}", hex::encode(digest))
 }
 
 /// The HTTP side of delivery: one client with timeouts and the signing secret.
@@ -187,11 +182,7 @@ impl WebhookClient {
         if status.is_success() {
             return Ok(());
         }
-        let retry_after = res
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, Utc::now()));
+        let retry_after = crate::upstream::retry_after(&res);
         Err(PostError {
             message: format!("{}: HTTP {}", crate::redact::host(url), status.as_u16()),
             retry_after,
@@ -208,16 +199,6 @@ fn without_url(e: &reqwest::Error) -> String {
         "request failed"
     };
     kind.to_string()
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(&v.replace("GMT", "+0000")).ok()?;
-    (at.with_timezone(&Utc) - now).to_std().ok()
 }
 
 /// Delay before attempt `attempts + 1`: exponential from the base, capped, with equal jitter
@@ -482,22 +463,6 @@ mod tests {
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-    }
-
-    #[test]
-    fn retry_after_as_seconds_or_date() {
-        let now = DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:29:00 GMT", now),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]

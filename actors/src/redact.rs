@@ -32,66 +32,47 @@ fn secret_param(name: &str) -> bool {
 }
 
 /// `url` with the user-info password and the values of secret query parameters replaced by
-/// `***` (everything else, including the user name, host and path, is kept).
-pub fn url(url: &str) -> String {
-    let (head, fragment) = match url.split_once('#') {
-        Some((h, f)) => (h, Some(f)),
-        None => (url, None),
+/// `***` (everything else, including the user name, host and path, is kept). Text that is not
+/// a URL is cut before any `@`, `?` or `#`.
+pub fn url(text: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(text) else {
+        return match text.find(['@', '?', '#']) {
+            Some(at) => format!("{}***", &text[..at]),
+            None => text.to_string(),
+        };
     };
-    let (base, query) = match head.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (head, None),
-    };
-    let mut out = match base.find("://") {
-        Some(scheme_end) => {
-            let rest = &base[scheme_end + 3..];
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => {
-                    let userinfo = &rest[..at];
-                    let user = userinfo.split(':').next().unwrap_or("");
-                    let hidden = if userinfo.contains(':') {
-                        format!("{user}:***")
-                    } else if user.len() > 20 {
-                        // A long user name alone is most likely a token.
-                        "***".to_string()
-                    } else {
-                        user.to_string()
-                    };
-                    format!("{}{hidden}{}", &base[..scheme_end + 3], &rest[at..])
-                }
-                None => base.to_string(),
-            }
-        }
-        None => base.to_string(),
-    };
-    if let Some(query) = query {
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((name, _)) if secret_param(name) => format!("{name}=***"),
-                _ => pair.to_string(),
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    } else if parsed.username().len() > 20 {
+        // A long user name alone is most likely a token.
+        let _ = parsed.set_username("***");
+    }
+    if parsed.query_pairs().any(|(name, _)| secret_param(&name)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if secret_param(&name) {
+                    "***".to_string()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
             })
             .collect();
-        out.push('?');
-        out.push_str(&pairs.join("&"));
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
     }
-    if let Some(f) = fragment {
-        out.push('#');
-        out.push_str(f);
-    }
-    out
+    parsed.to_string()
 }
 
 /// `scheme://host[:port]` of a URL: what errors about a request name.
-pub fn host(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = authority.rsplit('@').next().unwrap_or(authority);
-    if scheme.is_empty() {
-        host.to_string()
-    } else {
-        format!("{scheme}://{host}")
+pub fn host(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(host), Some(port)) => format!("{}://{host}:{port}", u.scheme()),
+            (Some(host), None) => format!("{}://{host}", u.scheme()),
+            (None, _) => u.scheme().to_string(),
+        },
+        Err(_) => url(text.split(['/', '?', '#']).next().unwrap_or("")),
     }
 }
 

@@ -138,11 +138,7 @@ impl RpcClient {
             .map_err(|e| RpcError::Transport(e.without_url().to_string()))?;
         let status = res.status();
         if !status.is_success() {
-            let retry_after = res
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| crate::outbox::parse_retry_after(v, chrono::Utc::now()));
+            let retry_after = crate::upstream::retry_after(&res);
             return Err(RpcError::Http {
                 status: status.as_u16(),
                 retry_after,

@@ -259,7 +259,7 @@ fn query_schema(path: &str, name: &str) -> Value {
         (_, "cursor") => json!({"type": "string", "pattern": "^[0-9]{1,18}$"}),
         (_, "league") => leagues(),
         ("/api/v1/games", "state") => {
-            enum_of(tipoff_actors::espn::GameState::ALL.map(|g| g.as_str()))
+            enum_of(tipoff_actors::domain::GameState::ALL.map(|g| g.as_str()))
         }
         ("/api/v1/markets" | "/api/v1/markets/search", "state") => {
             enum_of(super::read::MARKET_STATES.iter().copied())

@@ -52,7 +52,7 @@ impl AdminToken {
             let mut h = Sha256::new();
             h.update(b"tipoff-session-token:");
             h.update(d);
-            to_hex(&h.finalize())
+            hex::encode(h.finalize())
         })
     }
 
@@ -63,10 +63,6 @@ impl AdminToken {
 
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if the request has one.
@@ -98,12 +94,12 @@ impl Sessions {
     /// A new random session id (256 bits, hex).
     pub fn new_id() -> String {
         let bytes: [u8; 32] = rand::random();
-        to_hex(&bytes)
+        hex::encode(bytes)
     }
 
     /// What the table stores for session `id`.
     fn id_hash(id: &str) -> String {
-        to_hex(&Sha256::digest(id.as_bytes()))
+        hex::encode(Sha256::digest(id.as_bytes()))
     }
 
     /// Opens a session for `admin`'s token; answers its id.

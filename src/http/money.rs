@@ -46,10 +46,7 @@ const SYSTEM_PROGRAM: &str = "11111111111111111111111111111111";
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
 
 fn digest_hex(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// A signed-in user (`Authorization: Bearer <api key>`).
@@ -175,9 +172,7 @@ async fn create_user(
     for _ in 0..3 {
         let (key, code) = {
             let mut rng = rand::thread_rng();
-            let key: String = (0..32)
-                .map(|_| format!("{:02x}", rng.gen::<u8>()))
-                .collect();
+            let key = hex::encode(rng.gen::<[u8; 32]>());
             let code: String = (0..8)
                 .map(|_| CODE_ALPHABET[rng.gen_range(0..CODE_ALPHABET.len())] as char)
                 .collect();

@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tipoff_actors::espn::GameState;
+use tipoff_actors::domain::GameState;
 use tipoff_actors::store::{GameFilter, GameRow, MarketFilter, MarketRow};
 use tipoff_actors::Store;
 

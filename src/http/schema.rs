@@ -130,7 +130,7 @@ pub(crate) fn optional_units_field(_: &mut SchemaGenerator) -> Schema {
 
 pub(crate) fn game_state_field(_: &mut SchemaGenerator) -> Schema {
     to_schema(enum_of(
-        tipoff_actors::espn::GameState::ALL.map(|g| g.as_str()),
+        tipoff_actors::domain::GameState::ALL.map(|g| g.as_str()),
     ))
 }
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::money::DEFAULT_FEE_BPS;
 use super::{Store, StoreError};
-use crate::espn::{GameState, ScoreboardGame};
+use crate::domain::{GameState, ScoreboardGame};
 
 /// What one upsert did to the game's market.
 #[derive(Debug, Clone, PartialEq, Eq)]

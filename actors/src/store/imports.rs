@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::games::{question, winner, Existing};
 use super::{Backend, MarketTransition, Store, StoreError, Upserted};
-use crate::espn::{GameState, ScoreboardGame};
+use crate::domain::{GameState, ScoreboardGame};
 
 /// Job states that still have work to do.
 pub const ACTIVE_IMPORT_STATES: &[&str] = &["queued", "running"];

@@ -51,10 +51,7 @@ pub fn search_document(
 
 /// The document's SHA-256, hex: an embedding made from another hash is stale.
 pub fn document_hash(document: &str) -> String {
-    Sha256::digest(document.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(document.as_bytes()))
 }
 
 /// The words of `text` as the keyword index sees them: split at anything that is not a letter
