@@ -1,0 +1,172 @@
+//! The audit: the ledger, the balances and the positions checked against each other.
+
+use super::*;
+
+impl Store {
+    /// Checks every money invariant and sums each token's money by where it is.
+    pub async fn audit(&self) -> Result<Audit, StoreError> {
+        let mut audit = Audit::default();
+        let problems = &mut audit.problems;
+        // One snapshot, so writes racing with the audit cannot look like broken invariants.
+        let backend = self.backend();
+        let (
+            balances,
+            sums,
+            deposits,
+            entry_totals,
+            double_credits,
+            double_payouts,
+            holds_vs_pending,
+            withdrawn_vs_completed,
+            escrow_vs_stakes,
+            unpaid,
+            positions_vs_stakes,
+        ) = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if backend == crate::store::Backend::Postgres {
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+            }
+        macro_rules! all {
+            ($sql:expr) => {
+                sqlx::query_as($sql).fetch_all(&mut *tx).await?
+            };
+        }
+        let balances: Vec<(String, String, i64)> =
+            all!("SELECT account, token, amount FROM balances");
+        let sums: Vec<(String, String, i64)> = all!("SELECT account, token, CAST(SUM(amount) AS BIGINT) FROM ledger_entries GROUP BY account, token");
+        let deposits: Vec<(String, i64)> =
+            all!("SELECT token, CAST(SUM(amount) AS BIGINT) FROM deposits GROUP BY token");
+        let entry_totals: Vec<(String, i64)> =
+            all!("SELECT token, CAST(SUM(amount) AS BIGINT) FROM ledger_entries GROUP BY token");
+        let double_credits: Vec<(String, i64)> = all!("SELECT reference, COUNT(*) FROM ledger_entries WHERE account = 'external' GROUP BY reference HAVING COUNT(*) > 1");
+        let double_payouts: Vec<(String, i64)> = all!("SELECT reference, COUNT(*) FROM ledger_entries WHERE kind IN ('payout', 'refund') AND account LIKE 'user:%' GROUP BY reference HAVING COUNT(*) > 1");
+        let holds_vs_pending: Vec<(i64, String, i64, i64)> = all!(
+            "SELECT u.id, b.token, b.amount, COALESCE((SELECT CAST(SUM(w.amount) AS BIGINT) FROM withdrawals w WHERE w.user_id = u.id AND w.token = b.token AND w.state IN ('pending', 'processing')), 0) \
+             FROM users u JOIN balances b ON b.account = 'holds:' || CAST(u.id AS TEXT)"
+        );
+        let withdrawn_vs_completed: Vec<(String, i64, i64)> = all!(
+            "SELECT b.token, b.amount, COALESCE((SELECT CAST(SUM(w.amount) AS BIGINT) FROM withdrawals w WHERE w.token = b.token AND w.state = 'completed'), 0) \
+             FROM balances b WHERE b.account = 'withdrawn'"
+        );
+        // A market is paid out after the board that closed it commits: until then (`paid_at`
+        // unset) its escrow still holds every position.
+        let escrow_vs_stakes: Vec<(i64, String, String, i64, i64)> = all!(
+            "SELECT m.id, CASE WHEN m.paid_at IS NULL THEN 'unpaid' ELSE 'paid' END, p.token, CAST(SUM(p.amount) AS BIGINT), \
+             COALESCE((SELECT b.amount FROM balances b WHERE b.account = 'escrow:' || CAST(m.id AS TEXT) AND b.token = p.token), 0) \
+             FROM markets m JOIN positions p ON p.market_id = m.id GROUP BY m.id, m.paid_at, p.token"
+        );
+        let unpaid: Vec<(i64, i64)> = all!(
+            "SELECT m.id, COUNT(*) FROM markets m JOIN positions p ON p.market_id = m.id \
+             WHERE m.paid_at IS NOT NULL AND p.payout IS NULL GROUP BY m.id"
+        );
+        let positions_vs_stakes: Vec<(i64, i64, String, String, i64, i64)> = all!(
+            "SELECT s.market_id, s.user_id, s.outcome, s.token, CAST(SUM(s.amount) AS BIGINT), COALESCE(MAX(p.amount), 0) \
+             FROM stakes s LEFT JOIN positions p ON p.id = s.position_id \
+             GROUP BY s.market_id, s.user_id, s.outcome, s.token HAVING CAST(SUM(s.amount) AS BIGINT) != COALESCE(MAX(p.amount), 0) OR COUNT(DISTINCT p.id) != 1"
+        );
+            tx.rollback().await?;
+            (balances, sums, deposits, entry_totals, double_credits, double_payouts, holds_vs_pending, withdrawn_vs_completed, escrow_vs_stakes, unpaid, positions_vs_stakes)
+        });
+        let sum_of: HashMap<(&str, &str), i64> = sums
+            .iter()
+            .map(|(a, t, s)| ((a.as_str(), t.as_str()), *s))
+            .collect();
+        let mut totals: BTreeMap<String, TokenTotals> = BTreeMap::new();
+        for (account, token, amount) in &balances {
+            let entries = sum_of
+                .get(&(account.as_str(), token.as_str()))
+                .copied()
+                .unwrap_or(0);
+            if entries != *amount {
+                problems.push(format!(
+                    "balance {account} {token} is {amount} but its ledger entries sum to {entries}"
+                ));
+            }
+            if *amount < 0 && account != "external" {
+                problems.push(format!("balance {account} {token} is negative ({amount})"));
+            }
+            let t = totals.entry(token.clone()).or_insert_with(|| TokenTotals {
+                token: token.clone(),
+                ..Default::default()
+            });
+            match account.split(':').next().unwrap_or_default() {
+                "user" => t.users += amount,
+                "holds" => t.holds += amount,
+                "escrow" => t.escrow += amount,
+                "house" => t.house += amount,
+                "unattributed" => t.unattributed += amount,
+                "withdrawn" => t.withdrawn += amount,
+                "external" => {}
+                other => problems.push(format!("unknown account kind {other} ({account})")),
+            }
+        }
+        for ((account, token), s) in &sum_of {
+            if *s != 0 && !balances.iter().any(|(a, t, _)| a == account && t == token) {
+                problems.push(format!(
+                    "ledger entries of {account} {token} sum to {s} but it has no balance"
+                ));
+            }
+        }
+        for (token, total) in &entry_totals {
+            if *total != 0 {
+                problems.push(format!("{token} ledger entries sum to {total}, not 0"));
+            }
+        }
+        for (token, amount) in &deposits {
+            let t = totals.entry(token.clone()).or_insert_with(|| TokenTotals {
+                token: token.clone(),
+                ..Default::default()
+            });
+            t.deposits = *amount;
+        }
+        for t in totals.values() {
+            let held = t.users + t.holds + t.escrow + t.house + t.unattributed + t.withdrawn;
+            if held != t.deposits {
+                problems.push(format!(
+                    "{}: deposits {} != users {} + holds {} + escrow {} + house {} + unattributed {} + withdrawn {} (= {held})",
+                    t.token, t.deposits, t.users, t.holds, t.escrow, t.house, t.unattributed, t.withdrawn
+                ));
+            }
+        }
+        for (reference, n) in double_credits {
+            problems.push(format!("{reference} was credited {n} times"));
+        }
+        for (reference, n) in double_payouts {
+            problems.push(format!("{reference} was paid {n} times"));
+        }
+        for (user, token, held, pending) in holds_vs_pending {
+            if held != pending {
+                problems.push(format!(
+                    "user {user} holds {held} {token} but has {pending} in pending and claimed withdrawals"
+                ));
+            }
+        }
+        for (token, withdrawn, completed) in withdrawn_vs_completed {
+            if withdrawn != completed {
+                problems.push(format!(
+                    "withdrawn {token} is {withdrawn} but completed withdrawals total {completed}"
+                ));
+            }
+        }
+        for (market, state, token, staked, escrow) in escrow_vs_stakes {
+            let expected = if state == "paid" { 0 } else { staked };
+            if escrow != expected {
+                problems.push(format!(
+                    "market {market} ({state}) escrow holds {escrow} {token}, expected {expected}"
+                ));
+            }
+        }
+        for (market, n) in unpaid {
+            problems.push(format!(
+                "market {market} is paid out but {n} of its positions were never paid"
+            ));
+        }
+        for (market, user, outcome, token, staked, position) in positions_vs_stakes {
+            problems.push(format!(
+                "user {user}'s stakes on {outcome} of market {market} total {staked} {token} but their position is {position}"
+            ));
+        }
+        audit.tokens = totals.into_values().collect();
+        Ok(audit)
+    }
+}

@@ -1,0 +1,253 @@
+//! Stakes, positions, and paying a closed market out.
+
+use super::*;
+
+impl Store {
+    /// Takes a stake on an open market whose game has not started (`now` is before its start):
+    /// the market's compare-and-set, the debit of the user's balance and the stake row commit
+    /// together. A closed or started market, or a short balance, is refused (`market_closed`, `insufficient_balance`).
+    #[tracing::instrument(skip_all, fields(user_id, market_id, %token, amount))]
+    pub async fn place_stake(
+        &self,
+        user_id: i64,
+        market_id: i64,
+        outcome: &str,
+        token: &str,
+        amount: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Stake, StoreError> {
+        let _writer = self.writer().await?;
+        let stake = retrying!(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(
+                "UPDATE markets SET stake_count = stake_count + 1 WHERE id = $1 AND state = 'open' \
+                 AND game_id IN (SELECT id FROM games WHERE starts_at > $2)",
+            )
+            .bind(market_id).bind(now)
+            .execute(&mut *tx).await?.rows_affected();
+            if n != 1 {
+                let found: Option<(String, DateTime<Utc>)> = sqlx::query_as(
+                    "SELECT m.state, g.starts_at FROM markets m JOIN games g ON g.id = m.game_id WHERE m.id = $1",
+                )
+                .bind(market_id)
+                .fetch_optional(&mut *tx).await?;
+                return Err(match found {
+                    None => StoreError::NotFound,
+                    Some((state, _)) if state != "open" => crate::store::refused("market_closed", format!("market {market_id} is {state}: it takes no more stakes")),
+                    Some((_, starts_at)) => crate::store::refused("market_closed", format!(
+                        "market {market_id} is closed: its game started at {}", starts_at.to_rfc3339()
+                    )),
+                });
+            }
+            let position_id: i64 = sqlx::query_scalar(
+                "INSERT INTO positions (market_id, user_id, outcome, token, amount, stakes, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, 1, $6, $6) ON CONFLICT (market_id, token, outcome, user_id) \
+                 DO UPDATE SET amount = positions.amount + excluded.amount, stakes = positions.stakes + 1, updated_at = excluded.updated_at \
+                 RETURNING id",
+            )
+            .bind(market_id).bind(user_id).bind(outcome).bind(token).bind(amount).bind(now)
+            .fetch_one(&mut *tx).await?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO stakes (market_id, user_id, outcome, token, amount, created_at, position_id) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"
+            )
+            .bind(market_id).bind(user_id).bind(outcome).bind(token).bind(amount).bind(now).bind(position_id)
+            .fetch_one(&mut *tx).await?;
+            // Lock order: the escrow row before the user's (see `lock_rank`).
+            transfer!(tx, credit_first, token, &user_account(user_id), &escrow_account(market_id), amount, "stake", &format!("stake:{id}"), now);
+            let stake = Stake {
+                id, market_id, user_id, outcome: outcome.to_string(), token: token.to_string(), amount,
+                payout: None, created_at: now, settled_at: None, position_id: Some(position_id),
+            };
+            commit!(self, tx);
+            Ok(stake)
+        }))?;
+        // Stakes only move the pools: announced to the other replicas in batches (by the
+        // `listener`), not one NOTIFY per stake, which would serialise their commits.
+        Store::wrote_unannounced();
+        Ok(stake)
+    }
+
+    /// Pays out one closed market in a transaction of its own, set-based: the market's
+    /// compare-and-set on `paid_at` (so at most once), then per token one statement per leg —
+    /// every position's payout, the users' balances, their ledger entries, the escrow's — and
+    /// the house's fee and rounding remainder. The payouts are exactly [`parimutuel`]'s. Emits
+    /// `market.settled` or `market.voided`. `None` when the market is not closed or was paid.
+    #[tracing::instrument(skip_all, fields(market_id))]
+    pub async fn pay_market(
+        &self,
+        market_id: i64,
+        fee_bps: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Paid>, StoreError> {
+        let _writer = self.writer().await?;
+        let paid = retrying!(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let closed: Option<(String, Option<String>, i64, i64)> = sqlx::query_as(
+                "UPDATE markets SET paid_at = $1 WHERE id = $2 AND state IN ('settled', 'void') AND paid_at IS NULL \
+                 RETURNING state, winning_outcome, game_id, stake_count",
+            )
+            .bind(now).bind(market_id)
+            .fetch_optional(&mut *tx).await?;
+            let Some((state, winning, game_id, stake_count)) = closed else {
+                return Ok(None);
+            };
+            let winner = if state == "settled" { winning } else { None };
+            let pools: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+                "SELECT token, CAST(SUM(amount) AS BIGINT), CAST(SUM(CASE WHEN outcome = $2 THEN amount ELSE 0 END) AS BIGINT), COUNT(*) \
+                 FROM positions WHERE market_id = $1 AND payout IS NULL GROUP BY token ORDER BY token",
+            )
+            .bind(market_id).bind(winner.as_deref())
+            .fetch_all(&mut *tx).await?;
+            let escrow = escrow_account(market_id);
+            let reference = format!("market:{market_id}");
+            let mut done = Paid { market_id, state: state.clone(), ..Paid::default() };
+            for (token, total, on_winner, positions) in &pools {
+                let (total, on_winner) = (*total as i128, *on_winner as i128);
+                let refund = on_winner == 0;
+                let losers = total - on_winner;
+                let fee = if refund { 0 } else { losers * fee_bps as i128 / 10_000 };
+                let winnings = losers - fee;
+                let kind = if refund { "refund" } else { "payout" };
+                if refund {
+                    sqlx::query("UPDATE positions SET payout = amount, settled_at = $3 WHERE market_id = $1 AND token = $2 AND payout IS NULL")
+                        .bind(market_id).bind(token).bind(now)
+                        .execute(&mut *tx).await?;
+                } else if on_winner * winnings <= i64::MAX as i128 {
+                    // No product can overflow a 64-bit integer: the database computes them.
+                    sqlx::query(
+                        "UPDATE positions SET payout = CASE WHEN outcome = $3 THEN amount + amount * $4 / $5 ELSE 0 END, settled_at = $6 \
+                         WHERE market_id = $1 AND token = $2 AND payout IS NULL",
+                    )
+                    .bind(market_id).bind(token).bind(winner.as_deref()).bind(winnings as i64).bind(on_winner as i64).bind(now)
+                    .execute(&mut *tx).await?;
+                } else {
+                    // Amounts near 2^63: each payout in 128-bit arithmetic, one row at a time.
+                    let rows: Vec<OpenStake> = sqlx::query_as(
+                        "SELECT id, user_id, outcome, token, amount FROM positions WHERE market_id = $1 AND token = $2 AND payout IS NULL ORDER BY id",
+                    )
+                    .bind(market_id).bind(token)
+                    .fetch_all(&mut *tx).await?;
+                    for (position, payout, _) in parimutuel(&rows, winner.as_deref(), fee_bps).stakes {
+                        sqlx::query("UPDATE positions SET payout = $1, settled_at = $2 WHERE id = $3")
+                            .bind(payout).bind(now).bind(position.id)
+                            .execute(&mut *tx).await?;
+                    }
+                }
+                let paid: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(payout), 0) AS BIGINT) FROM positions WHERE market_id = $1 AND token = $2",
+                )
+                .bind(market_id).bind(token)
+                .fetch_one(&mut *tx).await?;
+                // Lock order (`lock_rank`): the escrow row, the users' rows by id, the house last.
+                let n = sqlx::query("UPDATE balances SET amount = amount - $1 WHERE account = $2 AND token = $3 AND amount >= $1")
+                    .bind(paid).bind(&escrow).bind(token)
+                    .execute(&mut *tx).await?.rows_affected();
+                if n != 1 && paid > 0 {
+                    return Err(crate::store::refused("escrow_short", format!("escrow of market {market_id} holds less than the {paid} {token} its positions are owed")));
+                }
+                sqlx::query(
+                    "INSERT INTO balances (account, token, amount) \
+                     SELECT 'user:' || user_id, token, SUM(payout) FROM positions WHERE market_id = $1 AND token = $2 AND payout > 0 \
+                     GROUP BY user_id, token ORDER BY user_id \
+                     ON CONFLICT (account, token) DO UPDATE SET amount = balances.amount + excluded.amount",
+                )
+                .bind(market_id).bind(token)
+                .execute(&mut *tx).await?;
+                for (account, sign) in [("'user:' || user_id", ""), ("'escrow:' || market_id", "-")] {
+                    sqlx::query(&format!(
+                        "INSERT INTO ledger_entries (transfer_id, account, token, amount, kind, reference, created_at) \
+                         SELECT 'position:' || id, {account}, token, {sign}payout, $3, 'position:' || id, $4 \
+                         FROM positions WHERE market_id = $1 AND token = $2 AND payout > 0 ORDER BY id"
+                    ))
+                    .bind(market_id).bind(token).bind(kind).bind(now)
+                    .execute(&mut *tx).await?;
+                }
+                let remainder = total - paid as i128 - fee;
+                if fee > 0 {
+                    transfer!(tx, debit_first, token, &escrow, "house", fee as i64, "fee", &reference, now);
+                }
+                if remainder > 0 {
+                    transfer!(tx, debit_first, token, &escrow, "house", remainder as i64, "rounding", &reference, now);
+                }
+                done.positions += *positions as u64;
+                done.paid += paid;
+            }
+            let (league, home_score, away_score): (String, Option<i64>, Option<i64>) =
+                sqlx::query_as("SELECT league, home_score, away_score FROM games WHERE id = $1")
+                    .bind(game_id).fetch_one(&mut *tx).await?;
+            if state == "settled" {
+                emit!(tx, "market.settled", Some(league.as_str()), serde_json::json!({
+                    "market_id": market_id, "game_id": game_id, "league": league, "winning_outcome": winner,
+                    "home_score": home_score, "away_score": away_score, "stakes_paid": stake_count,
+                    "positions_paid": done.positions,
+                }), now);
+            } else {
+                emit!(tx, "market.voided", Some(league.as_str()), serde_json::json!({
+                    "market_id": market_id, "game_id": game_id, "league": league, "stakes_refunded": stake_count,
+                    "positions_refunded": done.positions,
+                }), now);
+            }
+            commit!(self, tx);
+            Ok(Some(done))
+        }))?;
+        if paid.is_some() {
+            Store::wrote();
+        }
+        Ok(paid)
+    }
+
+    /// Closed markets of `league` not yet paid out, oldest first (a crash between a board's
+    /// commit and its payouts leaves some; the league's next pass pays them).
+    pub async fn unpaid_markets(&self, league: &str, limit: i64) -> Result<Vec<i64>, StoreError> {
+        let sql = "SELECT m.id FROM markets m JOIN games g ON g.id = m.game_id \
+                   WHERE m.paid_at IS NULL AND m.state IN ('settled', 'void') AND g.league = $1 ORDER BY m.id LIMIT $2";
+        on_pool!(self, pool => Ok(sqlx::query_scalar(sql).bind(league).bind(limit).fetch_all(pool).await?))
+    }
+
+    /// A user's stakes, newest first, strictly before the id `before`.
+    pub async fn stakes_of(
+        &self,
+        user_id: i64,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Stake>, StoreError> {
+        let sql = format!(
+            "SELECT {STAKE_COLUMNS} FROM stakes s LEFT JOIN positions p ON p.id = s.position_id \
+             WHERE s.user_id = $1 AND s.id < $2 ORDER BY s.id DESC LIMIT $3"
+        );
+        let rows: Vec<StakeRow> = on_pool!(self, pool => sqlx::query_as(&sql).bind(user_id).bind(before.unwrap_or(i64::MAX)).bind(limit).fetch_all(pool).await?);
+        Ok(rows.into_iter().map(Stake::from).collect())
+    }
+
+    /// A user's positions, newest first, strictly before the id `before`.
+    pub async fn positions_of(
+        &self,
+        user_id: i64,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Position>, StoreError> {
+        let sql = format!("SELECT {POSITION_COLUMNS} FROM positions WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3");
+        on_pool!(self, pool => Ok(sqlx::query_as(&sql).bind(user_id).bind(before.unwrap_or(i64::MAX)).bind(limit).fetch_all(pool).await?))
+    }
+
+    /// Each market's pools: `(market, outcome, token, total staked)`.
+    pub async fn market_pools(
+        &self,
+        market_ids: &[i64],
+    ) -> Result<Vec<(i64, String, String, i64)>, StoreError> {
+        if market_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT market_id, outcome, token, CAST(SUM(amount) AS BIGINT) FROM positions WHERE market_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in market_ids {
+                list.push_bind(*id);
+            }
+            q.push(") GROUP BY market_id, outcome, token ORDER BY market_id, outcome, token");
+            Ok(q.build_query_as().fetch_all(pool).await?)
+        })
+    }
+}
