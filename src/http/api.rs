@@ -290,149 +290,10 @@ fn query_schema(path: &str, name: &str) -> Value {
 pub fn openapi() -> Value {
     let mut paths = Map::new();
     for e in endpoints() {
-        let mut params: Vec<Value> = e
-            .path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| {
-                json!({"name": name, "in": "path", "required": true, "schema": path_schema(e.path, name)})
-            })
-            .collect();
-        params.extend(e.query.iter().map(|(name, description)| {
-            let required = e.path == "/api/v1/markets/search" && *name == "q";
-            // An empty value is the same as leaving the parameter out.
-            let schema = if required {
-                query_schema(e.path, name)
-            } else {
-                json!({"anyOf": [query_schema(e.path, name), {"type": "string", "maxLength": 0}]})
-            };
-            json!({"name": name, "in": "query", "required": required, "description": description, "schema": schema})
-        }));
-        let ok_content = match e.produces {
-            "application/json" => {
-                let schema = e.returns.map_or_else(|| s("object"), |returns| returns());
-                json!({"application/json": {"schema": schema}})
-            }
-            "text/event-stream" => json!({"text/event-stream": {"schema": sse_event()}}),
-            other => {
-                let mut m = Map::new();
-                m.insert(other.to_string(), json!({"schema": s("string")}));
-                Value::Object(m)
-            }
-        };
-        let mut responses = Map::new();
-        let ok = if e.ok.0 == 303 || e.ok.0 == 204 {
-            json!({"description": e.ok.1})
-        } else {
-            json!({"description": e.ok.1, "content": ok_content})
-        };
-        responses.insert(e.ok.0.to_string(), ok);
-        if let Some((status, description)) = e.also {
-            // A forwarded command answers what was forwarded; a joined job or an open re-embed
-            // job has the shape of the success answer.
-            let schema = if status == 202 && e.path.starts_with("/admin/services") {
-                of::<ops::ForwardedCommand>()
-            } else {
-                e.returns.map_or_else(|| s("object"), |returns| returns())
-            };
-            responses.insert(
-                status.to_string(),
-                json!({"description": description, "content": {"application/json": {"schema": schema}}}),
-            );
-        }
-        let error = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-        // Every route refuses query parameters it does not take.
-        responses.insert(
-            "400".into(),
-            error("bad input (a query parameter the route does not take included); the message names the problem"),
-        );
-        match e.access {
-            Access::Admin => {
-                responses.insert("401".into(), error("missing or wrong admin token"));
-                responses.insert(
-                    "403".into(),
-                    error("admin endpoints are disabled (TIPOFF_ADMIN_TOKEN unset), or a dashboard session's write without X-Tipoff-UI"),
-                );
-                responses.insert(
-                    "429".into(),
-                    error(
-                        "too many failed admin authentications from this address (see Retry-After)",
-                    ),
-                );
-            }
-            Access::User => {
-                responses.insert("401".into(), error("missing or unknown API key"));
-            }
-            Access::Public => {}
-        }
-        if e.path.contains('{') {
-            responses.insert("404".into(), error("no such resource"));
-        }
-        if e.method == "post" {
-            responses.insert("409".into(), error("conflicts with the current state"));
-        }
-        if e.body.is_some() || e.path == "/admin/ui/login" {
-            responses.insert("413".into(), error("the body is over 16 KiB"));
-            responses.insert(
-                "415".into(),
-                error("the body is not in the content type the endpoint takes"),
-            );
-        }
-        if e.path == "/admin/ui/logout" {
-            responses.insert(
-                "403".into(),
-                error("sign-out without the X-Tipoff-UI header"),
-            );
-        }
-        if e.path == "/admin/ui/login" {
-            responses.insert("429".into(), json!({"description": "too many failed sign-ins from this address (see Retry-After): the sign-in form says so", "content": {"text/html": {"schema": s("string")}}}));
-        }
-        if e.path.starts_with("/admin/ui") && e.path != "/admin/ui/logout" {
-            responses.insert("401".into(), json!({"description": "no session, or a wrong token: the sign-in form", "content": {"text/html": {"schema": s("string")}}}));
-            responses.insert("403".into(), json!({"description": "admin endpoints are disabled (TIPOFF_ADMIN_TOKEN unset): the sign-in form says so", "content": {"text/html": {"schema": s("string")}}}));
-        }
-        if e.path == "/api/v1/events" {
-            responses.insert(
-                "403".into(),
-                error("event types other than market events need the admin token"),
-            );
-        }
-        responses.insert(
-            "405".into(),
-            error("the path does not answer this method (see `Allow`)"),
-        );
-        responses.insert("503".into(), error("unavailable: starting, stopping, database down, or an actor did not answer in time"));
-        let mut op = json!({
-            "tags": [e.tag],
-            "summary": e.summary,
-            "operationId": format!("{}_{}", e.method, e.path.trim_matches('/').replace(['/', '{', '}', '.', '-'], "_")),
-            "parameters": params,
-            "responses": responses,
-        });
-        match e.access {
-            Access::Admin => op["security"] = json!([{"admin": []}, {"dashboard": []}]),
-            Access::User => op["security"] = json!([{"apiKey": []}]),
-            Access::Public => {}
-        }
-        if let Some(body) = e.body {
-            let schema = body();
-            // A body whose fields are all optional may be left out altogether.
-            let required = schema.get("required").is_some();
-            op["requestBody"] =
-                json!({"required": required, "content": {"application/json": {"schema": schema}}});
-        }
-        if e.path == "/admin/ui/logout" {
-            if let Some(params) = op["parameters"].as_array_mut() {
-                params.push(json!({"name": "X-Tipoff-UI", "in": "header", "required": true, "description": "the dashboard's CSRF header", "schema": {"type": "string", "enum": ["1"]}}));
-            }
-        }
-        if e.path == "/admin/ui/login" {
-            op["requestBody"] = json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["token"], "properties": {"token": s("string")}}}}});
-        }
         let entry = paths
             .entry(e.path.to_string())
             .or_insert_with(|| Value::Object(Map::new()));
-        entry[e.method] = op;
+        entry[e.method] = operation(&e);
     }
     json!({
         "openapi": "3.0.3",
@@ -457,6 +318,163 @@ pub fn openapi() -> Value {
             },
         },
     })
+}
+
+/// One endpoint's operation object: parameters, responses, security and body.
+fn operation(e: &Endpoint) -> Value {
+    let mut params: Vec<Value> = e
+        .path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| {
+            json!({"name": name, "in": "path", "required": true, "schema": path_schema(e.path, name)})
+        })
+        .collect();
+    params.extend(e.query.iter().map(|(name, description)| {
+        let required = e.path == "/api/v1/markets/search" && *name == "q";
+        // An empty value is the same as leaving the parameter out.
+        let schema = if required {
+            query_schema(e.path, name)
+        } else {
+            json!({"anyOf": [query_schema(e.path, name), {"type": "string", "maxLength": 0}]})
+        };
+        json!({"name": name, "in": "query", "required": required, "description": description, "schema": schema})
+    }));
+    let responses = responses(e);
+    let mut op = json!({
+        "tags": [e.tag],
+        "summary": e.summary,
+        "operationId": format!("{}_{}", e.method, e.path.trim_matches('/').replace(['/', '{', '}', '.', '-'], "_")),
+        "parameters": params,
+        "responses": responses,
+    });
+    match e.access {
+        Access::Admin => op["security"] = json!([{"admin": []}, {"dashboard": []}]),
+        Access::User => op["security"] = json!([{"apiKey": []}]),
+        Access::Public => {}
+    }
+    if let Some(body) = e.body {
+        let schema = body();
+        // A body whose fields are all optional may be left out altogether.
+        let required = schema.get("required").is_some();
+        op["requestBody"] =
+            json!({"required": required, "content": {"application/json": {"schema": schema}}});
+    }
+    if e.path == "/admin/ui/logout" {
+        if let Some(params) = op["parameters"].as_array_mut() {
+            params.push(json!({"name": "X-Tipoff-UI", "in": "header", "required": true, "description": "the dashboard's CSRF header", "schema": {"type": "string", "enum": ["1"]}}));
+        }
+    }
+    if e.path == "/admin/ui/login" {
+        op["requestBody"] = json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["token"], "properties": {"token": s("string")}}}}});
+    }
+    op
+}
+
+/// One endpoint's answers: its success, the errors every route of its kind may give, and
+/// those particular to it.
+fn responses(e: &Endpoint) -> Map<String, Value> {
+    let ok_content = match e.produces {
+        "application/json" => {
+            let schema = e.returns.map_or_else(|| s("object"), |returns| returns());
+            json!({"application/json": {"schema": schema}})
+        }
+        "text/event-stream" => json!({"text/event-stream": {"schema": sse_event()}}),
+        other => {
+            let mut m = Map::new();
+            m.insert(other.to_string(), json!({"schema": s("string")}));
+            Value::Object(m)
+        }
+    };
+    let mut responses = Map::new();
+    let ok = if e.ok.0 == 303 || e.ok.0 == 204 {
+        json!({"description": e.ok.1})
+    } else {
+        json!({"description": e.ok.1, "content": ok_content})
+    };
+    responses.insert(e.ok.0.to_string(), ok);
+    if let Some((status, description)) = e.also {
+        // A forwarded command answers what was forwarded; a joined job or an open re-embed
+        // job has the shape of the success answer.
+        let schema = if status == 202 && e.path.starts_with("/admin/services") {
+            of::<ops::ForwardedCommand>()
+        } else {
+            e.returns.map_or_else(|| s("object"), |returns| returns())
+        };
+        responses.insert(
+            status.to_string(),
+            json!({"description": description, "content": {"application/json": {"schema": schema}}}),
+        );
+    }
+    errors(e, &mut responses);
+    responses
+}
+
+/// The error answers of an endpoint (every one is the `Error` shape but the dashboard's forms).
+fn errors(e: &Endpoint, responses: &mut Map<String, Value>) {
+    let error = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    // Every route refuses query parameters it does not take.
+    responses.insert(
+        "400".into(),
+        error("bad input (a query parameter the route does not take included); the message names the problem"),
+    );
+    match e.access {
+        Access::Admin => {
+            responses.insert("401".into(), error("missing or wrong admin token"));
+            responses.insert(
+                "403".into(),
+                error("admin endpoints are disabled (TIPOFF_ADMIN_TOKEN unset), or a dashboard session's write without X-Tipoff-UI"),
+            );
+            responses.insert(
+                "429".into(),
+                error("too many failed admin authentications from this address (see Retry-After)"),
+            );
+        }
+        Access::User => {
+            responses.insert("401".into(), error("missing or unknown API key"));
+        }
+        Access::Public => {}
+    }
+    if e.path.contains('{') {
+        responses.insert("404".into(), error("no such resource"));
+    }
+    if e.method == "post" {
+        responses.insert("409".into(), error("conflicts with the current state"));
+    }
+    if e.body.is_some() || e.path == "/admin/ui/login" {
+        responses.insert("413".into(), error("the body is over 16 KiB"));
+        responses.insert(
+            "415".into(),
+            error("the body is not in the content type the endpoint takes"),
+        );
+    }
+    if e.path == "/admin/ui/logout" {
+        responses.insert(
+            "403".into(),
+            error("sign-out without the X-Tipoff-UI header"),
+        );
+    }
+    if e.path == "/admin/ui/login" {
+        responses.insert("429".into(), json!({"description": "too many failed sign-ins from this address (see Retry-After): the sign-in form says so", "content": {"text/html": {"schema": s("string")}}}));
+    }
+    if e.path.starts_with("/admin/ui") && e.path != "/admin/ui/logout" {
+        responses.insert("401".into(), json!({"description": "no session, or a wrong token: the sign-in form", "content": {"text/html": {"schema": s("string")}}}));
+        responses.insert("403".into(), json!({"description": "admin endpoints are disabled (TIPOFF_ADMIN_TOKEN unset): the sign-in form says so", "content": {"text/html": {"schema": s("string")}}}));
+    }
+    if e.path == "/api/v1/events" {
+        responses.insert(
+            "403".into(),
+            error("event types other than market events need the admin token"),
+        );
+    }
+    responses.insert(
+        "405".into(),
+        error("the path does not answer this method (see `Allow`)"),
+    );
+    responses.insert(
+        "503".into(),
+        error("unavailable: starting, stopping, database down, or an actor did not answer in time"),
+    );
 }
 
 /// `/openapi.json`: the table's document, with the `token` fields of request bodies narrowed
