@@ -87,28 +87,7 @@ impl Application {
         extra: Vec<ChildSpec>,
     ) -> Result<Application, StartupError> {
         let boot = Instant::now();
-        let url = config.server.database_url().to_string();
-        tracing::info!(
-            version = env!("CARGO_PKG_VERSION"),
-            environment = config.server.env.as_str(),
-            database = %redact_url(&url),
-            listen = %config.server.listen,
-            "tipoff starting"
-        );
-        // A leader paused inside a transaction loses its locks within one lease TTL (the
-        // options carry it: `idle_in_transaction_timeout`).
-        let store = Store::connect(&url, &config.db).await?;
-        store.migrate().await?;
-        let catalog = store.reconcile_catalog().await?;
-        tracing::info!(
-            backend = store.backend().as_str(),
-            leagues_added = ?catalog.added,
-            leagues_updated = ?catalog.updated,
-            "database ready"
-        );
-        if !catalog.unknown.is_empty() {
-            tracing::warn!(leagues = ?catalog.unknown, "leagues in the database that the catalog no longer has are kept (games may refer to them)");
-        }
+        let store = open_store(&config).await?;
 
         let instance = uuid::Uuid::new_v4().to_string();
         let shared = Arc::new(Shared::new(
@@ -116,28 +95,7 @@ impl Application {
             store.backend() == Backend::Sqlite,
         ));
         if store.backend() == Backend::Postgres {
-            // One attempt before the services start, so a lone replica's singletons start in
-            // order with the others; the `leader` service renews (or keeps trying) from here.
-            let settings = config.leader.clone();
-            let sent = Instant::now();
-            match tokio::time::timeout(
-                settings.renew_every(),
-                store.acquire_lease(&instance, settings.ttl),
-            )
-            .await
-            {
-                Ok(Ok(lease)) => shared.set_lease(leader::view_of(&lease, &instance, sent, &settings)),
-                Ok(Err(e)) => tracing::warn!(error = %e, "leader lease not taken at startup; the leader service keeps trying"),
-                Err(_) => tracing::warn!("leader lease not taken at startup (timed out); the leader service keeps trying"),
-            }
-            let lease = shared.lease();
-            tracing::info!(
-                instance = %instance,
-                leader = lease.leader,
-                epoch = lease.epoch,
-                leader_instance = lease.leader_instance.as_deref().unwrap_or("none"),
-                "leader lease"
-            );
+            first_lease(&store, &config, &instance, &shared).await;
         }
         let events = EventHub::new(1024, store.last_event_id().await?);
         let search = SearchHub::new();
@@ -423,6 +381,64 @@ async fn keep_systemd_informed(
             }
         }
     }
+}
+
+/// Connects, migrates and reconciles the league catalog.
+async fn open_store(config: &Config) -> Result<Store, StartupError> {
+    let url = config.server.database_url().to_string();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        environment = config.server.env.as_str(),
+        database = %redact_url(&url),
+        listen = %config.server.listen,
+        "tipoff starting"
+    );
+    // A leader paused inside a transaction loses its locks within one lease TTL (the
+    // options carry it: `idle_in_transaction_timeout`).
+    let store = Store::connect(&url, &config.db).await?;
+    store.migrate().await?;
+    let catalog = store.reconcile_catalog().await?;
+    tracing::info!(
+        backend = store.backend().as_str(),
+        leagues_added = ?catalog.added,
+        leagues_updated = ?catalog.updated,
+        "database ready"
+    );
+    if !catalog.unknown.is_empty() {
+        tracing::warn!(leagues = ?catalog.unknown, "leagues in the database that the catalog no longer has are kept (games may refer to them)");
+    }
+    Ok(store)
+}
+
+/// One attempt at the leader lease before the services start, so a lone replica's singletons
+/// start in order with the others; the `leader` service renews (or keeps trying) from here.
+async fn first_lease(store: &Store, config: &Config, instance: &str, shared: &Shared) {
+    // One attempt before the services start, so a lone replica's singletons start in
+    // order with the others; the `leader` service renews (or keeps trying) from here.
+    let settings = config.leader.clone();
+    let sent = Instant::now();
+    match tokio::time::timeout(
+        settings.renew_every(),
+        store.acquire_lease(instance, settings.ttl),
+    )
+    .await
+    {
+        Ok(Ok(lease)) => shared.set_lease(leader::view_of(&lease, instance, sent, &settings)),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "leader lease not taken at startup; the leader service keeps trying")
+        }
+        Err(_) => tracing::warn!(
+            "leader lease not taken at startup (timed out); the leader service keeps trying"
+        ),
+    }
+    let lease = shared.lease();
+    tracing::info!(
+        instance = %instance,
+        leader = lease.leader,
+        epoch = lease.epoch,
+        leader_instance = lease.leader_instance.as_deref().unwrap_or("none"),
+        "leader lease"
+    );
 }
 
 /// What the handlers take from `config` (again on every reload).

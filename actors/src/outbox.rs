@@ -323,47 +323,14 @@ pub async fn deliver_due(
                 }
             }
         }
-        let age = now - event.created_at;
-        let attempt = if !errors.is_empty() {
-            let attempts = event.attempts as u32 + 1;
-            let dead = age >= window;
-            let error = errors.join("; ");
-            if dead {
-                done.dead += 1;
-                tracing::error!(event = event.id, event_type = %event.event_type, attempts, %error, "webhook event dead: its retry window has passed");
-            } else {
-                done.retrying += 1;
-            }
-            done.last_error = Some(error.clone());
-            let delay = retry_delay(settings, attempts, retry_after);
-            Attempt::Failed {
-                error,
-                next_at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
-                dead,
-            }
-        } else if !waiting.is_empty() {
-            if age >= window {
-                done.dead += 1;
-                let error = format!(
-                    "retry window passed while {} was down",
-                    waiting
-                        .iter()
-                        .map(|u| crate::redact::host(u))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                tracing::error!(event = event.id, event_type = %event.event_type, %error, "webhook event dead");
-                Attempt::Expired { error }
-            } else if acknowledged != before {
-                done.deferred += 1;
-                Attempt::Acknowledged
-            } else {
-                done.deferred += 1;
-                continue;
-            }
-        } else {
-            done.delivered += 1;
-            Attempt::Delivered
+        let Some(attempt) = attempt_of(
+            &event,
+            (&errors, &waiting, retry_after),
+            acknowledged != before,
+            (settings, window, now),
+            &mut done,
+        ) else {
+            continue;
         };
         store
             .outbox_attempted(event.id, &acknowledged, &attempt, now)
@@ -378,6 +345,61 @@ pub async fn deliver_due(
         done.last_error = down.values().next().map(|d| d.last_error.clone());
     }
     Ok(done)
+}
+
+/// What a pass records for one event from what its receivers answered (errors, receivers
+/// still down, the longest `Retry-After`): failed (or dead past the retry window), expired
+/// while a receiver was down, newly acknowledged by some, or delivered; `None` when nothing
+/// changed (every receiver it still needs is down and not due for a probe).
+fn attempt_of(
+    event: &OutboxEvent,
+    (errors, waiting, retry_after): (&[String], &[String], Option<Duration>),
+    acknowledged_more: bool,
+    (settings, window, now): (&OutboxSettings, chrono::Duration, DateTime<Utc>),
+    done: &mut Delivered,
+) -> Option<Attempt> {
+    let age = now - event.created_at;
+    if !errors.is_empty() {
+        let attempts = event.attempts as u32 + 1;
+        let dead = age >= window;
+        let error = errors.join("; ");
+        if dead {
+            done.dead += 1;
+            tracing::error!(event = event.id, event_type = %event.event_type, attempts, %error, "webhook event dead: its retry window has passed");
+        } else {
+            done.retrying += 1;
+        }
+        done.last_error = Some(error.clone());
+        let delay = retry_delay(settings, attempts, retry_after);
+        Some(Attempt::Failed {
+            error,
+            next_at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
+            dead,
+        })
+    } else if !waiting.is_empty() {
+        if age >= window {
+            done.dead += 1;
+            let error = format!(
+                "retry window passed while {} was down",
+                waiting
+                    .iter()
+                    .map(|u| crate::redact::host(u))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            tracing::error!(event = event.id, event_type = %event.event_type, %error, "webhook event dead");
+            Some(Attempt::Expired { error })
+        } else if acknowledged_more {
+            done.deferred += 1;
+            Some(Attempt::Acknowledged)
+        } else {
+            done.deferred += 1;
+            None
+        }
+    } else {
+        done.delivered += 1;
+        Some(Attempt::Delivered)
+    }
 }
 
 /// The delivery job of the `outbox` service: one pass delivers what is due, and the next

@@ -433,45 +433,7 @@ pub async fn run_pass(
 ) -> Result<Pass, WatchError> {
     let mut pass = Pass::default();
     retry_quarantined(token, store, rpc, settings, &mut pass).await?;
-    let cursor = store.watcher_cursor(&token.name).await?;
-    let (until, floor) = match (&cursor, &settings.start) {
-        (Some(c), _) => (Some(c.signature.clone()), None),
-        (None, Some(StartAt::Signature(s))) => (Some(s.clone()), None),
-        (None, Some(StartAt::Slot(slot))) => (None, Some(*slot)),
-        (None, None) => {
-            tracing::warn!(token = %token.name, "first run without a start: reading the treasury's whole history, oldest first (set TIPOFF_SOLANA_START to begin later)");
-            (None, None)
-        }
-    };
-    let limit = settings.page_limit.max(1);
-    let max_window = settings.max_window.max(1);
-    // Newest first, as listed; only the oldest `max_window` are kept.
-    let mut listed: VecDeque<SignatureInfo> = VecDeque::new();
-    let mut before: Option<String> = None;
-    loop {
-        let page = rpc
-            .signatures(&token.treasury, before.as_deref(), until.as_deref(), limit)
-            .await?;
-        pass.pages += 1;
-        let full = page.len() >= limit;
-        before = page.last().map(|s| s.signature.clone());
-        let mut below_start = false;
-        for s in page {
-            if floor.is_some_and(|f| s.slot < f) {
-                below_start = true;
-                break;
-            }
-            listed.push_back(s);
-        }
-        while listed.len() > max_window {
-            listed.pop_front();
-            pass.more = true;
-        }
-        if !full || before.is_none() || below_start {
-            break;
-        }
-    }
-    let window: Vec<SignatureInfo> = listed.into_iter().rev().collect();
+    let window = list_window(token, store, rpc, settings, &mut pass).await?;
     pass.signatures = window.len();
     let Some(newest) = window.last() else {
         return Ok(pass);
@@ -556,4 +518,54 @@ pub async fn run_pass(
             Err(error)
         }
     }
+}
+
+/// The signatures this pass processes, oldest first: newer than the cursor (or the start),
+/// at most `max_window` of them (`pass.more` when more wait).
+async fn list_window(
+    token: &Token,
+    store: &Store,
+    rpc: &RpcClient,
+    settings: &WatcherSettings,
+    pass: &mut Pass,
+) -> Result<Vec<SignatureInfo>, WatchError> {
+    let cursor = store.watcher_cursor(&token.name).await?;
+    let (until, floor) = match (&cursor, &settings.start) {
+        (Some(c), _) => (Some(c.signature.clone()), None),
+        (None, Some(StartAt::Signature(s))) => (Some(s.clone()), None),
+        (None, Some(StartAt::Slot(slot))) => (None, Some(*slot)),
+        (None, None) => {
+            tracing::warn!(token = %token.name, "first run without a start: reading the treasury's whole history, oldest first (set TIPOFF_SOLANA_START to begin later)");
+            (None, None)
+        }
+    };
+    let limit = settings.page_limit.max(1);
+    let max_window = settings.max_window.max(1);
+    // Newest first, as listed; only the oldest `max_window` are kept.
+    let mut listed: VecDeque<SignatureInfo> = VecDeque::new();
+    let mut before: Option<String> = None;
+    loop {
+        let page = rpc
+            .signatures(&token.treasury, before.as_deref(), until.as_deref(), limit)
+            .await?;
+        pass.pages += 1;
+        let full = page.len() >= limit;
+        before = page.last().map(|s| s.signature.clone());
+        let mut below_start = false;
+        for s in page {
+            if floor.is_some_and(|f| s.slot < f) {
+                below_start = true;
+                break;
+            }
+            listed.push_back(s);
+        }
+        while listed.len() > max_window {
+            listed.pop_front();
+            pass.more = true;
+        }
+        if !full || before.is_none() || below_start {
+            break;
+        }
+    }
+    Ok(listed.into_iter().rev().collect())
 }

@@ -98,33 +98,7 @@ pub async fn search(
             .ok_or_else(|| ApiError::BadRequest("q is required: the words to search for".into()))?;
     let query = KeywordQuery::parse(text).map_err(ApiError::BadRequest)?;
     let limit = search_limit(q.limit.as_deref())?;
-    let league = match q.league.as_deref().map(str::trim) {
-        None => None,
-        Some(l) => {
-            let key = l.to_ascii_lowercase();
-            catalog_league(&key).map_err(ApiError::BadRequest)?;
-            Some(key)
-        }
-    };
-    if let Some(s) = &q.state {
-        if !MARKET_STATES.contains(&s.as_str()) {
-            return Err(ApiError::BadRequest(format!(
-                "unknown state `{}`: use open, locked, settled or void",
-                s.chars().take(40).collect::<String>()
-            )));
-        }
-    }
-    let market_state = q.state.as_deref();
-    let want_vectors = match q.mode.as_deref() {
-        None | Some("hybrid") => true,
-        Some("keyword") => false,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "unknown mode `{}`: use hybrid (the default: keyword ranking fused with vectors when embeddings are configured) or keyword",
-                other.chars().take(40).collect::<String>()
-            )))
-        }
-    };
+    let (league, market_state, want_vectors) = filters(&q)?;
     if query.words().is_empty() {
         // No letters or digits: nothing to look for, so nothing matches.
         state.metrics.observe_search("keyword");
@@ -221,6 +195,38 @@ pub async fn search(
         .collect();
     state.metrics.observe_search(mode);
     Ok(HttpResponse::Ok().json(Hits { items, mode }))
+}
+
+/// The search's filters: league (a catalog key), market state, and whether vectors may rank.
+fn filters(q: &SearchQuery) -> Result<(Option<String>, Option<&str>, bool), ApiError> {
+    let league = match q.league.as_deref().map(str::trim) {
+        None => None,
+        Some(l) => {
+            let key = l.to_ascii_lowercase();
+            catalog_league(&key).map_err(ApiError::BadRequest)?;
+            Some(key)
+        }
+    };
+    if let Some(s) = &q.state {
+        if !MARKET_STATES.contains(&s.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown state `{}`: use open, locked, settled or void",
+                s.chars().take(40).collect::<String>()
+            )));
+        }
+    }
+    let market_state = q.state.as_deref();
+    let want_vectors = match q.mode.as_deref() {
+        None | Some("hybrid") => true,
+        Some("keyword") => false,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown mode `{}`: use hybrid (the default: keyword ranking fused with vectors when embeddings are configured) or keyword",
+                other.chars().take(40).collect::<String>()
+            )))
+        }
+    };
+    Ok((league, market_state, want_vectors))
 }
 
 /// The embeddings figures; without embeddings configured, only `configured`, `reason` and

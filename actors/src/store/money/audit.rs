@@ -2,26 +2,35 @@
 
 use super::*;
 
+/// What the audit reads, in one snapshot.
+struct Snapshot {
+    balances: Vec<(String, String, i64)>,
+    sums: Vec<(String, String, i64)>,
+    deposits: Vec<(String, i64)>,
+    entry_totals: Vec<(String, i64)>,
+    double_credits: Vec<(String, i64)>,
+    double_payouts: Vec<(String, i64)>,
+    holds_vs_pending: Vec<(i64, String, i64, i64)>,
+    withdrawn_vs_completed: Vec<(String, i64, i64)>,
+    escrow_vs_stakes: Vec<(i64, String, String, i64, i64)>,
+    unpaid: Vec<(i64, i64)>,
+    positions_vs_stakes: Vec<(i64, i64, String, String, i64, i64)>,
+}
+
 impl Store {
     /// Checks every money invariant and sums each token's money by where it is.
     pub async fn audit(&self) -> Result<Audit, StoreError> {
+        let snapshot = self.audit_snapshot().await?;
         let mut audit = Audit::default();
-        let problems = &mut audit.problems;
-        // One snapshot, so writes racing with the audit cannot look like broken invariants.
+        audit.tokens = balances_match_the_ledger(&snapshot, &mut audit.problems);
+        links_hold(snapshot, &mut audit.problems);
+        Ok(audit)
+    }
+
+    /// One snapshot, so writes racing with the audit cannot look like broken invariants.
+    async fn audit_snapshot(&self) -> Result<Snapshot, StoreError> {
         let backend = self.backend();
-        let (
-            balances,
-            sums,
-            deposits,
-            entry_totals,
-            double_credits,
-            double_payouts,
-            holds_vs_pending,
-            withdrawn_vs_completed,
-            escrow_vs_stakes,
-            unpaid,
-            positions_vs_stakes,
-        ) = on_pool!(self, pool => {
+        Ok(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             if backend == crate::store::Backend::Postgres {
                 sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
@@ -65,108 +74,134 @@ impl Store {
              GROUP BY s.market_id, s.user_id, s.outcome, s.token HAVING CAST(SUM(s.amount) AS BIGINT) != COALESCE(MAX(p.amount), 0) OR COUNT(DISTINCT p.id) != 1"
         );
             tx.rollback().await?;
-            (balances, sums, deposits, entry_totals, double_credits, double_payouts, holds_vs_pending, withdrawn_vs_completed, escrow_vs_stakes, unpaid, positions_vs_stakes)
+            Snapshot { balances, sums, deposits, entry_totals, double_credits, double_payouts, holds_vs_pending, withdrawn_vs_completed, escrow_vs_stakes, unpaid, positions_vs_stakes }
+        }))
+    }
+}
+
+/// Every balance equals its ledger entries, each token's entries sum to zero, and the money
+/// held everywhere adds up to the deposits; the totals per token.
+fn balances_match_the_ledger(snapshot: &Snapshot, problems: &mut Vec<String>) -> Vec<TokenTotals> {
+    let Snapshot {
+        balances,
+        sums,
+        deposits,
+        entry_totals,
+        ..
+    } = snapshot;
+    let sum_of: HashMap<(&str, &str), i64> = sums
+        .iter()
+        .map(|(a, t, s)| ((a.as_str(), t.as_str()), *s))
+        .collect();
+    let mut totals: BTreeMap<String, TokenTotals> = BTreeMap::new();
+    for (account, token, amount) in balances {
+        let entries = sum_of
+            .get(&(account.as_str(), token.as_str()))
+            .copied()
+            .unwrap_or(0);
+        if entries != *amount {
+            problems.push(format!(
+                "balance {account} {token} is {amount} but its ledger entries sum to {entries}"
+            ));
+        }
+        if *amount < 0 && account != "external" {
+            problems.push(format!("balance {account} {token} is negative ({amount})"));
+        }
+        let t = totals.entry(token.clone()).or_insert_with(|| TokenTotals {
+            token: token.clone(),
+            ..Default::default()
         });
-        let sum_of: HashMap<(&str, &str), i64> = sums
-            .iter()
-            .map(|(a, t, s)| ((a.as_str(), t.as_str()), *s))
-            .collect();
-        let mut totals: BTreeMap<String, TokenTotals> = BTreeMap::new();
-        for (account, token, amount) in &balances {
-            let entries = sum_of
-                .get(&(account.as_str(), token.as_str()))
-                .copied()
-                .unwrap_or(0);
-            if entries != *amount {
-                problems.push(format!(
-                    "balance {account} {token} is {amount} but its ledger entries sum to {entries}"
-                ));
-            }
-            if *amount < 0 && account != "external" {
-                problems.push(format!("balance {account} {token} is negative ({amount})"));
-            }
-            let t = totals.entry(token.clone()).or_insert_with(|| TokenTotals {
-                token: token.clone(),
-                ..Default::default()
-            });
-            match account.split(':').next().unwrap_or_default() {
-                "user" => t.users += amount,
-                "holds" => t.holds += amount,
-                "escrow" => t.escrow += amount,
-                "house" => t.house += amount,
-                "unattributed" => t.unattributed += amount,
-                "withdrawn" => t.withdrawn += amount,
-                "external" => {}
-                other => problems.push(format!("unknown account kind {other} ({account})")),
-            }
+        match account.split(':').next().unwrap_or_default() {
+            "user" => t.users += amount,
+            "holds" => t.holds += amount,
+            "escrow" => t.escrow += amount,
+            "house" => t.house += amount,
+            "unattributed" => t.unattributed += amount,
+            "withdrawn" => t.withdrawn += amount,
+            "external" => {}
+            other => problems.push(format!("unknown account kind {other} ({account})")),
         }
-        for ((account, token), s) in &sum_of {
-            if *s != 0 && !balances.iter().any(|(a, t, _)| a == account && t == token) {
-                problems.push(format!(
-                    "ledger entries of {account} {token} sum to {s} but it has no balance"
-                ));
-            }
-        }
-        for (token, total) in &entry_totals {
-            if *total != 0 {
-                problems.push(format!("{token} ledger entries sum to {total}, not 0"));
-            }
-        }
-        for (token, amount) in &deposits {
-            let t = totals.entry(token.clone()).or_insert_with(|| TokenTotals {
-                token: token.clone(),
-                ..Default::default()
-            });
-            t.deposits = *amount;
-        }
-        for t in totals.values() {
-            let held = t.users + t.holds + t.escrow + t.house + t.unattributed + t.withdrawn;
-            if held != t.deposits {
-                problems.push(format!(
-                    "{}: deposits {} != users {} + holds {} + escrow {} + house {} + unattributed {} + withdrawn {} (= {held})",
-                    t.token, t.deposits, t.users, t.holds, t.escrow, t.house, t.unattributed, t.withdrawn
-                ));
-            }
-        }
-        for (reference, n) in double_credits {
-            problems.push(format!("{reference} was credited {n} times"));
-        }
-        for (reference, n) in double_payouts {
-            problems.push(format!("{reference} was paid {n} times"));
-        }
-        for (user, token, held, pending) in holds_vs_pending {
-            if held != pending {
-                problems.push(format!(
-                    "user {user} holds {held} {token} but has {pending} in pending and claimed withdrawals"
-                ));
-            }
-        }
-        for (token, withdrawn, completed) in withdrawn_vs_completed {
-            if withdrawn != completed {
-                problems.push(format!(
-                    "withdrawn {token} is {withdrawn} but completed withdrawals total {completed}"
-                ));
-            }
-        }
-        for (market, state, token, staked, escrow) in escrow_vs_stakes {
-            let expected = if state == "paid" { 0 } else { staked };
-            if escrow != expected {
-                problems.push(format!(
-                    "market {market} ({state}) escrow holds {escrow} {token}, expected {expected}"
-                ));
-            }
-        }
-        for (market, n) in unpaid {
+    }
+    for ((account, token), s) in &sum_of {
+        if *s != 0 && !balances.iter().any(|(a, t, _)| a == account && t == token) {
             problems.push(format!(
-                "market {market} is paid out but {n} of its positions were never paid"
+                "ledger entries of {account} {token} sum to {s} but it has no balance"
             ));
         }
-        for (market, user, outcome, token, staked, position) in positions_vs_stakes {
+    }
+    for (token, total) in entry_totals {
+        if *total != 0 {
+            problems.push(format!("{token} ledger entries sum to {total}, not 0"));
+        }
+    }
+    for (token, amount) in deposits {
+        let t = totals.entry(token.clone()).or_insert_with(|| TokenTotals {
+            token: token.clone(),
+            ..Default::default()
+        });
+        t.deposits = *amount;
+    }
+    for t in totals.values() {
+        let held = t.users + t.holds + t.escrow + t.house + t.unattributed + t.withdrawn;
+        if held != t.deposits {
             problems.push(format!(
-                "user {user}'s stakes on {outcome} of market {market} total {staked} {token} but their position is {position}"
+                "{}: deposits {} != users {} + holds {} + escrow {} + house {} + unattributed {} + withdrawn {} (= {held})",
+                t.token, t.deposits, t.users, t.holds, t.escrow, t.house, t.unattributed, t.withdrawn
             ));
         }
-        audit.tokens = totals.into_values().collect();
-        Ok(audit)
+    }
+    totals.into_values().collect()
+}
+
+/// Nothing credited or paid twice, holds match open withdrawals, withdrawn matches completed,
+/// escrow matches positions, positions match stakes.
+fn links_hold(snapshot: Snapshot, problems: &mut Vec<String>) {
+    let Snapshot {
+        double_credits,
+        double_payouts,
+        holds_vs_pending,
+        withdrawn_vs_completed,
+        escrow_vs_stakes,
+        unpaid,
+        positions_vs_stakes,
+        ..
+    } = snapshot;
+    for (reference, n) in double_credits {
+        problems.push(format!("{reference} was credited {n} times"));
+    }
+    for (reference, n) in double_payouts {
+        problems.push(format!("{reference} was paid {n} times"));
+    }
+    for (user, token, held, pending) in holds_vs_pending {
+        if held != pending {
+            problems.push(format!(
+                "user {user} holds {held} {token} but has {pending} in pending and claimed withdrawals"
+            ));
+        }
+    }
+    for (token, withdrawn, completed) in withdrawn_vs_completed {
+        if withdrawn != completed {
+            problems.push(format!(
+                "withdrawn {token} is {withdrawn} but completed withdrawals total {completed}"
+            ));
+        }
+    }
+    for (market, state, token, staked, escrow) in escrow_vs_stakes {
+        let expected = if state == "paid" { 0 } else { staked };
+        if escrow != expected {
+            problems.push(format!(
+                "market {market} ({state}) escrow holds {escrow} {token}, expected {expected}"
+            ));
+        }
+    }
+    for (market, n) in unpaid {
+        problems.push(format!(
+            "market {market} is paid out but {n} of its positions were never paid"
+        ));
+    }
+    for (market, user, outcome, token, staked, position) in positions_vs_stakes {
+        problems.push(format!(
+            "user {user}'s stakes on {outcome} of market {market} total {staked} {token} but their position is {position}"
+        ));
     }
 }

@@ -2,6 +2,42 @@
 
 use super::*;
 
+/// Sets the payout of every unpaid position of `$token` in market `$market_id` inside the
+/// open transaction `$tx`: refunds, the parimutuel share computed by the database, or (for
+/// amounts near 2^63) each payout in 128-bit arithmetic, one row at a time.
+macro_rules! set_payouts {
+    ($tx:ident, $market_id:expr, $token:expr, $winner:expr, $fee_bps:expr, $now:expr, $refund:expr, $on_winner:expr, $winnings:expr) => {{
+        let (market_id, token, winner, fee_bps, now): (i64, &str, Option<&str>, u32, DateTime<Utc>) =
+            ($market_id, $token, $winner, $fee_bps, $now);
+        let (refund, on_winner, winnings): (bool, i128, i128) = ($refund, $on_winner, $winnings);
+        if refund {
+            sqlx::query("UPDATE positions SET payout = amount, settled_at = $3 WHERE market_id = $1 AND token = $2 AND payout IS NULL")
+                .bind(market_id).bind(token).bind(now)
+                .execute(&mut *$tx).await?;
+        } else if on_winner * winnings <= i64::MAX as i128 {
+            // No product can overflow a 64-bit integer: the database computes them.
+            sqlx::query(
+                "UPDATE positions SET payout = CASE WHEN outcome = $3 THEN amount + amount * $4 / $5 ELSE 0 END, settled_at = $6 \
+                 WHERE market_id = $1 AND token = $2 AND payout IS NULL",
+            )
+            .bind(market_id).bind(token).bind(winner).bind(winnings as i64).bind(on_winner as i64).bind(now)
+            .execute(&mut *$tx).await?;
+        } else {
+            // Amounts near 2^63: each payout in 128-bit arithmetic, one row at a time.
+            let rows: Vec<OpenStake> = sqlx::query_as(
+                "SELECT id, user_id, outcome, token, amount FROM positions WHERE market_id = $1 AND token = $2 AND payout IS NULL ORDER BY id",
+            )
+            .bind(market_id).bind(token)
+            .fetch_all(&mut *$tx).await?;
+            for (position, payout, _) in parimutuel(&rows, winner, fee_bps).stakes {
+                sqlx::query("UPDATE positions SET payout = $1, settled_at = $2 WHERE id = $3")
+                    .bind(payout).bind(now).bind(position.id)
+                    .execute(&mut *$tx).await?;
+            }
+        }
+    }};
+}
+
 impl Store {
     /// Takes a stake on an open market whose game has not started (`now` is before its start):
     /// the market's compare-and-set, the debit of the user's balance and the stake row commit
@@ -108,31 +144,7 @@ impl Store {
                 let fee = if refund { 0 } else { losers * fee_bps as i128 / 10_000 };
                 let winnings = losers - fee;
                 let kind = if refund { "refund" } else { "payout" };
-                if refund {
-                    sqlx::query("UPDATE positions SET payout = amount, settled_at = $3 WHERE market_id = $1 AND token = $2 AND payout IS NULL")
-                        .bind(market_id).bind(token).bind(now)
-                        .execute(&mut *tx).await?;
-                } else if on_winner * winnings <= i64::MAX as i128 {
-                    // No product can overflow a 64-bit integer: the database computes them.
-                    sqlx::query(
-                        "UPDATE positions SET payout = CASE WHEN outcome = $3 THEN amount + amount * $4 / $5 ELSE 0 END, settled_at = $6 \
-                         WHERE market_id = $1 AND token = $2 AND payout IS NULL",
-                    )
-                    .bind(market_id).bind(token).bind(winner.as_deref()).bind(winnings as i64).bind(on_winner as i64).bind(now)
-                    .execute(&mut *tx).await?;
-                } else {
-                    // Amounts near 2^63: each payout in 128-bit arithmetic, one row at a time.
-                    let rows: Vec<OpenStake> = sqlx::query_as(
-                        "SELECT id, user_id, outcome, token, amount FROM positions WHERE market_id = $1 AND token = $2 AND payout IS NULL ORDER BY id",
-                    )
-                    .bind(market_id).bind(token)
-                    .fetch_all(&mut *tx).await?;
-                    for (position, payout, _) in parimutuel(&rows, winner.as_deref(), fee_bps).stakes {
-                        sqlx::query("UPDATE positions SET payout = $1, settled_at = $2 WHERE id = $3")
-                            .bind(payout).bind(now).bind(position.id)
-                            .execute(&mut *tx).await?;
-                    }
-                }
+                set_payouts!(tx, market_id, token, winner.as_deref(), fee_bps, now, refund, on_winner, winnings);
                 let paid: i64 = sqlx::query_scalar(
                     "SELECT CAST(COALESCE(SUM(payout), 0) AS BIGINT) FROM positions WHERE market_id = $1 AND token = $2",
                 )
