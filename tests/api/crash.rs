@@ -497,16 +497,4 @@ fn crash_consistency(db: Db) {
     eprintln!("crash consistency: {RESTARTS} SIGKILLs, {} deposits ({unreadable} quarantined), {placed} stakes, {settled} markets settled, {expired} withdrawals expired, {claimed} claimed, {completed} completed; audit: {}", pushed.load(Ordering::Acquire), last["tokens"][0]);
 }
 
-#[test]
-fn money_survives_repeated_sigkill_on_sqlite() {
-    crash_consistency(Db::Sqlite);
-}
-
-#[test]
-fn money_survives_repeated_sigkill_on_postgres() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let Some(url) = rt.block_on(postgres_db("money_survives_repeated_sigkill_on_postgres")) else {
-        return;
-    };
-    crash_consistency(Db::Postgres(url));
-}
+both_backends!(blocking crash_consistency: money_survives_repeated_sigkill_on_sqlite, money_survives_repeated_sigkill_on_postgres);

@@ -30,6 +30,23 @@ macro_rules! both_backends {
             $body(Db::Postgres(url)).await;
         }
     };
+    // A test that drives its own runtime (child processes, SIGKILLs).
+    (blocking $body:ident: $sqlite:ident, $postgres:ident) => {
+        #[test]
+        fn $sqlite() {
+            $body(Db::Sqlite);
+        }
+
+        #[test]
+        fn $postgres() {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let Some(url) = rt.block_on(postgres_db(stringify!($postgres))) else {
+                return;
+            };
+            drop(rt);
+            $body(Db::Postgres(url));
+        }
+    };
 }
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -48,6 +65,16 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
 pub enum Db {
     Sqlite,
     Postgres(String),
+}
+
+impl Db {
+    /// The backend's name, as `/debug/status` reports it.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Db::Sqlite => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
 }
 
 /// A uniquely named PostgreSQL database, or `None` (after a loud SKIPPED line) when

@@ -33,7 +33,8 @@ async fn ready_is_503_until_the_daemon_is_ready_then_200() {
     assert_eq!(app.stop().await.code(), 0);
 }
 
-async fn debug_status_lists_the_registry(db: Db, backend: &str) {
+async fn debug_status_lists_the_registry(db: Db) {
+    let backend = db.backend();
     let app = spawn_app(&db, &[]).await;
     let res = app.admin_get("/debug/status").await;
     assert_eq!(res.status(), 200);
@@ -77,18 +78,7 @@ async fn debug_status_lists_the_registry(db: Db, backend: &str) {
     app.stop().await;
 }
 
-#[actix_rt::test]
-async fn debug_status_lists_the_registry_on_sqlite() {
-    debug_status_lists_the_registry(Db::Sqlite, "sqlite").await;
-}
-
-#[actix_rt::test]
-async fn debug_status_lists_the_registry_on_postgres() {
-    let Some(url) = postgres_db("debug_status_lists_the_registry_on_postgres").await else {
-        return;
-    };
-    debug_status_lists_the_registry(Db::Postgres(url), "postgres").await;
-}
+both_backends!(debug_status_lists_the_registry: debug_status_lists_the_registry_on_sqlite, debug_status_lists_the_registry_on_postgres);
 
 #[actix_rt::test]
 async fn admin_endpoints_need_the_token_and_say_so_when_none_is_configured() {

@@ -620,22 +620,7 @@ fn a_killed_backfill_resumes_without_reembedding_committed_batches(db: Db) {
     drop(d);
 }
 
-#[test]
-fn a_killed_backfill_resumes_without_reembedding_committed_batches_on_sqlite() {
-    a_killed_backfill_resumes_without_reembedding_committed_batches(Db::Sqlite);
-}
-
-#[test]
-fn a_killed_backfill_resumes_without_reembedding_committed_batches_on_postgres() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let Some(url) = rt.block_on(postgres_db(
-        "a_killed_backfill_resumes_without_reembedding_committed_batches_on_postgres",
-    )) else {
-        return;
-    };
-    drop(rt);
-    a_killed_backfill_resumes_without_reembedding_committed_batches(Db::Postgres(url));
-}
+both_backends!(blocking a_killed_backfill_resumes_without_reembedding_committed_batches: a_killed_backfill_resumes_without_reembedding_committed_batches_on_sqlite, a_killed_backfill_resumes_without_reembedding_committed_batches_on_postgres);
 
 /// Two replicas on one PostgreSQL: only the leader embeds (every market once), and the
 /// follower's index reads the leader's vectors from the database and answers hybrid searches.
