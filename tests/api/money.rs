@@ -394,140 +394,7 @@ async fn bad_input_is_refused_by_name_and_changes_nothing(db: Db) {
         .ledger(&user_account(a.id), None, 1000)
         .await
         .unwrap();
-    let cases: Vec<(String, Value, u16, &str)> = vec![
-        (
-            stake.clone(),
-            json!({"outcome": "home", "amount": -5, "token": "usdc"}),
-            400,
-            "negative",
-        ),
-        (
-            stake.clone(),
-            json!({"outcome": "home", "amount": "-5", "token": "usdc"}),
-            400,
-            "negative",
-        ),
-        (
-            stake.clone(),
-            json!({"outcome": "home", "amount": 0, "token": "usdc"}),
-            400,
-            "zero",
-        ),
-        (
-            stake.clone(),
-            json!({"outcome": "home", "amount": 1.5, "token": "usdc"}),
-            400,
-            "whole number",
-        ),
-        (
-            stake.clone(),
-            json!({"outcome": "home", "amount": "1e3", "token": "usdc"}),
-            400,
-            "whole number",
-        ),
-        (
-            stake.clone(),
-            json!({"outcome": "home", "amount": "99999999999999999999", "token": "usdc"}),
-            400,
-            "too large",
-        ),
-        (
-            stake.clone(),
-            json!({"outcome": "home", "amount": 18446744073709551615u64, "token": "usdc"}),
-            400,
-            "too large",
-        ),
-        (
-            stake.clone(),
-            json!({"outcome": "home", "amount": true, "token": "usdc"}),
-            400,
-            "not a number",
-        ),
-        (
-            stake.clone(),
-            json!({"outcome": "draw", "amount": 5, "token": "usdc"}),
-            400,
-            "unknown outcome",
-        ),
-        (
-            stake.clone(),
-            json!({"outcome": "home", "amount": 5, "token": "doge"}),
-            400,
-            "unknown token `doge`",
-        ),
-        (
-            stake.clone(),
-            json!({"outcome": "home", "token": "usdc"}),
-            400,
-            "amount",
-        ),
-        (
-            stake.clone(),
-            json!({"outcome": "home", "amount": 5000, "token": "usdc"}),
-            409,
-            "insufficient balance: 1000 usdc available, 5000 needed",
-        ),
-        (
-            "/api/v1/markets/999999/stakes".into(),
-            json!({"outcome": "home", "amount": 5, "token": "usdc"}),
-            404,
-            "no market 999999",
-        ),
-        (
-            format!("/api/v1/markets/{started}/stakes"),
-            json!({"outcome": "home", "amount": 5, "token": "usdc"}),
-            409,
-            "closed: its game started",
-        ),
-        (
-            "/api/v1/me/withdrawals".into(),
-            json!({"token": "usdc", "amount": 5, "destination": "not-base58!"}),
-            400,
-            "destination",
-        ),
-        (
-            "/api/v1/me/withdrawals".into(),
-            json!({"token": "usdc", "amount": 5, "destination": "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt"}),
-            400,
-            "destination",
-        ),
-        (
-            "/api/v1/me/withdrawals".into(),
-            json!({"token": "usdc", "amount": 1001, "destination": WALLET}),
-            409,
-            "insufficient balance",
-        ),
-        (
-            "/api/v1/me/withdrawals".into(),
-            json!({"token": "usdc", "amount": "0", "destination": WALLET}),
-            400,
-            "zero",
-        ),
-        (
-            "/api/v1/me/withdrawals".into(),
-            json!({"token": "usdc", "amount": 5, "destination": "11111111111111111111111111111111"}),
-            400,
-            "system program",
-        ),
-        (
-            "/api/v1/me/withdrawals".into(),
-            json!({"token": "usdc", "amount": 5, "destination": USDC_MINT}),
-            400,
-            "the mint of token `usdc`",
-        ),
-        (
-            "/api/v1/me/withdrawals".into(),
-            json!({"token": "usdc", "amount": 5, "destination": PUMP_TREASURY}),
-            400,
-            "the treasury of token `pump`",
-        ),
-        (
-            "/api/v1/me/withdrawals".into(),
-            json!({"token": "usdc", "amount": 5, "destination": USDC_TREASURY}),
-            400,
-            "the treasury of token `usdc`",
-        ),
-    ];
+    let cases = bad_money_inputs(&stake, started);
     for (path, body, status, needle) in &cases {
         let (got, answer) = post(&app, &a, path, body.clone()).await;
         assert_eq!(got, *status, "{path} {body} → {answer}");
@@ -598,6 +465,155 @@ async fn bad_input_is_refused_by_name_and_changes_nothing(db: Db) {
     assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 1000);
     assert_audit(&app).await;
     app.stop().await;
+}
+
+/// Bad stake and withdrawal requests: (path, body, status, what the message must name).
+fn bad_money_inputs(stake: &str, started: i64) -> Vec<(String, Value, u16, &'static str)> {
+    let mut cases = bad_stakes(stake, started);
+    cases.extend(bad_withdrawals());
+    cases
+}
+
+fn bad_stakes(stake: &str, started: i64) -> Vec<(String, Value, u16, &'static str)> {
+    vec![
+        (
+            stake.to_string(),
+            json!({"outcome": "home", "amount": -5, "token": "usdc"}),
+            400,
+            "negative",
+        ),
+        (
+            stake.to_string(),
+            json!({"outcome": "home", "amount": "-5", "token": "usdc"}),
+            400,
+            "negative",
+        ),
+        (
+            stake.to_string(),
+            json!({"outcome": "home", "amount": 0, "token": "usdc"}),
+            400,
+            "zero",
+        ),
+        (
+            stake.to_string(),
+            json!({"outcome": "home", "amount": 1.5, "token": "usdc"}),
+            400,
+            "whole number",
+        ),
+        (
+            stake.to_string(),
+            json!({"outcome": "home", "amount": "1e3", "token": "usdc"}),
+            400,
+            "whole number",
+        ),
+        (
+            stake.to_string(),
+            json!({"outcome": "home", "amount": "99999999999999999999", "token": "usdc"}),
+            400,
+            "too large",
+        ),
+        (
+            stake.to_string(),
+            json!({"outcome": "home", "amount": 18446744073709551615u64, "token": "usdc"}),
+            400,
+            "too large",
+        ),
+        (
+            stake.to_string(),
+            json!({"outcome": "home", "amount": true, "token": "usdc"}),
+            400,
+            "not a number",
+        ),
+        (
+            stake.to_string(),
+            json!({"outcome": "draw", "amount": 5, "token": "usdc"}),
+            400,
+            "unknown outcome",
+        ),
+        (
+            stake.to_string(),
+            json!({"outcome": "home", "amount": 5, "token": "doge"}),
+            400,
+            "unknown token `doge`",
+        ),
+        (
+            stake.to_string(),
+            json!({"outcome": "home", "token": "usdc"}),
+            400,
+            "amount",
+        ),
+        (
+            stake.to_string(),
+            json!({"outcome": "home", "amount": 5000, "token": "usdc"}),
+            409,
+            "insufficient balance: 1000 usdc available, 5000 needed",
+        ),
+        (
+            "/api/v1/markets/999999/stakes".into(),
+            json!({"outcome": "home", "amount": 5, "token": "usdc"}),
+            404,
+            "no market 999999",
+        ),
+        (
+            format!("/api/v1/markets/{started}/stakes"),
+            json!({"outcome": "home", "amount": 5, "token": "usdc"}),
+            409,
+            "closed: its game started",
+        ),
+    ]
+}
+
+fn bad_withdrawals() -> Vec<(String, Value, u16, &'static str)> {
+    vec![
+        (
+            "/api/v1/me/withdrawals".into(),
+            json!({"token": "usdc", "amount": 5, "destination": "not-base58!"}),
+            400,
+            "destination",
+        ),
+        (
+            "/api/v1/me/withdrawals".into(),
+            json!({"token": "usdc", "amount": 5, "destination": "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt"}),
+            400,
+            "destination",
+        ),
+        (
+            "/api/v1/me/withdrawals".into(),
+            json!({"token": "usdc", "amount": 1001, "destination": WALLET}),
+            409,
+            "insufficient balance",
+        ),
+        (
+            "/api/v1/me/withdrawals".into(),
+            json!({"token": "usdc", "amount": "0", "destination": WALLET}),
+            400,
+            "zero",
+        ),
+        (
+            "/api/v1/me/withdrawals".into(),
+            json!({"token": "usdc", "amount": 5, "destination": "11111111111111111111111111111111"}),
+            400,
+            "system program",
+        ),
+        (
+            "/api/v1/me/withdrawals".into(),
+            json!({"token": "usdc", "amount": 5, "destination": USDC_MINT}),
+            400,
+            "the mint of token `usdc`",
+        ),
+        (
+            "/api/v1/me/withdrawals".into(),
+            json!({"token": "usdc", "amount": 5, "destination": PUMP_TREASURY}),
+            400,
+            "the treasury of token `pump`",
+        ),
+        (
+            "/api/v1/me/withdrawals".into(),
+            json!({"token": "usdc", "amount": 5, "destination": USDC_TREASURY}),
+            400,
+            "the treasury of token `usdc`",
+        ),
+    ]
 }
 both_backends!(bad_input_is_refused_by_name_and_changes_nothing: bad_money_input_sqlite, bad_money_input_postgres);
 
