@@ -27,46 +27,9 @@ async fn the_score_loop_runs_at_the_live_pace_while_games_are_live_or_imminent_a
     let board = day("2026-02-24");
     let real = espn_fixture("nba-scoreboard-20260224.json");
     espn.serve(NBA, board, real.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let store = fresh_store(&Db::Sqlite, dir.path()).await;
     let now = Arc::new(Mutex::new(at("2026-02-24T23:00:00Z")));
-    let clock = now.clone();
-    let settings = PollerSettings {
-        clock: Arc::new(move || *clock.lock().unwrap()),
-        fetch_attempts: 1,
-        backoff_base: Duration::from_secs(120),
-        ..PollerSettings::default()
-    };
-    let telemetry = Arc::new(Mutex::new(Telemetry {
-        generation: 1,
-        ..Telemetry::default()
-    }));
-    let svc = ServiceCtx::new(
-        "poller:nba",
-        1,
-        telemetry.clone(),
-        Arc::new(Shared::default()),
-    );
-    let client = EspnClient::new(
-        &espn.base_url,
-        Duration::from_secs(2),
-        Duration::from_secs(5),
-        "test",
-    )
-    .unwrap();
-    let poller = Poller::new("nba", NBA, store, client, settings, svc)
-        .manual()
-        .start();
-    let run = |work| {
-        let poller = poller.clone();
-        async move {
-            poller
-                .send(RunOnce(work))
-                .await
-                .expect("poller answers")
-                .expect("pass runs")
-        }
-    };
+    let (poller, telemetry, _dir) = manual_poller(&espn, &now).await;
+    let run = |work| run_once(poller.clone(), work);
     let reported = || {
         let t = telemetry.lock().unwrap();
         (t.interval, t.interval_reason.clone().unwrap_or_default())
@@ -170,4 +133,55 @@ async fn the_score_loop_runs_at_the_live_pace_while_games_are_live_or_imminent_a
         "live games (1): 1m",
         "the live game is live again on the real board"
     );
+}
+
+/// One pass of `work`, run by hand.
+async fn run_once(poller: actix::Addr<Poller>, work: Work) -> tipoff_actors::poller::Outcome {
+    poller
+        .send(RunOnce(work))
+        .await
+        .expect("poller answers")
+        .expect("pass runs")
+}
+
+/// A `poller:nba` on a fresh SQLite store, on the clock `now`, passes run by hand (`RunOnce`),
+/// one attempt per board and a 2 min backoff base.
+async fn manual_poller(
+    espn: &MockEspn,
+    now: &Arc<Mutex<DateTime<Utc>>>,
+) -> (
+    actix::Addr<Poller>,
+    Arc<Mutex<Telemetry>>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(&Db::Sqlite, dir.path()).await;
+    let clock = now.clone();
+    let settings = PollerSettings {
+        clock: Arc::new(move || *clock.lock().unwrap()),
+        fetch_attempts: 1,
+        backoff_base: Duration::from_secs(120),
+        ..PollerSettings::default()
+    };
+    let telemetry = Arc::new(Mutex::new(Telemetry {
+        generation: 1,
+        ..Telemetry::default()
+    }));
+    let svc = ServiceCtx::new(
+        "poller:nba",
+        1,
+        telemetry.clone(),
+        Arc::new(Shared::default()),
+    );
+    let client = EspnClient::new(
+        &espn.base_url,
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+        "test",
+    )
+    .unwrap();
+    let poller = Poller::new("nba", NBA, store, client, settings, svc)
+        .manual()
+        .start();
+    (poller, telemetry, dir)
 }

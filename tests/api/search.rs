@@ -156,6 +156,13 @@ async fn keyword_search_works_with_nothing_configured(db: Db) {
     let (_, body) = search(&app, "zzyzx").await;
     assert_eq!(questions(&body), vec!["Who wins BOS @ PHX?"]);
 
+    bad_queries_are_refused_or_match_nothing(&app).await;
+    app.stop().await;
+}
+
+/// Bad queries are a 400 naming the problem; queries without letters or digits match nothing;
+/// search syntax in user input never causes a 5xx.
+async fn bad_queries_are_refused_or_match_nothing(app: &TestApp) {
     // Bad queries are a 400 naming the problem.
     for (params, needle) in [
         (vec![], "q is required"),
@@ -165,7 +172,7 @@ async fn keyword_search_works_with_nothing_configured(db: Db) {
         (vec![("q", "celtics"), ("state", "sideways")], "state"),
         (vec![("q", "celtics"), ("league", "xfl")], "league"),
     ] {
-        let (s, body) = search_with(&app, &params).await;
+        let (s, body) = search_with(app, &params).await;
         assert_eq!(s, 400, "{params:?}: {body}");
         assert_eq!(body["error"]["code"], "bad_request");
         let message = body["error"]["message"].as_str().unwrap();
@@ -174,7 +181,7 @@ async fn keyword_search_works_with_nothing_configured(db: Db) {
 
     // A query with no letters or digits (only spaces, only symbols) matches nothing.
     for q in ["   ", "*** :: &&", "\u{0345}"] {
-        let (s, body) = search_with(&app, &[("q", q)]).await;
+        let (s, body) = search_with(app, &[("q", q)]).await;
         assert_eq!(s, 200, "{q:?}: {body}");
         assert_eq!(body["items"], serde_json::json!([]), "{q:?}");
     }
@@ -239,13 +246,12 @@ async fn keyword_search_works_with_nothing_configured(db: Db) {
         "celtics^2",
         "[celtics]",
     ] {
-        let (s, body) = search(&app, q).await;
+        let (s, body) = search(app, q).await;
         assert!(s == 200 || s == 400, "{q:?} answered {s}: {body}");
         if s == 200 {
             assert_eq!(body["mode"], "keyword");
         }
     }
-    app.stop().await;
 }
 
 both_backends!(keyword_search_works_with_nothing_configured:
@@ -461,6 +467,13 @@ async fn backfill_reembeds_only_what_changed_and_absorbs_a_failing_api(db: Db) {
     assert_eq!(again, vec![doc.document.clone()], "only the renamed market");
     assert!(doc.document.contains("rescheduled"));
 
+    a_new_dimension_waits_for_a_reembed_job(&app, &mock).await;
+    app.stop().await;
+}
+
+/// The API switches dimension: refused until a re-embed job is asked for, which then
+/// re-embeds every market once.
+async fn a_new_dimension_waits_for_a_reembed_job(app: &TestApp, mock: &MockEmbeddings) {
     // The API switches dimension: refused until a re-embed job is asked for.
     mock.set_dim(32);
     let mut game = board("mlb-scoreboard-20250928.json").remove(0);
@@ -471,7 +484,7 @@ async fn backfill_reembeds_only_what_changed_and_absorbs_a_failing_api(db: Db) {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let row = backfill(&app).await;
+        let row = backfill(app).await;
         if row["last_error"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("32-dimension") && m.contains("reindex"))
@@ -509,8 +522,7 @@ async fn backfill_reembeds_only_what_changed_and_absorbs_a_failing_api(db: Db) {
     );
     let list = app.json("/admin/embeddings/jobs").await;
     assert_eq!(list["items"][0]["id"], job["id"]);
-    assert_eq!(backfill(&app).await["restarts"], 0);
-    app.stop().await;
+    assert_eq!(backfill(app).await["restarts"], 0);
 }
 
 both_backends!(backfill_reembeds_only_what_changed_and_absorbs_a_failing_api:

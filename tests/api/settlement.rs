@@ -379,51 +379,12 @@ async fn deadlock_hunt_two_leagues_settle_while_clients_stake_and_deposits_land(
                 users[(c * 7 + round) % users.len()].key.clone(),
             );
             clients.push(tokio::spawn(async move {
-                let mut n = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) || n == 0 {
-                    let market = open[(c + n) % open.len()];
-                    let (status, body) = crate::money::user_call(
-                        &client,
-                        &base,
-                        &key,
-                        reqwest::Method::POST,
-                        &format!("/api/v1/markets/{market}/stakes"),
-                        Some(json!({"outcome": "away", "amount": 1, "token": "usdc"})),
-                    )
-                    .await;
-                    assert_eq!(status, 201, "a client's stake failed: {body}");
-                    n += 1;
-                }
-                n
+                stake_until(&stop, &client, &base, &key, &open, c).await
             }));
         }
         let depositor = {
             let (store, users, stop) = (app.store.clone(), users.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut windows = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) || windows == 0 {
-                    let window: Vec<tipoff_actors::store::IncomingDeposit> = users
-                        .iter()
-                        .rev()
-                        .map(|u| tipoff_actors::store::IncomingDeposit {
-                            signature: crate::rpc_mock::constructed_signature(
-                                "D",
-                                uuid::Uuid::new_v4().as_u64_pair().0,
-                            ),
-                            slot: 1,
-                            amount: 3,
-                            memo: Some(u.code.clone()),
-                        })
-                        .collect();
-                    let done = store
-                        .credit_deposits("usdc", &window, None, Utc::now())
-                        .await
-                        .expect("a deposit window failed");
-                    assert_eq!(done.attributed, window.len());
-                    windows += 1;
-                }
-                windows
-            })
+            tokio::spawn(async move { deposit_until(&store, &users, &stop).await })
         };
         let settlements: Vec<_> = boards
             .into_iter()
@@ -465,4 +426,62 @@ async fn deadlock_hunt_two_leagues_settle_while_clients_stake_and_deposits_land(
         );
     }
     app.stop().await;
+}
+
+/// One client staking `away` on the open markets in turn until `stop` (at least once).
+async fn stake_until(
+    stop: &std::sync::atomic::AtomicBool,
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    open: &[i64],
+    c: usize,
+) -> usize {
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) || n == 0 {
+        let market = open[(c + n) % open.len()];
+        let (status, body) = crate::money::user_call(
+            &client,
+            &base,
+            &key,
+            reqwest::Method::POST,
+            &format!("/api/v1/markets/{market}/stakes"),
+            Some(json!({"outcome": "away", "amount": 1, "token": "usdc"})),
+        )
+        .await;
+        assert_eq!(status, 201, "a client's stake failed: {body}");
+        n += 1;
+    }
+    n
+}
+
+/// Deposit windows credited to every user until `stop` (at least one); how many.
+async fn deposit_until(
+    store: &tipoff_actors::Store,
+    users: &[crate::money::Account],
+    stop: &std::sync::atomic::AtomicBool,
+) -> usize {
+    let mut windows = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) || windows == 0 {
+        let window: Vec<tipoff_actors::store::IncomingDeposit> = users
+            .iter()
+            .rev()
+            .map(|u| tipoff_actors::store::IncomingDeposit {
+                signature: crate::rpc_mock::constructed_signature(
+                    "D",
+                    uuid::Uuid::new_v4().as_u64_pair().0,
+                ),
+                slot: 1,
+                amount: 3,
+                memo: Some(u.code.clone()),
+            })
+            .collect();
+        let done = store
+            .credit_deposits("usdc", &window, None, Utc::now())
+            .await
+            .expect("a deposit window failed");
+        assert_eq!(done.attributed, window.len());
+        windows += 1;
+    }
+    windows
 }
