@@ -320,14 +320,14 @@ fn stake_loop(
         }
         if random(8) == 0 {
             // Now and then a withdrawal, left pending for the cleanup to expire.
-            let _ = client.post(format!("{base}/api/v1/me/withdrawals")).bearer_auth(&key)
+            let _ = client.post(format!("{base}/api/v1/me/withdrawals")).bearer_auth(key)
                 .json(&json!({"token": "usdc", "amount": 1 + random(30), "destination": crate::money::WALLET})).send();
         }
         let market = ids[random(ids.len() as u64) as usize];
         let outcome = if random(2) == 0 { "home" } else { "away" };
         let res = client
             .post(format!("{base}/api/v1/markets/{market}/stakes"))
-            .bearer_auth(&key)
+            .bearer_auth(key)
             .json(&json!({"outcome": outcome, "amount": 1 + random(40), "token": "usdc"}))
             .send();
         if res.is_ok_and(|r| r.status() == 201) {
@@ -513,8 +513,8 @@ fn kill_rounds(
         d.wait_notify("READY=1", Duration::from_secs(20));
         // On PostgreSQL the killed predecessor's lease lapses first (its TTL): kill at random
         // moments of the singletons' work, not while they stand by.
-        wait_leader(&client, &d);
-        let before = audit(&client, &d);
+        wait_leader(client, &d);
+        let before = audit(client, &d);
         *port_slot.lock().unwrap() = d.port;
         if round % 3 == 2 && finals < 15 {
             finals += 2;

@@ -144,29 +144,7 @@ async fn the_read_api_lists_filters_and_pages_games_and_markets(db: Db) {
     assert_eq!(nba["enabled"], true);
     assert_eq!(nba["espn_path"], "basketball/nba");
 
-    // Pages of 5 walk all 27 games once, in a stable order.
-    let mut seen = Vec::new();
-    let mut next = String::new();
-    loop {
-        let page: Value = app
-            .get(&format!("/api/v1/games?limit=5{next}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        for g in page["items"].as_array().unwrap() {
-            seen.push(g["id"].as_i64().unwrap());
-        }
-        match page["next"].as_str() {
-            Some(cursor) => next = format!("&cursor={cursor}"),
-            None => break,
-        }
-    }
-    assert_eq!(seen.len(), 27);
-    let mut unique = seen.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), 27, "no game twice across pages");
+    pages_of_5_walk_every_game_once(&app).await;
 
     let finals: Value = app
         .get("/api/v1/games?league=nba&state=final&date=2024-01-30")
@@ -251,6 +229,32 @@ async fn the_read_api_lists_filters_and_pages_games_and_markets(db: Db) {
     assert_eq!(app.get("/api/v1/games/999999").await.status(), 404);
     assert_eq!(app.get("/api/v1/markets/999999").await.status(), 404);
     app.stop().await;
+}
+
+/// Pages of 5 walk all 27 games once, in a stable order.
+async fn pages_of_5_walk_every_game_once(app: &TestApp) {
+    let mut seen = Vec::new();
+    let mut next = String::new();
+    loop {
+        let page: Value = app
+            .get(&format!("/api/v1/games?limit=5{next}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        for g in page["items"].as_array().unwrap() {
+            seen.push(g["id"].as_i64().unwrap());
+        }
+        match page["next"].as_str() {
+            Some(cursor) => next = format!("&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 27);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 27, "no game twice across pages");
 }
 
 both_backends!(the_read_api_lists_filters_and_pages_games_and_markets:

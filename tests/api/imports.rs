@@ -548,30 +548,7 @@ fn an_import_killed_mid_run_resumes_where_it_stopped() {
 
     // What the killed process left: a running job whose counters match its committed dates.
     let db = d.dir.path().join("data/tipoff.db");
-    let (state, dates_done, games_upserted, done, games) =
-        tokio::runtime::Runtime::new().unwrap().block_on(async {
-            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-                .await
-                .unwrap();
-            let job: (String, i64, i64) = sqlx::query_as(
-                "SELECT state, dates_done, games_upserted FROM import_jobs WHERE id = 1",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            let done: Vec<NaiveDate> = sqlx::query_scalar(
-                "SELECT date FROM import_job_dates WHERE job_id = 1 AND state = 'done'",
-            )
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-            let games: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM games")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            (job.0, job.1, job.2, done, games)
-        });
+    let (state, dates_done, games_upserted, done, games) = left_behind(&db);
     assert_eq!(state, "running", "killed mid-run");
     assert!((10..60).contains(&dates_done), "{dates_done}");
     assert_eq!(
@@ -636,4 +613,32 @@ fn an_import_killed_mid_run_resumes_where_it_stopped() {
     }
     assert_eq!(external_ids.len(), 300, "every game stored exactly once");
     assert!(d.stderr().contains("resuming import"), "{}", d.stderr());
+}
+
+/// What a killed process left in its SQLite file: the job's (state, dates done, games
+/// upserted), its dates done, and the games stored.
+fn left_behind(db: &std::path::Path) -> (String, i64, i64, Vec<NaiveDate>, i64) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        let job: (String, i64, i64) = sqlx::query_as(
+            "SELECT state, dates_done, games_upserted FROM import_jobs WHERE id = 1",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let done: Vec<NaiveDate> = sqlx::query_scalar(
+            "SELECT date FROM import_job_dates WHERE job_id = 1 AND state = 'done'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let games: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM games")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        (job.0, job.1, job.2, done, games)
+    })
 }

@@ -735,21 +735,7 @@ async fn a_claimed_withdrawal_is_never_refunded_and_a_signature_pays_once(db: Db
     }
     let (claimed, unclaimed) = (ids[0], &ids[1..]);
 
-    // The signer's queue: oldest first, with ages, from the admin API (not the database).
-    let queue = app.json("/admin/withdrawals?state=pending&limit=2").await;
-    let items = queue["items"].as_array().unwrap();
-    assert_eq!(items.len(), 2);
-    assert_eq!(items[0]["id"], claimed);
-    assert!(items[0]["age_secs"].as_f64().unwrap() >= 0.0);
-    let rest = app
-        .json(&format!(
-            "/admin/withdrawals?state=pending&cursor={}",
-            queue["next"].as_str().unwrap()
-        ))
-        .await;
-    assert_eq!(rest["items"][0]["id"], ids[2]);
-    let res = app.admin_get("/admin/withdrawals?state=lost").await;
-    assert_eq!(res.status(), 400);
+    the_signers_queue_is_oldest_first(&app, &ids).await;
 
     let res = app
         .admin_post_json(
@@ -829,8 +815,46 @@ async fn a_claimed_withdrawal_is_never_refunded_and_a_signature_pays_once(db: Db
         assert_eq!(res.status(), 409, "an expired withdrawal cannot be claimed");
     }
 
-    // The same transaction cannot pay a second withdrawal.
-    let (_, w) = post(&app, &a, "/api/v1/me/withdrawals", ask(50)).await;
+    a_signature_pays_one_withdrawal(&app, &a, sig).await;
+
+    // Every request was announced for the signer (webhook and SSE for admins).
+    let events = app.json("/admin/outbox?limit=200").await;
+    let requested = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "withdrawal.requested")
+        .count();
+    assert_eq!(requested, 4);
+    let audit = assert_audit(&app).await;
+    assert_eq!(audit["tokens"][0]["withdrawn"], 300);
+    app.stop().await;
+}
+
+/// The signer's queue: oldest first, with ages, from the admin API (not the database).
+async fn the_signers_queue_is_oldest_first(app: &TestApp, ids: &[i64]) {
+    let claimed = ids[0];
+    let queue = app.json("/admin/withdrawals?state=pending&limit=2").await;
+    let items = queue["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["id"], claimed);
+    assert!(items[0]["age_secs"].as_f64().unwrap() >= 0.0);
+    let rest = app
+        .json(&format!(
+            "/admin/withdrawals?state=pending&cursor={}",
+            queue["next"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(rest["items"][0]["id"], ids[2]);
+    let res = app.admin_get("/admin/withdrawals?state=lost").await;
+    assert_eq!(res.status(), 400);
+}
+
+/// The same transaction cannot pay a second withdrawal; that claim can fail, and its hold
+/// comes back.
+async fn a_signature_pays_one_withdrawal(app: &TestApp, a: &Account, sig: &str) {
+    let ask = |amount: i64| json!({"token": "usdc", "amount": amount, "destination": WALLET});
+    let (_, w) = post(app, a, "/api/v1/me/withdrawals", ask(50)).await;
     let id = w["id"].as_i64().unwrap();
     app.admin_post_json(&format!("/admin/withdrawals/{id}/claim"), &json!({}))
         .await;
@@ -851,19 +875,6 @@ async fn a_claimed_withdrawal_is_never_refunded_and_a_signature_pays_once(db: Db
         .await;
     assert_eq!(res.status(), 200, "a claim can fail; the hold comes back");
     assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 700);
-
-    // Every request was announced for the signer (webhook and SSE for admins).
-    let events = app.json("/admin/outbox?limit=200").await;
-    let requested = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "withdrawal.requested")
-        .count();
-    assert_eq!(requested, 4);
-    let audit = assert_audit(&app).await;
-    assert_eq!(audit["tokens"][0]["withdrawn"], 300);
-    app.stop().await;
 }
 both_backends!(a_claimed_withdrawal_is_never_refunded_and_a_signature_pays_once: claims_sqlite, claims_postgres);
 

@@ -441,9 +441,9 @@ async fn stake_until(
     while !stop.load(std::sync::atomic::Ordering::Relaxed) || n == 0 {
         let market = open[(c + n) % open.len()];
         let (status, body) = crate::money::user_call(
-            &client,
-            &base,
-            &key,
+            client,
+            base,
+            key,
             reqwest::Method::POST,
             &format!("/api/v1/markets/{market}/stakes"),
             Some(json!({"outcome": "away", "amount": 1, "token": "usdc"})),

@@ -160,6 +160,19 @@ async fn real_transactions_credit_exactly_the_treasury_gain(db: Db) {
         "the cursor is the newest signature, failed or not"
     );
 
+    an_unattributed_deposit_is_assigned_once(&app, usdc, pump, &user).await;
+    let audit = crate::money::assert_audit(&app).await;
+    assert_eq!(audit["tokens"][0]["unattributed"], 3461738833969i64);
+    app.stop().await;
+}
+
+/// An admin assigns an unattributed deposit to a user, once; to an unknown user, never.
+async fn an_unattributed_deposit_is_assigned_once(
+    app: &TestApp,
+    usdc: &Value,
+    pump: &Value,
+    user: &crate::money::Account,
+) {
     let id = usdc["id"].as_i64().unwrap();
     let res = app
         .admin_post_json(
@@ -195,9 +208,6 @@ async fn real_transactions_credit_exactly_the_treasury_gain(db: Db) {
         me["balances"][0],
         json!({"token": "usdc", "amount": "1000", "decimals": 6})
     );
-    let audit = crate::money::assert_audit(&app).await;
-    assert_eq!(audit["tokens"][0]["unattributed"], 3461738833969i64);
-    app.stop().await;
 }
 both_backends!(real_transactions_credit_exactly_the_treasury_gain: watcher_fixtures_sqlite, watcher_fixtures_postgres);
 
