@@ -26,6 +26,7 @@
 //! in flight are recorded, then it stops. Every date commits on its own, so a stop or a kill at
 //! any moment leaves an import resumable.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,7 +40,7 @@ use crate::espn::{EspnClient, EspnError, ScoreboardGame};
 use crate::restart::Backoff;
 use crate::service::{Control, ServiceCtx};
 use crate::settings::{self, Dur, NonZero};
-use crate::store::{ImportJob, MarketTransition, Store, StoreError, Upserted};
+use crate::store::{DatePass, ImportJob, MarketTransition, Store, StoreError, Upserted};
 
 /// The wall clock the poller reads ("today", "starting soon", market lock times). Injected so
 /// tests can put the poller at any moment of a fixture's day.
@@ -89,6 +90,10 @@ pub struct PollerSettings {
     /// Longest an import pass keeps starting new fetches before yielding to the other loops.
     #[serde(with = "NonZero")]
     pub import_slice: Duration,
+    /// Passes an import gives each date (each with the client's own attempts) before the date
+    /// counts as failed; between them the date waits the poller backoff (base × 2^n, capped).
+    #[serde(deserialize_with = "settings::at_least::<1, _, _>")]
+    pub import_attempts: u32,
     /// Upstream failure backoff: base × 2^(failures − 1), up to the cap.
     #[serde(rename = "poller_backoff_base", with = "NonZero")]
     pub backoff_base: Duration,
@@ -139,6 +144,7 @@ impl Default for PollerSettings {
             retry_max_wait: Duration::from_secs(10),
             import_check_interval: Duration::from_secs(2),
             import_slice: Duration::from_secs(5),
+            import_attempts: 5,
             backoff_base: Duration::from_secs(30),
             backoff_cap: Duration::from_secs(15 * 60),
             fee_bps: crate::store::DEFAULT_FEE_BPS,
@@ -390,24 +396,44 @@ impl Inner {
             .await
     }
 
+    /// When a date that has failed `passes` passes gets its next one: after the poller
+    /// backoff, or never once it has had `import_attempts`.
+    fn next_attempt(&self, passes: i64) -> Option<DateTime<Utc>> {
+        if passes >= i64::from(self.settings.import_attempts) {
+            return None;
+        }
+        let wait = self.settings.backoff().exponential(passes as u32 - 1);
+        Some(self.now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1)))
+    }
+
     async fn import_pass(&self) -> Result<Outcome, StoreError> {
         let mut out = Outcome::default();
         let Some(job) = self.store.claim_import(&self.league, self.now()).await? else {
             return Ok(out);
         };
-        let pending = self.store.pending_import_dates(job.id).await?;
+        let pending = self.store.pending_import_dates(job.id, self.now()).await?;
         if job.dates_done + job.dates_failed > 0 && !pending.is_empty() {
             tracing::info!(league = %self.league, job_id = job.id, pending = pending.len(), "resuming import");
         }
+        let passes: HashMap<NaiveDate, i64> =
+            pending.iter().map(|p| (p.date, p.attempts)).collect();
+        let dates = pending.iter().map(|p| p.date).collect();
         let deadline = Instant::now() + self.settings.import_slice;
-        let mut boards = std::pin::pin!(self.boards(pending, || Instant::now() < deadline));
+        let mut boards = std::pin::pin!(self.boards(dates, || Instant::now() < deadline));
         while let Some((date, res)) = boards.next().await {
             out.dates_fetched += 1;
-            let outcome = match &res {
-                Ok(games) => Ok(games.as_slice()),
-                Err(e) => {
-                    out.fail(date, e);
-                    Err(e.to_string())
+            let error = res.as_ref().err().map(|e| {
+                out.fail(date, e);
+                e.to_string()
+            });
+            let outcome = match (&res, &error) {
+                (Ok(games), _) => DatePass::Imported(games),
+                (Err(_), error) => {
+                    let error = error.as_deref().unwrap_or_default();
+                    match self.next_attempt(passes.get(&date).copied().unwrap_or(0) + 1) {
+                        Some(at) => DatePass::Retry { error, at },
+                        None => DatePass::Failed(error),
+                    }
                 }
             };
             let done = self
@@ -416,7 +442,7 @@ impl Inner {
                     job.id,
                     &self.league,
                     date,
-                    outcome.as_ref().map_err(String::as_str).copied(),
+                    outcome,
                     self.now(),
                     self.settings.fee_bps,
                 )

@@ -76,8 +76,8 @@ pub fn parsed<T>(body: Deferred<T>) -> Result<T, ApiError> {
     })
 }
 
-/// A JSON body that may be absent: `None` for an empty body, else the parsed value (or a 400,
-/// 413 or 415).
+/// A JSON body that may be absent: `None` for an empty body (no bytes), else the parsed value
+/// (or a 400 — blank text included —, 413 or 415).
 pub struct OptionalJson<T>(pub Option<T>);
 
 impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
@@ -106,7 +106,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
                 }
                 body.extend_from_slice(&chunk);
             }
-            if body.iter().all(u8::is_ascii_whitespace) {
+            // No body at all is no body; blank text is not JSON (a 400 below).
+            if body.is_empty() {
                 return Ok(OptionalJson(None));
             }
             if !json {

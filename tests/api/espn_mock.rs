@@ -70,6 +70,29 @@ struct State {
     agents: HashMap<String, usize>,
     /// Added to every reply (to keep imports in flight long enough to interrupt them).
     delay: Duration,
+    /// Percent of requests answered with a fault instead (CONSTRUCTED faults: 500, 429 with
+    /// `Retry-After: 1`, a stall of 3 s, or the board's JSON cut in half), chosen by a
+    /// deterministic sequence.
+    flaky: u64,
+    requests: u64,
+}
+
+/// The fault for request number `n` when `percent` of requests fail (`None`: answer).
+fn fault(n: u64, percent: u64, reply: &Reply) -> Option<Reply> {
+    // splitmix64: a fixed, well-mixed sequence, so a run's faults are reproducible.
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    if z % 100 >= percent {
+        return None;
+    }
+    Some(match (z / 100) % 4 {
+        0 => Reply::status(500),
+        1 => Reply::status(429).header("retry-after", "1"),
+        2 => Reply::status(200).delayed(Duration::from_secs(3)),
+        _ => Reply::ok(reply.body[..reply.body.len() / 2].to_vec()),
+    })
 }
 
 /// The mock server; stops when dropped.
@@ -103,6 +126,8 @@ async fn scoreboard(
             Some(queue) => queue.front().cloned().unwrap(),
             None => Reply::ok(empty_day()),
         };
+        s.requests += 1;
+        let reply = fault(s.requests, s.flaky, &reply).unwrap_or(reply);
         (reply, s.delay)
     };
     let wait = reply.delay + extra;
@@ -157,6 +182,11 @@ impl MockEspn {
     /// Requests so far per tipoff instance (by `User-Agent`).
     pub fn agents(&self) -> HashMap<String, usize> {
         self.state.lock().unwrap().agents.clone()
+    }
+
+    /// Answers `percent` of the requests from now on with a fault (see [`fault`]).
+    pub fn set_flaky(&self, percent: u64) {
+        self.state.lock().unwrap().flaky = percent;
     }
 
     /// Delays every reply by `delay` (on top of its own).

@@ -30,6 +30,9 @@ async fn bad_bodies_are_refused_in_the_error_shape_and_register_nobody() {
         (json, b"{".to_vec(), 400, "bad_request"),
         (json, b"[]".to_vec(), 400, "bad_request"),
         (json, b"null".to_vec(), 400, "bad_request"),
+        // Blank text is not an empty body: it is not JSON.
+        (json, b"\t".to_vec(), 400, "bad_request"),
+        (json, b"  \n".to_vec(), 400, "bad_request"),
         (
             json,
             format!(r#"{{"name":{long}}}"#).into_bytes(),

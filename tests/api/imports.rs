@@ -285,6 +285,7 @@ async fn upstream_faults_fail_only_their_dates_and_the_poller_keeps_running(db: 
             &[
                 ("TIPOFF_ESPN_TIMEOUT", "500ms"),
                 ("TIPOFF_ESPN_ATTEMPTS", "3"),
+                ("TIPOFF_IMPORT_ATTEMPTS", "1"), // one pass per date: what fails is final
             ],
         ),
     )
@@ -641,4 +642,104 @@ fn left_behind(db: &std::path::Path) -> (String, i64, i64, Vec<NaiveDate>, i64) 
         pool.close().await;
         (job.0, job.1, job.2, done, games)
     })
+}
+
+/// An ESPN that fails 30 % of requests (500, 429, stalls past the timeout, truncated JSON):
+/// a 60-day import requested once gives its failed dates further passes with backoff and
+/// ends `succeeded` with every game stored once, through three SIGKILLs of the daemon.
+#[test]
+fn a_flaky_upstream_import_finishes_every_date_through_three_sigkills() {
+    let espn = MockEspn::start();
+    let dates: Vec<NaiveDate> = day("2024-01-01").iter_days().take(60).collect();
+    for d in &dates {
+        espn.serve(NBA, *d, generated_board(*d, 5));
+    }
+    espn.set_flaky(30);
+    let env = [
+        ("TIPOFF_LEAGUES", "nba"),
+        ("TIPOFF_ESPN_BASE_URL", espn.base_url.as_str()),
+        ("TIPOFF_IMPORT_CHECK_INTERVAL", "100ms"),
+        ("TIPOFF_ESPN_CONCURRENCY", "4"),
+        // One request per date and pass, so the passes do the retrying.
+        ("TIPOFF_ESPN_ATTEMPTS", "1"),
+        ("TIPOFF_ESPN_TIMEOUT", "300ms"),
+        ("TIPOFF_IMPORT_ATTEMPTS", "12"),
+        ("TIPOFF_POLLER_BACKOFF_BASE", "50ms"),
+        ("TIPOFF_POLLER_BACKOFF_CAP", "400ms"),
+        ("TIPOFF_IMPORT_SLICE", "1s"),
+    ];
+    let http = reqwest::blocking::Client::new();
+    let job_of = |d: &Daemon| -> Value {
+        http.get(d.url("/admin/imports/1"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let mut d = Daemon::spawn(&env);
+    d.wait_notify("READY=1", Duration::from_secs(15));
+    let res = http
+        .post(d.url("/admin/imports"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"league": "nba", "from": "2024-01-01", "to": "2024-02-29"}))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let mut retrying_seen = false;
+    for kill_after in [10, 25, 40] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let job = job_of(&d);
+            retrying_seen |=
+                job["dates_retrying"].as_i64().unwrap() > 0 && job["next_attempt_at"].is_string();
+            if job["dates_done"].as_i64().unwrap() >= kill_after {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no progress to {kill_after} dates: {job}\n{}",
+                d.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d.child.kill().unwrap();
+        d.child.wait().unwrap();
+        let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
+        d = Daemon::spawn_in(dir, &env);
+        d.wait_notify("READY=1", Duration::from_secs(15));
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let job = loop {
+        let job = job_of(&d);
+        retrying_seen |= job["dates_retrying"].as_i64().unwrap() > 0;
+        if job["state"] != "running" && job["state"] != "queued" {
+            break job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not finished: {job}\n{}",
+            d.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["dates_done"], 60, "{job}");
+    assert_eq!(job["dates_failed"], 0, "{job}");
+    assert_eq!(job["dates_retrying"], 0, "{job}");
+    assert!(job["next_attempt_at"].is_null(), "{job}");
+    assert!(
+        retrying_seen,
+        "the job showed dates waiting for another pass"
+    );
+    let (_, dates_done, games_upserted, done, games) =
+        left_behind(&d.dir.path().join("data/tipoff.db"));
+    assert_eq!((dates_done, done.len()), (60, 60));
+    assert_eq!(games, 300, "every game stored exactly once");
+    assert!(games_upserted >= 300);
+    let retried = dates.iter().filter(|d| espn.hits(NBA, **d) > 1).count();
+    assert!(
+        retried > 5,
+        "faults made dates take more than one pass ({retried})"
+    );
 }

@@ -32,8 +32,13 @@ pub struct ImportJob {
     pub dates_total: i64,
     /// Dates imported successfully.
     pub dates_done: i64,
-    /// Dates that could not be fetched or parsed (after the client's retries).
+    /// Dates that could not be fetched or parsed after every pass they were given
+    /// (`TIPOFF_IMPORT_ATTEMPTS`, each with the client's own retries).
     pub dates_failed: i64,
+    /// Dates that failed a pass and wait for another (after a backoff); not failed yet.
+    pub dates_retrying: i64,
+    /// When the next of those is due.
+    pub next_attempt_at: Option<DateTime<Utc>>,
     /// Games written (created or refreshed) by this job.
     pub games_upserted: i64,
     pub error: Option<String>,
@@ -48,6 +53,26 @@ pub struct ImportJob {
 pub struct FailedDate {
     pub date: NaiveDate,
     pub error: Option<String>,
+    /// The passes it was given.
+    pub attempts: i64,
+}
+
+/// How one pass over a date of an import went.
+#[derive(Debug, Clone, Copy)]
+pub enum DatePass<'a> {
+    /// The board's games.
+    Imported(&'a [ScoreboardGame]),
+    /// Failed; the date stays pending until `at`.
+    Retry { error: &'a str, at: DateTime<Utc> },
+    /// Failed its last pass: the date counts as failed.
+    Failed(&'a str),
+}
+
+/// A date of a job due for a pass, with the passes it has had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct PendingDate {
+    pub date: NaiveDate,
+    pub attempts: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -59,7 +84,9 @@ pub struct ImportFilter {
     pub limit: i64,
 }
 
-const JOB_COLUMNS: &str = "id, league, date_from, date_to, state, dates_total, dates_done, dates_failed, games_upserted, error, created_at, started_at, updated_at, finished_at";
+const JOB_COLUMNS: &str = "id, league, date_from, date_to, state, dates_total, dates_done, dates_failed, games_upserted, error, created_at, started_at, updated_at, finished_at, \
+     (SELECT COUNT(*) FROM import_job_dates d WHERE d.job_id = import_jobs.id AND d.state = 'pending' AND d.attempts > 0) AS dates_retrying, \
+     (SELECT MIN(d.next_attempt_at) FROM import_job_dates d WHERE d.job_id = import_jobs.id AND d.state = 'pending') AS next_attempt_at";
 
 impl Store {
     /// Creates a job for `league` over `from..=to`, unless a queued or running job of the
@@ -148,7 +175,7 @@ impl Store {
 
     /// The dates of a job that failed, in date order.
     pub async fn import_failed_dates(&self, id: i64) -> Result<Vec<FailedDate>, StoreError> {
-        let sql = "SELECT date, error FROM import_job_dates WHERE job_id = $1 AND state = 'failed' ORDER BY date";
+        let sql = "SELECT date, error, attempts FROM import_job_dates WHERE job_id = $1 AND state = 'failed' ORDER BY date";
         on_pool!(self, pool => Ok(sqlx::query_as(sql).bind(id).fetch_all(pool).await?))
     }
 
@@ -184,22 +211,30 @@ impl Store {
         })
     }
 
-    /// The dates of a job still to import, in date order (at most 366).
-    pub async fn pending_import_dates(&self, job_id: i64) -> Result<Vec<NaiveDate>, StoreError> {
-        let sql = "SELECT date FROM import_job_dates WHERE job_id = $1 AND state = 'pending' ORDER BY date";
-        on_pool!(self, pool => Ok(sqlx::query_scalar(sql).bind(job_id).fetch_all(pool).await?))
+    /// The dates of a job still to import and due for a pass at `now` (a date that failed a
+    /// pass waits for its next attempt), in date order (at most 366).
+    pub async fn pending_import_dates(
+        &self,
+        job_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PendingDate>, StoreError> {
+        let sql =
+            "SELECT date, attempts FROM import_job_dates WHERE job_id = $1 AND state = 'pending' \
+                   AND (next_attempt_at IS NULL OR next_attempt_at <= $2) ORDER BY date";
+        on_pool!(self, pool => Ok(sqlx::query_as(sql).bind(job_id).bind(now).fetch_all(pool).await?))
     }
 
-    /// Records one date of a job: its games (upserted with their markets) or why it failed,
-    /// the date's row and the job's counters, in one transaction. A date already recorded is
-    /// not counted twice.
+    /// Records one pass over a date of a job: its games (upserted with their markets) or why
+    /// it failed, the date's row and the job's counters, in one transaction. A `Retry` leaves
+    /// the date pending until its time (its error kept); a `Failed` counts it as failed. A date
+    /// already recorded is not counted twice.
     #[tracing::instrument(skip_all, fields(job_id = job_id, %date))]
     pub async fn record_import_date(
         &self,
         job_id: i64,
         league: &str,
         date: NaiveDate,
-        outcome: Result<&[ScoreboardGame], &str>,
+        outcome: DatePass<'_>,
         now: DateTime<Utc>,
         fee_bps: u32,
     ) -> Result<Vec<Upserted>, StoreError> {
@@ -207,23 +242,29 @@ impl Store {
         let done = retrying!(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut done = Vec::new();
-            if let Ok(games) = outcome {
+            if let DatePass::Imported(games) = outcome {
                 for game in games {
                     done.push(upsert_in_tx!(tx, league, Some(date), game, now));
                 }
             }
-            let (state, error) = match outcome {
-                Ok(_) => ("done", None),
-                Err(e) => ("failed", Some(e)),
+            let (state, error, next) = match outcome {
+                DatePass::Imported(_) => ("done", None, None),
+                DatePass::Retry { error, at } => ("pending", Some(error), Some(at)),
+                DatePass::Failed(error) => ("failed", Some(error), None),
             };
             let games = done.len() as i64;
             let n = sqlx::query(
-                "UPDATE import_job_dates SET state = $1, games = $2, error = $3 WHERE job_id = $4 AND date = $5 AND state = 'pending'",
+                "UPDATE import_job_dates SET state = $1, games = $2, error = $3, attempts = attempts + 1, next_attempt_at = $6 \
+                 WHERE job_id = $4 AND date = $5 AND state = 'pending'",
             )
-            .bind(state).bind(games).bind(error).bind(job_id).bind(date)
+            .bind(state).bind(games).bind(error).bind(job_id).bind(date).bind(next)
             .execute(&mut *tx).await?.rows_affected();
-            if n == 1 {
-                let ok = i64::from(outcome.is_ok());
+            if n == 1 && state == "pending" {
+                sqlx::query("UPDATE import_jobs SET updated_at = $1 WHERE id = $2")
+                    .bind(now).bind(job_id)
+                    .execute(&mut *tx).await?;
+            } else if n == 1 {
+                let ok = i64::from(state == "done");
                 sqlx::query(
                     "UPDATE import_jobs SET dates_done = dates_done + $1, dates_failed = dates_failed + $2, \
                      games_upserted = games_upserted + $3, updated_at = $4 WHERE id = $5",

@@ -51,7 +51,9 @@ mod sqlite;
 pub use games::{
     Activity, GameFilter, GameRow, MarketFilter, MarketRow, MarketTransition, Upserted,
 };
-pub use imports::{FailedDate, ImportFilter, ImportJob, ACTIVE_IMPORT_STATES, IMPORT_STATES};
+pub use imports::{
+    DatePass, FailedDate, ImportFilter, ImportJob, PendingDate, ACTIVE_IMPORT_STATES, IMPORT_STATES,
+};
 pub use money::{
     lock_rank, parimutuel, user_account, Audit, Balance, Credited, Cursor, Deposit,
     IncomingDeposit, LedgerEntry, Paid, Position, Stake, TokenTotals, User, Withdrawal,
