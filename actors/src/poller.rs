@@ -1,8 +1,11 @@
 //! `poller:<league>`: one per enabled league, a child of the root supervisor.
 //!
 //! Owned by the supervisor, built fresh on every (re)start by the factory in the daemon's
-//! `services.rs`. It does one pass at a time, off its own thread's mailbox (the work is a
-//! spawned future; fetching and storing never block the actor):
+//! `services.rs`. Its three loops run side by side, each with at most one pass in flight, off
+//! its own thread's mailbox (the work is spawned futures; fetching and storing never block the
+//! actor), so a score pass — the one that settles — never waits behind a schedule pass or an
+//! import slice. The schedule and import passes share the league's ESPN concurrency; the score
+//! pass's few boards take none of it:
 //!
 //! - **schedule** (every `schedule_interval`, default 6 h): scoreboards for yesterday … today +
 //!   lookahead, fetched in parallel with bounded concurrency, games upserted by (league, ESPN
@@ -69,7 +72,8 @@ pub struct PollerSettings {
     /// A game starting within this keeps the score loop at the live interval.
     #[serde(rename = "score_live_lead", with = "Dur")]
     pub live_lead: Duration,
-    /// Scoreboards a poller fetches at once.
+    /// Scoreboards a poller's schedule and import passes fetch at once, together (the score
+    /// pass's few boards are not counted, so settlement never queues behind them).
     #[serde(
         rename = "espn_concurrency",
         deserialize_with = "settings::at_least::<1, _, _>"
@@ -276,6 +280,9 @@ struct Inner {
     settings: PollerSettings,
     /// Set on stop: passes start no new fetches.
     stopping: AtomicBool,
+    /// The ESPN fetches the schedule and import passes share (`espn_concurrency`); the score
+    /// pass, a few boards, takes none, so settlement never queues behind a backlog.
+    permits: tokio::sync::Semaphore,
 }
 
 impl Inner {
@@ -288,6 +295,7 @@ impl Inner {
     fn boards<'a>(
         &'a self,
         dates: Vec<NaiveDate>,
+        shared: bool,
         keep_going: impl Fn() -> bool + 'a,
     ) -> impl futures_util::Stream<Item = (NaiveDate, Result<Vec<ScoreboardGame>, EspnError>)> + 'a
     {
@@ -296,6 +304,11 @@ impl Inner {
                 futures_util::future::ready(!self.stopping.load(Ordering::Acquire) && keep_going())
             })
             .map(move |date| async move {
+                // Schedule and import passes share the league's ESPN concurrency.
+                let _permit = match shared {
+                    true => self.permits.acquire().await.ok(),
+                    false => None,
+                };
                 let res = self
                     .espn
                     .scoreboard_with_retry(
@@ -311,8 +324,13 @@ impl Inner {
     }
 
     /// Fetches and stores whole boards (schedule and score passes).
-    async fn refresh(&self, dates: Vec<NaiveDate>, out: &mut Outcome) -> Result<(), StoreError> {
-        let mut boards = std::pin::pin!(self.boards(dates, || true));
+    async fn refresh(
+        &self,
+        dates: Vec<NaiveDate>,
+        shared: bool,
+        out: &mut Outcome,
+    ) -> Result<(), StoreError> {
+        let mut boards = std::pin::pin!(self.boards(dates, shared, || true));
         while let Some((date, res)) = boards.next().await {
             out.dates_fetched += 1;
             match res {
@@ -343,7 +361,7 @@ impl Inner {
             .take(self.settings.lookahead_days as usize + 2)
             .collect();
         let mut out = Outcome::default();
-        self.refresh(dates, &mut out).await?;
+        self.refresh(dates, true, &mut out).await?;
         Ok(out)
     }
 
@@ -355,7 +373,8 @@ impl Inner {
         dates.sort();
         dates.dedup();
         let mut out = Outcome::default();
-        self.refresh(dates, &mut out).await?;
+        // The score pass takes no shared permit: settlement never waits behind a backlog.
+        self.refresh(dates, false, &mut out).await?;
         let after = self.activity().await?;
         let s = &self.settings;
         out.pace = Some(if after.live > 0 {
@@ -419,7 +438,7 @@ impl Inner {
             pending.iter().map(|p| (p.date, p.attempts)).collect();
         let dates = pending.iter().map(|p| p.date).collect();
         let deadline = Instant::now() + self.settings.import_slice;
-        let mut boards = std::pin::pin!(self.boards(dates, || Instant::now() < deadline));
+        let mut boards = std::pin::pin!(self.boards(dates, true, || Instant::now() < deadline));
         while let Some((date, res)) = boards.next().await {
             out.dates_fetched += 1;
             let error = res.as_ref().err().map(|e| {
@@ -474,7 +493,8 @@ pub struct Poller {
     svc: ServiceCtx,
     /// Driven by [`RunOnce`] only: no timers.
     manual: bool,
-    busy: bool,
+    /// The passes in flight (one of each kind at most) and when each began.
+    running: Vec<(Work, Instant)>,
     stop_requested: bool,
     due_schedule: bool,
     due_scores: bool,
@@ -500,12 +520,13 @@ impl Poller {
                 espn_path: espn_path.to_string(),
                 store,
                 espn,
+                permits: tokio::sync::Semaphore::new(settings.concurrency.max(1)),
                 settings,
                 stopping: AtomicBool::new(false),
             }),
             svc,
             manual: false,
-            busy: false,
+            running: Vec::new(),
             stop_requested: false,
             due_schedule: true,
             due_scores: true,
@@ -523,31 +544,37 @@ impl Poller {
         self
     }
 
-    /// Starts the most urgent due pass unless one is running (or the database is down: the
-    /// import check timer comes back here).
+    fn is_running(&self, work: Work) -> bool {
+        self.running.iter().any(|(w, _)| *w == work)
+    }
+
+    /// Starts every due pass whose kind is not already running: the schedule, score and import
+    /// loops run side by side (unless the database is down: the timers come back here).
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.busy || self.stop_requested || self.manual || !self.svc.may_work() {
+        if self.stop_requested || self.manual || !self.svc.may_work() {
             return;
         }
-        let work = if self.due_schedule {
-            self.due_schedule = false;
-            Work::Schedule
-        } else if self.due_scores {
-            self.due_scores = false;
-            Work::Scores
-        } else if self.due_imports {
-            self.due_imports = false;
-            Work::Imports
-        } else {
-            return;
-        };
-        let pass = self.run(work);
-        ctx.spawn(pass.map(|_, _, _| ()));
+        for work in [Work::Scores, Work::Schedule, Work::Imports] {
+            let due = match work {
+                Work::Schedule => &mut self.due_schedule,
+                Work::Scores => &mut self.due_scores,
+                Work::Imports => &mut self.due_imports,
+            };
+            if !*due || self.running.iter().any(|(w, _)| *w == work) {
+                continue;
+            }
+            *due = false;
+            let pass = self.run(work);
+            ctx.spawn(pass.map(|_, _, _| ()));
+        }
     }
 
     fn run(&mut self, work: Work) -> ResponseActFuture<Self, Result<Outcome, String>> {
-        self.busy = true;
+        self.running.push((work, Instant::now()));
         self.svc.tick_begin();
+        // The hang clock follows the oldest pass in flight.
+        self.svc
+            .tick_running_since(self.running.first().map(|(_, at)| *at));
         let inner = self.inner.clone();
         let pass = async move {
             match work {
@@ -557,11 +584,15 @@ impl Poller {
             }
         };
         Box::pin(pass.into_actor(self).map(move |res, act, ctx| {
-            act.busy = false;
+            act.running.retain(|(w, _)| *w != work);
             let res = res.map_err(|e| format!("database: {e}"));
             act.after(work, &res, ctx);
+            act.svc
+                .tick_running_since(act.running.first().map(|(_, at)| *at));
             if act.stop_requested {
-                ctx.stop();
+                if act.running.is_empty() {
+                    ctx.stop();
+                }
             } else {
                 act.pump(ctx);
             }
@@ -691,7 +722,7 @@ impl Handler<Control> for Poller {
             }
             Control::Stop => {
                 self.inner.stopping.store(true, Ordering::Release);
-                if self.busy {
+                if !self.running.is_empty() {
                     self.stop_requested = true;
                 } else {
                     ctx.stop();
@@ -705,10 +736,11 @@ impl Handler<RunOnce> for Poller {
     type Result = ResponseActFuture<Self, Result<Outcome, String>>;
 
     fn handle(&mut self, msg: RunOnce, _: &mut Self::Context) -> Self::Result {
-        if self.busy {
-            return Box::pin(actix::fut::ready(Err(
-                "a pass is already running".to_string()
-            )));
+        if self.is_running(msg.0) {
+            return Box::pin(actix::fut::ready(Err(format!(
+                "a {} pass is already running",
+                msg.0.as_str()
+            ))));
         }
         self.run(msg.0)
     }

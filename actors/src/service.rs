@@ -295,6 +295,12 @@ impl ServiceCtx {
         });
     }
 
+    /// For a service with several passes in flight: the hang clock runs from `since` (the
+    /// oldest still running), or stops when none is.
+    pub fn tick_running_since(&self, since: Option<Instant>) {
+        self.with(|t| t.tick_started = since);
+    }
+
     pub fn tick_ok(&self) {
         self.with(|t| {
             t.tick_started = None;

@@ -10,7 +10,7 @@ use tipoff_actors::espn::EspnClient;
 use tipoff_actors::poller::{Poller, PollerSettings, RunOnce, Work};
 use tipoff_actors::service::{ServiceCtx, Shared, Telemetry};
 
-use crate::espn_mock::{with_status, MockEspn, Reply};
+use crate::espn_mock::{espn_fixture, generated_board, with_status, MockEspn, Reply};
 use crate::helpers::*;
 use crate::imports::{day, NBA};
 
@@ -184,4 +184,142 @@ async fn manual_poller(
         .manual()
         .start();
     (poller, telemetry, dir)
+}
+
+/// The settled market of the game with ESPN id `event`, if it is settled.
+async fn settled_market_of(store: &tipoff_actors::Store, event: &str) -> bool {
+    use tipoff_actors::store::{GameFilter, MarketFilter};
+    let games = store
+        .games(&GameFilter {
+            limit: 200,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let Some(game) = games.iter().find(|g| g.external_id == event) else {
+        return false;
+    };
+    let markets = store
+        .markets(&MarketFilter {
+            state: Some("settled".into()),
+            limit: 200,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    markets.iter().any(|m| m.game_id == game.id)
+}
+
+/// While a 366-day import and a schedule pass crawl through a slow ESPN (2–3 s a board), a
+/// live game that goes final is settled within about one live interval: the score loop runs
+/// beside them, on its own timer, and takes none of their shared fetch slots.
+#[actix_rt::test]
+async fn a_final_game_settles_within_a_live_interval_while_an_import_and_a_schedule_pass_run() {
+    let espn = MockEspn::start();
+    let board = day("2024-01-29");
+    let fixture = espn_fixture("nba-scoreboard-20240129.json");
+    let live = with_status(
+        &fixture,
+        "401585287",
+        "STATUS_IN_PROGRESS",
+        "in",
+        false,
+        None,
+    );
+    let finished = with_status(
+        &fixture,
+        "401585287",
+        "STATUS_FINAL",
+        "post",
+        true,
+        Some((110, 99)),
+    );
+    espn.serve(NBA, board, live);
+    // The schedule pass's days ahead and every import date are slow.
+    for d in board.succ_opt().unwrap().iter_days().take(7) {
+        espn.script(
+            NBA,
+            d,
+            vec![Reply::ok(generated_board(d, 1)).delayed(Duration::from_secs(3))],
+        );
+    }
+    let year: Vec<_> = day("2023-01-01").iter_days().take(366).collect();
+    for d in &year {
+        espn.script(
+            NBA,
+            *d,
+            vec![Reply::ok(generated_board(*d, 1)).delayed(Duration::from_secs(2))],
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(&Db::Sqlite, dir.path()).await;
+    let now = at("2024-01-29T23:00:00Z");
+    let (job, _) = store
+        .create_import("nba", year[0], year[365], now)
+        .await
+        .unwrap();
+    let settings = PollerSettings {
+        clock: Arc::new(move || now),
+        live_interval: Duration::from_millis(400),
+        idle_interval: Duration::from_millis(400),
+        import_check_interval: Duration::from_millis(100),
+        concurrency: 2,
+        fetch_attempts: 1,
+        ..PollerSettings::default()
+    };
+    let shared = Arc::new(Shared::default());
+    shared.set_db_healthy(true);
+    let telemetry = Arc::new(Mutex::new(Telemetry {
+        generation: 1,
+        ..Telemetry::default()
+    }));
+    let svc = ServiceCtx::new("poller:nba", 1, telemetry, shared);
+    let client = EspnClient::new(
+        &espn.base_url,
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+        "test",
+    )
+    .unwrap();
+    let poller = Poller::new("nba", NBA, store.clone(), client, settings, svc).start();
+
+    // The first score pass sees the game live (and settles the board's finished games).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while espn.hits(NBA, board) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the score loop did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !settled_market_of(&store, "401585287").await,
+        "live, not settled yet"
+    );
+    espn.serve(NBA, board, finished);
+    let went_final = std::time::Instant::now();
+    while !settled_market_of(&store, "401585287").await {
+        assert!(
+            went_final.elapsed() < Duration::from_secs(2),
+            "not settled within 2 s of going final (live interval 400 ms)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = went_final.elapsed();
+    // The slow passes were still under way: the schedule pass has not read its last day, the
+    // import has most of its year ahead.
+    let last_ahead = board.succ_opt().unwrap().iter_days().nth(6).unwrap();
+    assert_eq!(
+        espn.hits(NBA, last_ahead),
+        0,
+        "the schedule pass was still running"
+    );
+    let job = store.import_job(job.id).await.unwrap();
+    assert_eq!(job.state, "running", "{job:?}");
+    assert!(job.dates_done < 100, "{job:?}");
+    eprintln!(
+        "settled {took:?} after going final, beside an import ({} dates done) and a schedule pass",
+        job.dates_done
+    );
+    poller.do_send(tipoff_actors::service::Control::Stop);
 }
