@@ -245,7 +245,12 @@ pub async fn run(app: Application, dir: tempfile::TempDir) -> TestApp {
     let test_app = TestApp {
         address,
         store,
-        client: reqwest::Client::new(),
+        // Idle connections are dropped before the server's keep-alive (5 s) closes them, so a
+        // request after a long pause never lands on a connection being closed.
+        client: reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap(),
         shutdown: Some(tx),
         task: Some(task),
         _dir: dir,
