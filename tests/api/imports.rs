@@ -568,19 +568,7 @@ fn an_import_killed_mid_run_resumes_where_it_stopped() {
     drop(d);
     let d = Daemon::spawn_in(dir, &env);
     d.wait_notify("READY=1", Duration::from_secs(15));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let job = loop {
-        let job = get_job(&d);
-        if job["state"] != "running" && job["state"] != "queued" {
-            break job;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "import did not finish: {job}\n{}",
-            d.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let job = ended_job(&d, Duration::from_secs(30), get_job, |_| {});
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["dates_done"], 60);
     assert_eq!(
@@ -709,20 +697,9 @@ fn a_flaky_upstream_import_finishes_every_date_through_three_sigkills() {
         d = Daemon::spawn_in(dir, &env);
         d.wait_notify("READY=1", Duration::from_secs(15));
     }
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let job = loop {
-        let job = job_of(&d);
+    let job = ended_job(&d, Duration::from_secs(90), job_of, |job| {
         retrying_seen |= job["dates_retrying"].as_i64().unwrap() > 0;
-        if job["state"] != "running" && job["state"] != "queued" {
-            break job;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not finished: {job}\n{}",
-            d.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    });
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["dates_done"], 60, "{job}");
     assert_eq!(job["dates_failed"], 0, "{job}");
@@ -742,4 +719,27 @@ fn a_flaky_upstream_import_finishes_every_date_through_three_sigkills() {
         retried > 5,
         "faults made dates take more than one pass ({retried})"
     );
+}
+
+/// Polls a daemon's import job (`read`) until it has ended, showing each answer to `seen`.
+fn ended_job(
+    d: &Daemon,
+    within: Duration,
+    read: impl Fn(&Daemon) -> Value,
+    mut seen: impl FnMut(&Value),
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let job = read(d);
+        seen(&job);
+        if job["state"] != "running" && job["state"] != "queued" {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "import did not finish: {job}\n{}",
+            d.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
