@@ -535,15 +535,13 @@ fn an_import_killed_mid_run_resumes_where_it_stopped() {
             .json()
             .unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get_job(&d)["dates_done"].as_i64().unwrap() < 10 {
-        assert!(
-            Instant::now() < deadline,
-            "import made no progress:\n{}",
-            d.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    job_until(
+        &d,
+        Duration::from_secs(30),
+        get_job,
+        |_| {},
+        |job| job["dates_done"].as_i64().unwrap() >= 10,
+    );
     d.child.kill().unwrap();
     d.child.wait().unwrap();
 
@@ -676,21 +674,16 @@ fn a_flaky_upstream_import_finishes_every_date_through_three_sigkills() {
     assert_eq!(res.status(), 202);
     let mut retrying_seen = false;
     for kill_after in [10, 25, 40] {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let job = job_of(&d);
-            retrying_seen |=
-                job["dates_retrying"].as_i64().unwrap() > 0 && job["next_attempt_at"].is_string();
-            if job["dates_done"].as_i64().unwrap() >= kill_after {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no progress to {kill_after} dates: {job}\n{}",
-                d.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        job_until(
+            &d,
+            Duration::from_secs(60),
+            job_of,
+            |job| {
+                retrying_seen |= job["dates_retrying"].as_i64().unwrap() > 0
+                    && job["next_attempt_at"].is_string();
+            },
+            |job| job["dates_done"].as_i64().unwrap() >= kill_after,
+        );
         d.child.kill().unwrap();
         d.child.wait().unwrap();
         let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
@@ -726,20 +719,33 @@ fn ended_job(
     d: &Daemon,
     within: Duration,
     read: impl Fn(&Daemon) -> Value,
+    seen: impl FnMut(&Value),
+) -> Value {
+    job_until(d, within, read, seen, |job| {
+        job["state"] != "running" && job["state"] != "queued"
+    })
+}
+
+/// Polls a daemon's import job (`read`) until `done` holds, showing each answer to `seen`.
+fn job_until(
+    d: &Daemon,
+    within: Duration,
+    read: impl Fn(&Daemon) -> Value,
     mut seen: impl FnMut(&Value),
+    done: impl Fn(&Value) -> bool,
 ) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let job = read(d);
         seen(&job);
-        if job["state"] != "running" && job["state"] != "queued" {
+        if done(&job) {
             return job;
         }
         assert!(
             Instant::now() < deadline,
-            "import did not finish: {job}\n{}",
+            "the import did not get there in {within:?}: {job}\n{}",
             d.stderr()
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
