@@ -62,20 +62,27 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// The settings' environment: the env file's variables (when one is given), overridden by the
-/// process environment. Called at start and on every reload.
-pub fn environment(env_file: Option<&std::path::Path>) -> Result<HashMap<String, String>, String> {
-    let mut env = HashMap::new();
-    if let Some(path) = env_file {
-        let lines = dotenvy::from_path_iter(path)
-            .map_err(|e| format!("TIPOFF_ENV_FILE {}: {e}", path.display()))?;
-        for item in lines {
-            let (k, v) = item.map_err(|e| format!("TIPOFF_ENV_FILE {}: {e}", path.display()))?;
-            env.insert(k, v);
+/// The settings' environment: the process environment and the env file's variables (when one
+/// is given; the process environment wins). Called at start and on every reload.
+pub fn environment(env_file: Option<&std::path::Path>) -> Result<crate::config::Vars, String> {
+    let file = match env_file {
+        None => None,
+        Some(path) => {
+            let lines = dotenvy::from_path_iter(path)
+                .map_err(|e| format!("TIPOFF_ENV_FILE {}: {e}", path.display()))?;
+            let mut vars = HashMap::new();
+            for item in lines {
+                let (k, v) =
+                    item.map_err(|e| format!("TIPOFF_ENV_FILE {}: {e}", path.display()))?;
+                vars.insert(k, v);
+            }
+            Some((path.to_path_buf(), vars))
         }
-    }
-    env.extend(std::env::vars());
-    Ok(env)
+    };
+    Ok(crate::config::Vars {
+        env: std::env::vars().collect(),
+        file,
+    })
 }
 
 /// Reads `.env` (outside production), the env file, the TOML file and the environment.
@@ -93,9 +100,9 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
             return Err(ExitCode::from(EXIT_CONFIG));
         }
     };
-    match Config::load(cli.config.as_deref(), &env) {
+    match Config::load_vars(cli.config.as_deref(), &env) {
         Ok(config) => {
-            for name in Config::unknown_env(&env) {
+            for name in Config::unknown_env(&env.merged()) {
                 eprintln!("warning: {name} is not a tipoff setting and is ignored");
             }
             Ok(config)

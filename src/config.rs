@@ -150,6 +150,10 @@ fn invalid(figment: &Figment, i: Invalid) -> ConfigError {
 fn label(key: &str, source: Option<&Metadata>) -> String {
     match source {
         Some(m) if m.name == ENVIRONMENT => format!("{} (environment)", env_name(key)),
+        Some(m) if m.name == ENV_FILE => match m.source.as_ref().and_then(|s| s.file_path()) {
+            Some(path) => format!("{} (in {})", env_name(key), path.display()),
+            None => format!("{} (env file)", env_name(key)),
+        },
         Some(m) => match m.source.as_ref().and_then(|s| s.file_path()) {
             Some(path) => format!("{key} (in {})", path.display()),
             None => format!("{key} (default)"),
@@ -212,14 +216,54 @@ fn text(value: &Value) -> String {
 }
 
 const ENVIRONMENT: &str = "environment";
+const ENV_FILE: &str = "env file";
 
-/// The `TIPOFF_*` variables that name a setting (the env file's are among them).
-struct EnvVars(Dict);
+/// The variables settings are read from: the process environment, and an env file's (read by
+/// tipoff itself; the process environment wins).
+#[derive(Debug, Clone, Default)]
+pub struct Vars {
+    pub env: HashMap<String, String>,
+    pub file: Option<(PathBuf, HashMap<String, String>)>,
+}
+
+impl Vars {
+    /// Both, the environment over the file.
+    pub fn merged(&self) -> HashMap<String, String> {
+        let mut all = self
+            .file
+            .as_ref()
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        all.extend(self.env.clone());
+        all
+    }
+}
+
+/// The `TIPOFF_*` variables that name a setting, of the environment or of an env file.
+struct EnvVars(Dict, Option<PathBuf>);
+
+impl EnvVars {
+    fn of(vars: &HashMap<String, String>, settings: &[Setting], file: Option<&Path>) -> Self {
+        let dict = settings
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s.name.clone(),
+                    Value::from(vars.get(&s.env_name())?.clone()),
+                ))
+            })
+            .collect();
+        EnvVars(dict, file.map(Path::to_path_buf))
+    }
+}
 
 impl Provider for EnvVars {
     fn metadata(&self) -> Metadata {
-        Metadata::named(ENVIRONMENT)
-            .interpolater(|_: &Profile, keys: &[&str]| env_name(&keys.join(".")))
+        let named = match &self.1 {
+            None => Metadata::named(ENVIRONMENT),
+            Some(path) => Metadata::from(ENV_FILE, path.as_path()),
+        };
+        named.interpolater(|_: &Profile, keys: &[&str]| env_name(&keys.join(".")))
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
@@ -230,18 +274,27 @@ impl Provider for EnvVars {
 impl Config {
     /// Reads the TOML file (when given) and the `TIPOFF_*` variables of `env`.
     pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let vars = Vars {
+            env: env.clone(),
+            file: None,
+        };
+        Config::load_vars(file, &vars)
+    }
+
+    /// Defaults < the TOML file (when given) < the env file's variables < the environment's.
+    pub fn load_vars(file: Option<&Path>, vars: &Vars) -> Result<Config, ConfigError> {
         let settings = Config::settings();
         let mut figment = Config::defaults();
         if let Some(path) = file {
             check_file(path, &settings)?;
             figment = figment.merge(Toml::file_exact(path));
         }
-        let vars: Dict = settings
-            .iter()
-            .filter_map(|s| Some((s.name.clone(), Value::from(env.get(&s.env_name())?.clone()))))
-            .collect();
-        let mut config = Config::extract(figment.merge(EnvVars(vars)))?;
-        config.compose(env)?;
+        if let Some((path, file_vars)) = &vars.file {
+            figment = figment.merge(EnvVars::of(file_vars, &settings, Some(path)));
+        }
+        figment = figment.merge(EnvVars::of(&vars.env, &settings, None));
+        let mut config = Config::extract(figment)?;
+        config.compose(&vars.merged())?;
         Ok(config)
     }
 
@@ -304,7 +357,7 @@ impl Config {
 
     /// The effective configuration as TOML, secrets redacted, each line saying where it came from.
     pub fn render(&self) -> String {
-        let mut out = String::from("# tipoff effective configuration (environment > file > defaults); secrets are redacted\n");
+        let mut out = String::from("# tipoff effective configuration (environment > env file > TOML file > defaults); secrets are redacted\n");
         for setting in Config::settings() {
             let name = setting.name.as_str();
             let value = self
@@ -326,6 +379,14 @@ impl Config {
             let source = self.figment.find_metadata(name);
             let origin = match source {
                 Some(m) if m.name == ENVIRONMENT => setting.env_name(),
+                Some(m) if m.name == ENV_FILE => format!(
+                    "{} in {}",
+                    setting.env_name(),
+                    m.source
+                        .as_ref()
+                        .and_then(|s| s.file_path())
+                        .map_or_else(String::new, |p| p.display().to_string())
+                ),
                 Some(m) if m.source.as_ref().and_then(|s| s.file_path()).is_some() => m
                     .source
                     .as_ref()

@@ -51,7 +51,7 @@ pub async fn reload_on_hangup(
                 continue;
             }
         };
-        match Config::load(file.as_deref(), &env) {
+        match Config::load_vars(file.as_deref(), &env) {
             Ok(config) => {
                 if let Err(e) = reload.set(&config.server.log) {
                     tracing::error!(error = %e, "log filter not applied");

@@ -269,3 +269,39 @@ fn the_readme_lists_every_setting() {
         );
     }
 }
+
+#[test]
+fn the_env_file_sits_between_the_toml_file_and_the_environment_and_is_named() {
+    let file_vars = env(&[("TIPOFF_LOG", "debug"), ("TIPOFF_HTTP_WORKERS", "3")]);
+    let vars = Vars {
+        env: env(&[("TIPOFF_HTTP_WORKERS", "5")]),
+        file: Some((PathBuf::from("/run/tipoff/tipoff.env"), file_vars)),
+    };
+    let c = Config::load_vars(None, &vars).unwrap();
+    assert_eq!(c.server.log, "debug", "the env file over the defaults");
+    assert_eq!(
+        c.server.http_workers, 5,
+        "the environment over the env file"
+    );
+    let out = c.render();
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("log = ")
+                && l.ends_with("# TIPOFF_LOG in /run/tipoff/tipoff.env")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("http_workers = ") && l.ends_with("# TIPOFF_HTTP_WORKERS")),
+        "{out}"
+    );
+    let bad = Vars {
+        env: HashMap::new(),
+        file: Some((
+            PathBuf::from("/run/tipoff/tipoff.env"),
+            env(&[("TIPOFF_LISTEN", "nowhere")]),
+        )),
+    };
+    let err = Config::load_vars(None, &bad).unwrap_err();
+    assert_eq!(err.setting, "TIPOFF_LISTEN (in /run/tipoff/tipoff.env)");
+}
