@@ -436,6 +436,20 @@ impl Daemon {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits until the daemon's log holds `needle` (a line travels through a pipe: it may land
+    /// after the notification that caused it).
+    pub fn wait_stderr(&self, needle: &str, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while !self.stderr().contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no `{needle}` in the log within {within:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn signal(&self, sig: libc::c_int) {
         // SAFETY: sending a signal to our own child process.
         unsafe { libc::kill(self.child.id() as i32, sig) };

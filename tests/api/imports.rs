@@ -517,28 +517,11 @@ fn an_import_killed_mid_run_resumes_where_it_stopped() {
     ];
     let mut d = Daemon::spawn(&env);
     d.wait_notify("READY=1", Duration::from_secs(15));
-    let http = reqwest::blocking::Client::new();
-    let res = http
-        .post(d.url("/admin/imports"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"league": "nba", "from": "2024-01-01", "to": "2024-02-29"}))
-        .send()
-        .unwrap();
-    assert_eq!(res.status(), 202);
-    let id = res.json::<Value>().unwrap()["id"].clone();
-    let job_url = format!("/admin/imports/{id}");
-    let get_job = |d: &Daemon| -> Value {
-        http.get(d.url(&job_url))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    };
+    let get_job = import_60_days(&d);
     job_until(
         &d,
         Duration::from_secs(30),
-        get_job,
+        &get_job,
         |_| {},
         |job| job["dates_done"].as_i64().unwrap() >= 10,
     );
@@ -566,7 +549,7 @@ fn an_import_killed_mid_run_resumes_where_it_stopped() {
     drop(d);
     let d = Daemon::spawn_in(dir, &env);
     d.wait_notify("READY=1", Duration::from_secs(15));
-    let job = ended_job(&d, Duration::from_secs(30), get_job, |_| {});
+    let job = ended_job(&d, Duration::from_secs(30), &get_job, |_| {});
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["dates_done"], 60);
     assert_eq!(
@@ -583,6 +566,7 @@ fn an_import_killed_mid_run_resumes_where_it_stopped() {
     for date in &dates {
         assert!(espn.hits(NBA, *date) >= 1, "{date} fetched");
     }
+    let http = reqwest::blocking::Client::new();
     let mut external_ids = HashSet::new();
     let mut url = d.url("/api/v1/games?limit=200");
     loop {
@@ -654,30 +638,15 @@ fn a_flaky_upstream_import_finishes_every_date_through_three_sigkills() {
         ("TIPOFF_POLLER_BACKOFF_CAP", "400ms"),
         ("TIPOFF_IMPORT_SLICE", "1s"),
     ];
-    let http = reqwest::blocking::Client::new();
-    let job_of = |d: &Daemon| -> Value {
-        http.get(d.url("/admin/imports/1"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    };
     let mut d = Daemon::spawn(&env);
     d.wait_notify("READY=1", Duration::from_secs(15));
-    let res = http
-        .post(d.url("/admin/imports"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"league": "nba", "from": "2024-01-01", "to": "2024-02-29"}))
-        .send()
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    let job_of = import_60_days(&d);
     let mut retrying_seen = false;
     for kill_after in [10, 25, 40] {
         job_until(
             &d,
             Duration::from_secs(60),
-            job_of,
+            &job_of,
             |job| {
                 retrying_seen |= job["dates_retrying"].as_i64().unwrap() > 0
                     && job["next_attempt_at"].is_string();
@@ -690,7 +659,7 @@ fn a_flaky_upstream_import_finishes_every_date_through_three_sigkills() {
         d = Daemon::spawn_in(dir, &env);
         d.wait_notify("READY=1", Duration::from_secs(15));
     }
-    let job = ended_job(&d, Duration::from_secs(90), job_of, |job| {
+    let job = ended_job(&d, Duration::from_secs(90), &job_of, |job| {
         retrying_seen |= job["dates_retrying"].as_i64().unwrap() > 0;
     });
     assert_eq!(job["state"], "succeeded", "{job}");
@@ -747,5 +716,27 @@ fn job_until(
             d.stderr()
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asks `d` for an NBA import of 2024-01-01 … 2024-02-29 (202); answers a reader of that job
+/// on any daemon of the same database.
+fn import_60_days(d: &Daemon) -> impl Fn(&Daemon) -> Value {
+    let http = reqwest::blocking::Client::new();
+    let res = http
+        .post(d.url("/admin/imports"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"league": "nba", "from": "2024-01-01", "to": "2024-02-29"}))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let job_url = format!("/admin/imports/{}", res.json::<Value>().unwrap()["id"]);
+    move |d: &Daemon| {
+        http.get(d.url(&job_url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
     }
 }

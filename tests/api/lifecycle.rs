@@ -363,12 +363,7 @@ fn sighup_starts_and_stops_services_and_applies_intervals() {
     // A file that does not load is refused whole: everything keeps running.
     std::fs::write(&file, "leagues = \"cricket\"\n").unwrap();
     hup(&d);
-    // The log line travels through a pipe; it may land just after the notification.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !d.stderr().contains("reload refused") {
-        assert!(std::time::Instant::now() < deadline, "{}", d.stderr());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    d.wait_stderr("reload refused", Duration::from_secs(5));
     assert_eq!(
         service(&debug_status(&d), "cleanup").unwrap()["interval_secs"],
         7.0
@@ -457,11 +452,7 @@ fn sighup_rereads_the_env_file() {
     });
     std::fs::write(&file, "TIPOFF_CLEANUP_INTERVAL=soon\n").unwrap();
     hup(&d);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !d.stderr().contains("reload refused") {
-        assert!(std::time::Instant::now() < deadline, "{}", d.stderr());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    d.wait_stderr("reload refused", Duration::from_secs(10));
     assert!(
         d.stderr().contains("TIPOFF_CLEANUP_INTERVAL"),
         "the setting is named"
