@@ -97,12 +97,16 @@ macro_rules! sections {
                 Figment::new()$(.merge(Serialized::defaults(<$ty>::default())))*
             }
 
-            /// Every setting, in section order (a setting two services read is listed once).
-            pub fn settings() -> Vec<Setting> {
-                let mut all = Vec::new();
-                let defaults = Config::defaults();
-                $(describe::<$ty>(&defaults, &mut all);)*
-                all
+            /// Every setting, in section order (a setting two services read is listed once);
+            /// derived from the types once per process.
+            pub fn settings() -> &'static [Setting] {
+                static ALL: std::sync::OnceLock<Vec<Setting>> = std::sync::OnceLock::new();
+                ALL.get_or_init(|| {
+                    let mut all = Vec::new();
+                    let defaults = Config::defaults();
+                    $(describe::<$ty>(&defaults, &mut all);)*
+                    all
+                })
             }
         }
     };
@@ -286,13 +290,13 @@ impl Config {
         let settings = Config::settings();
         let mut figment = Config::defaults();
         if let Some(path) = file {
-            check_file(path, &settings)?;
+            check_file(path, settings)?;
             figment = figment.merge(Toml::file_exact(path));
         }
         if let Some((path, file_vars)) = &vars.file {
-            figment = figment.merge(EnvVars::of(file_vars, &settings, Some(path)));
+            figment = figment.merge(EnvVars::of(file_vars, settings, Some(path)));
         }
-        figment = figment.merge(EnvVars::of(&vars.env, &settings, None));
+        figment = figment.merge(EnvVars::of(&vars.env, settings, None));
         let mut config = Config::extract(figment)?;
         config.compose(&vars.merged())?;
         Ok(config)

@@ -287,13 +287,16 @@ fn outbox(ctx: &Ctx) -> Result<Vec<ChildSpec>, String> {
 
 fn events(ctx: &Ctx) -> Result<Vec<ChildSpec>, String> {
     let (store, hub) = (ctx.store.clone(), ctx.hub.clone());
-    let every = ctx.config.events.poll_interval;
+    let (every, print) = (
+        ctx.config.events.poll_interval,
+        fingerprint(&ctx.config.events),
+    );
     Ok(vec![ChildSpec::new(
         "events",
         factory(move |svc| Ok(EventsFeed::new(store.clone(), hub.clone(), every, svc))),
     )
     .hang_deadline(ctx.config.supervisor.hang_timeout)
-    .fingerprint(format!("{every:?}"))])
+    .fingerprint(print)])
 }
 
 const NO_EMBEDDINGS: &str =

@@ -548,6 +548,14 @@ impl Poller {
         self.running.iter().any(|(w, _)| *w == work)
     }
 
+    fn due(&mut self, work: Work) -> &mut bool {
+        match work {
+            Work::Schedule => &mut self.due_schedule,
+            Work::Scores => &mut self.due_scores,
+            Work::Imports => &mut self.due_imports,
+        }
+    }
+
     /// Starts every due pass whose kind is not already running: the schedule, score and import
     /// loops run side by side (unless the database is down: the timers come back here).
     fn pump(&mut self, ctx: &mut Context<Self>) {
@@ -555,15 +563,10 @@ impl Poller {
             return;
         }
         for work in [Work::Scores, Work::Schedule, Work::Imports] {
-            let due = match work {
-                Work::Schedule => &mut self.due_schedule,
-                Work::Scores => &mut self.due_scores,
-                Work::Imports => &mut self.due_imports,
-            };
-            if !*due || self.running.iter().any(|(w, _)| *w == work) {
+            if !*self.due(work) || self.is_running(work) {
                 continue;
             }
-            *due = false;
+            *self.due(work) = false;
             let pass = self.run(work);
             ctx.spawn(pass.map(|_, _, _| ()));
         }

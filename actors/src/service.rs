@@ -559,11 +559,6 @@ impl<P: Periodic> Every<P> {
         }
     }
 
-    /// The job (tests read its state).
-    pub fn job(&self) -> &P {
-        &self.job
-    }
-
     fn later(&mut self, ctx: &mut Context<Self>, delay: Duration, reason: String) {
         self.next.set(ctx, &self.svc, delay, reason, Self::run);
     }
