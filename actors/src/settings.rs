@@ -354,6 +354,7 @@ mod tests {
             duration::parse("30d").unwrap(),
             Duration::from_secs(30 * 86400)
         );
+        assert_eq!(duration::parse("1h30m").unwrap(), Duration::from_secs(5400));
         assert!(duration::parse("5 parsecs").is_err());
         assert!(duration::parse("").is_err());
     }
