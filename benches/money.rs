@@ -8,7 +8,8 @@
 //!   half with a user's deposit code as memo) from the local mock RPC: list, 969
 //!   `getTransaction` calls, one credit transaction. Timed from the first call to the commit.
 //! - **Stakes**: the daemon in process; 32 funded users place stakes on 20 open markets through
-//!   `POST /api/v1/markets/{id}/stakes`, 32 requests in flight, `STAKES` in all (default 4,000).
+//!   `POST /api/v1/markets/{id}/stakes`, `IN_FLIGHT` requests in flight (default 64), `STAKES`
+//!   in all (default 4,000), group-committed (`stakes.rs`): it prints the batches they took.
 //!   Then `GET /admin/ledger/audit` must answer 200 with no problem.
 
 #[path = "../tests/api/mock_server.rs"]
@@ -100,6 +101,23 @@ fn env(db_url: &str) -> HashMap<String, String> {
     .collect()
 }
 
+/// A counter of `/metrics`.
+async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last())
+        .map_or(0.0, |v| v.parse().unwrap_or(0.0))
+}
+
 async fn stakes(label: &str, url: &str, total: usize) {
     let config = Config::load(None, &env(url)).expect("bench config");
     let app = Application::build(config, Arc::new(Notifier::from_socket(None)))
@@ -163,6 +181,11 @@ async fn stakes(label: &str, url: &str, total: usize) {
                 .market_id,
         );
     }
+    let in_flight: usize = std::env::var("IN_FLIGHT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let batches_before = metric(&http, &base, "tipoff_stake_batches_total").await;
     let started = Instant::now();
     let created = futures_util::stream::iter(0..total)
         .map(|i| {
@@ -179,11 +202,12 @@ async fn stakes(label: &str, url: &str, total: usize) {
                 res.status() == 201
             }
         })
-        .buffer_unordered(32)
+        .buffer_unordered(in_flight)
         .filter(|ok| std::future::ready(*ok))
         .count()
         .await;
     let took = started.elapsed();
+    let batches = metric(&http, &base, "tipoff_stake_batches_total").await - batches_before;
     assert_eq!(created, total);
     let audit = http
         .get(format!("{base}/admin/ledger/audit"))
@@ -195,9 +219,10 @@ async fn stakes(label: &str, url: &str, total: usize) {
     let audit: Value = audit.json().await.unwrap();
     assert_eq!(audit["problems"], json!([]));
     println!(
-        "{label}: stakes: {total} through the HTTP API, 32 in flight, in {:.0} ms = {:.0} stakes/s; audit ok (escrow {})",
+        "{label}: stakes: {total} through the HTTP API, {in_flight} in flight, in {:.0} ms = {:.0} stakes/s, {batches:.0} commits ({:.1} stakes each); audit ok (escrow {})",
         took.as_secs_f64() * 1000.0,
         total as f64 / took.as_secs_f64(),
+        total as f64 / batches.max(1.0),
         audit["tokens"][0]["escrow"]
     );
     let _ = stop.send(());

@@ -154,6 +154,7 @@ impl Application {
             sse_heartbeat: config.server.sse_heartbeat,
             docs: config.server.docs(),
             metrics: http::metrics::Metrics::new(config.server.metrics_db_interval),
+            stakes: tipoff_actors::stakes::StakeBatcher::new(),
         });
         let app_state = state.clone();
         let drain = config.server.shutdown_timeout.as_secs().clamp(1, 10);

@@ -51,6 +51,7 @@ pub mod search;
 pub mod service;
 pub mod settings;
 pub mod solana;
+pub mod stakes;
 pub mod status;
 pub mod store;
 pub mod supervisor;

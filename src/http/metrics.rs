@@ -139,6 +139,8 @@ families! {
     leadership_changes: IntCounter = "leadership_changes_total", "Times this replica became leader or stopped being it.";
     fenced_writes: IntCounter = "fenced_writes_total", "Writes of a singleton rolled back because this replica no longer held the lease epoch it started under.";
     transaction_retries: IntCounter = "db_transaction_retries_total", "Transactions run again after PostgreSQL aborted them for a serialization failure or a deadlock (40001, 40P01).";
+    stake_batches: IntCounter = "stake_batches_total", "Transactions of the stakes' group commit (each holds one batch of stake requests).";
+    stakes_batched: IntCounter = "stakes_batched_total", "Stake requests those batches held (taken or refused).";
     build_info: IntGaugeVec = "build_info", "Always 1; the labels carry the version and database backend.", ["version", "backend"];
     search_requests: IntCounterVec = "search_requests_total", "Market searches answered, by mode (hybrid, or keyword when embeddings are off, slow or failing).", ["mode"];
     embeddings_backlog: IntGauge = "embeddings_backlog", "Markets whose vector for the configured model is missing or stale (0 without embeddings).";
@@ -260,6 +262,9 @@ impl Metrics {
             &m.transaction_retries,
             tipoff_actors::store::transaction_retries(),
         );
+        let (batches, stakes) = state.stakes.counts();
+        advance(&m.stake_batches, batches);
+        advance(&m.stakes_batched, stakes);
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), state.store.backend().as_str()])
             .set(1);

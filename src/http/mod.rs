@@ -135,6 +135,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// The vector index of hybrid search and the search figures.
     pub search: Arc<tipoff_actors::search::SearchHub>,
+    /// Group commit of stake requests.
+    pub stakes: Arc<tipoff_actors::stakes::StakeBatcher>,
 }
 
 impl AppState {

@@ -542,16 +542,16 @@ pub async fn stake(
             token.name
         )));
     }
+    let request = tipoff_actors::store::StakeRequest {
+        user_id: user.id,
+        market_id,
+        outcome,
+        token: token.name.clone(),
+        amount,
+    };
     let stake = state
-        .store
-        .place_stake(
-            user.id,
-            market_id,
-            &outcome,
-            &token.name,
-            amount,
-            Utc::now(),
-        )
+        .stakes
+        .place(&state.store, request)
         .await
         .map_err(not_found("market", market_id))?;
     Ok(HttpResponse::Created().json(stake_json(&stake)))

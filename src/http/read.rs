@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tipoff_actors::domain::GameState;
-use tipoff_actors::store::{GameFilter, GameRow, MarketFilter, MarketRow};
+use tipoff_actors::store::{GameFilter, GameRow, JsonRows, MarketFilter, MarketRow};
 use tipoff_actors::Store;
 
 use super::schema::Page;
@@ -209,6 +209,25 @@ fn json_body(body: web::Bytes) -> HttpResponse {
         .body(body)
 }
 
+/// A list answer from items the store shaped already (a `limit + 1` fetch): the same bytes
+/// as serializing [`Page`] of them.
+fn json_page(
+    rows: &JsonRows,
+    limit: i64,
+    cursor_of: impl Fn((DateTime<Utc>, i64)) -> String,
+) -> web::Bytes {
+    let limit = limit as usize;
+    let items = rows.items(limit);
+    let mut body = Vec::with_capacity(items.len() + 64);
+    body.extend_from_slice(b"{\"items\":[");
+    body.extend_from_slice(items);
+    body.extend_from_slice(b"],\"next\":");
+    let next = (rows.len() > limit).then(|| encode_cursor(&cursor_of(rows.key(limit - 1))));
+    serde_json::to_writer(&mut body, &next).expect("a string serializes");
+    body.push(b'}');
+    web::Bytes::from(body)
+}
+
 /// Serializes a list answer, keeps it in the read cache and answers it.
 fn cached(
     state: &AppState,
@@ -336,6 +355,13 @@ pub async fn games(
         return Ok(json_body(body));
     }
     let generation = Store::write_generation();
+    if let Some(rows) = state.store.games_json(&filter).await {
+        let body = json_page(&rows?, limit, |(at, id)| {
+            format!("{}:{id}", at.timestamp_micros())
+        });
+        state.read_cache.put(key, generation, body.clone());
+        return Ok(json_body(body));
+    }
     let (rows, next) = page(state.store.games(&filter).await?, limit, |g| {
         format!("{}:{}", g.starts_at.timestamp_micros(), g.id)
     });
@@ -414,6 +440,11 @@ pub async fn markets(
         return Ok(json_body(body));
     }
     let generation = Store::write_generation();
+    if let Some(rows) = state.store.markets_json(&filter).await {
+        let body = json_page(&rows?, limit, |(_, id)| id.to_string());
+        state.read_cache.put(key, generation, body.clone());
+        return Ok(json_body(body));
+    }
     let (rows, next) = page(state.store.markets(&filter).await?, limit, |m| {
         m.id.to_string()
     });
@@ -436,4 +467,142 @@ pub async fn market_by_id(
         .await?
         .remove(0);
     Ok(HttpResponse::Ok().json(item))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tipoff_actors::domain::{ScoreboardGame, Side as TeamSide};
+    use tipoff_actors::store::StoreOptions;
+
+    fn team(abbreviation: &str, name: &str, score: Option<i64>) -> TeamSide {
+        TeamSide {
+            abbreviation: abbreviation.into(),
+            name: name.into(),
+            score,
+            winner: None,
+        }
+    }
+
+    /// Games whose text needs escaping, with and without scores, on a neutral site or not,
+    /// starting on whole and fractional seconds; two markets with pools in two tokens.
+    async fn tricky_store(dir: &std::path::Path) -> Store {
+        let url = format!("sqlite://{}", dir.join("shape.db").display());
+        let store = Store::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store.reconcile_catalog().await.unwrap();
+        let names = [
+            "Plain at Plain",
+            "Quote \" and backslash \\ at Slash /",
+            "Line\nbreak\ttab\u{1}control\u{7f}del",
+            "Ünïcødé 🏀 at 東京",
+        ];
+        let start = DateTime::parse_from_rfc3339("2030-01-02T03:04:05Z")
+            .unwrap()
+            .to_utc();
+        for (i, name) in names.iter().enumerate() {
+            let game = ScoreboardGame {
+                external_id: format!("shape{i}"),
+                name: name.to_string(),
+                short_name: format!("S{i} @ {name}"),
+                starts_at: start + chrono::Duration::microseconds(i as i64 * 1_234_567),
+                state: GameState::Scheduled,
+                status_detail: if i % 2 == 0 {
+                    String::new()
+                } else {
+                    "Rain Delay, Top 1st".into()
+                },
+                neutral_site: i % 2 == 1,
+                season_year: None,
+                season_type: None,
+                home: team("HOM", name, (i > 1).then_some(i as i64)),
+                away: team("AWY", "Away \"team\"", None),
+            };
+            store.upsert_game("nba", &game, start).await.unwrap();
+        }
+        let user = store
+            .create_user("u", "digest", "CODE2345", start)
+            .await
+            .unwrap();
+        let Store::Sqlite(pool, _) = &store else {
+            unreachable!()
+        };
+        for (market, outcome, token, amount) in [
+            (1, "home", "towai", 1500),
+            (1, "away", "usdc", 7),
+            (1, "home", "usdc", 9_000_000_000_000_i64),
+            (2, "away", "towai", 1),
+        ] {
+            sqlx::query("INSERT INTO positions (market_id, user_id, outcome, token, amount, stakes, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 1, $6, $6)")
+                .bind(market as i64).bind(user.id).bind(outcome).bind(token).bind(amount).bind(start)
+                .execute(pool).await.unwrap();
+        }
+        store
+    }
+
+    #[actix_rt::test]
+    async fn a_page_shaped_by_sqlite_is_the_page_serde_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = tricky_store(dir.path()).await;
+        for limit in [1_i64, 3, 4, 10] {
+            let f = GameFilter {
+                limit: limit + 1,
+                ..GameFilter::default()
+            };
+            let shaped = json_page(
+                &store
+                    .games_json(&f)
+                    .await
+                    .expect("a file database")
+                    .unwrap(),
+                limit,
+                |(at, id)| format!("{}:{id}", at.timestamp_micros()),
+            );
+            let rows = store.games(&f).await.unwrap();
+            let (rows, next) = page(rows, limit, |g| {
+                format!("{}:{}", g.starts_at.timestamp_micros(), g.id)
+            });
+            let items: Vec<Game<'_>> = rows.iter().map(game).collect();
+            let want = serde_json::to_value(Page { items, next }).unwrap();
+            let got: serde_json::Value = serde_json::from_slice(&shaped).unwrap();
+            assert_eq!(got, want, "games, limit {limit}");
+
+            let f = MarketFilter {
+                limit: limit + 1,
+                ..MarketFilter::default()
+            };
+            let shaped = json_page(
+                &store.markets_json(&f).await.unwrap().unwrap(),
+                limit,
+                |(_, id)| id.to_string(),
+            );
+            let rows = store.markets(&f).await.unwrap();
+            let (rows, next) = page(rows, limit, |m| m.id.to_string());
+            let items = markets_json(&store, &rows).await.unwrap();
+            let want = serde_json::to_value(Page { items, next }).unwrap();
+            let got: serde_json::Value = serde_json::from_slice(&shaped).unwrap();
+            assert_eq!(got, want, "markets, limit {limit}");
+        }
+        // The pools really are there (a market with none answers `{}` both ways).
+        let f = MarketFilter {
+            limit: 5,
+            ..MarketFilter::default()
+        };
+        let page: serde_json::Value = serde_json::from_slice(&json_page(
+            &store.markets_json(&f).await.unwrap().unwrap(),
+            4,
+            |(_, id)| id.to_string(),
+        ))
+        .unwrap();
+        assert_eq!(
+            page["items"][0]["outcomes"][0]["pool"],
+            serde_json::json!({"towai": "1500", "usdc": "9000000000000"})
+        );
+        assert_eq!(
+            page["items"][3]["outcomes"][1]["pool"],
+            serde_json::json!({})
+        );
+    }
 }

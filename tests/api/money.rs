@@ -373,6 +373,131 @@ async fn parallel_stakes_never_overdraw(db: Db) {
 }
 both_backends!(parallel_stakes_never_overdraw: parallel_stakes_sqlite, parallel_stakes_postgres);
 
+/// Group commit: one batch holding stakes that succeed, one on a settled market, one on no
+/// market, one past its user's balance (after an earlier stake of the same batch spent it):
+/// each answers alone, only the good ones commit, and every unit adds up.
+async fn a_refused_stake_in_a_batch_fails_alone(db: Db) {
+    use tipoff_actors::store::{StakeRequest, StoreError};
+    let app = money_app(&db).await;
+    let (a, b) = (
+        register(&app.client, &app.address).await,
+        register(&app.client, &app.address).await,
+    );
+    fund(&app.store, "usdc", &a, 1000).await;
+    fund(&app.store, "usdc", &b, 300).await;
+    let (open, _) = open_market(&app.store).await;
+    let (closed, game) = open_market(&app.store).await;
+    app.store
+        .upsert_game("mlb", &finished(game, "home"), Utc::now())
+        .await
+        .unwrap();
+    let stake = |user: &Account, market: i64, amount: i64| StakeRequest {
+        user_id: user.id,
+        market_id: market,
+        outcome: "home".into(),
+        token: "usdc".into(),
+        amount,
+    };
+    let batch = [
+        stake(&a, open, 400),
+        stake(&b, closed, 100),
+        stake(&b, 999_999_999, 100),
+        stake(&b, open, 250),
+        stake(&b, open, 100), // 50 left after the one before
+        stake(&a, open, 600),
+    ];
+    let results = app.store.place_stakes(&batch, Utc::now()).await.unwrap();
+    let codes: Vec<&str> = results
+        .iter()
+        .map(|r| match r {
+            Ok(_) => "ok",
+            Err(StoreError::Refused { code, .. }) => code,
+            Err(StoreError::NotFound) => "not_found",
+            Err(e) => panic!("unexpected {e}"),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "ok",
+            "market_closed",
+            "not_found",
+            "ok",
+            "insufficient_balance",
+            "ok"
+        ]
+    );
+    assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 0);
+    assert_eq!(balance(&app.store, &user_account(b.id), "usdc").await, 50);
+    assert_eq!(
+        balance(&app.store, &format!("escrow:{open}"), "usdc").await,
+        1250
+    );
+    let (_, market) = get(&app, &a, &format!("/api/v1/markets/{open}")).await;
+    assert_eq!(market["outcomes"][0]["pool"], json!({"usdc": "1250"}));
+    assert_eq!(app.store.stakes_of(b.id, None, 10).await.unwrap().len(), 1);
+    assert_audit(&app).await;
+    app.stop().await;
+}
+both_backends!(a_refused_stake_in_a_batch_fails_alone: batch_refusals_sqlite, batch_refusals_postgres);
+
+/// Concurrent stake requests through the HTTP API share commits on SQLite: all 96 are taken,
+/// in fewer batches than stakes, and the ledger adds up. On PostgreSQL each is a transaction
+/// of its own (the server groups concurrent commits itself): no batch.
+async fn concurrent_stakes_are_group_committed(db: Db) {
+    let app = money_app(&db).await;
+    let mut users = Vec::new();
+    for _ in 0..8 {
+        let u = register(&app.client, &app.address).await;
+        fund(&app.store, "usdc", &u, 1_000).await;
+        users.push(u);
+    }
+    let (market, _) = open_market(&app.store).await;
+    let path = format!("/api/v1/markets/{market}/stakes");
+    let before = app.admin_get("/metrics").await.text().await.unwrap();
+    let attempts = (0..96).map(|i| {
+        let (client, base, key, path) = (
+            app.client.clone(),
+            app.address.clone(),
+            users[i % users.len()].key.clone(),
+            path.clone(),
+        );
+        async move {
+            user_call(&client, &base, &key, reqwest::Method::POST, &path,
+                Some(json!({"outcome": if i % 3 == 0 { "away" } else { "home" }, "amount": 10, "token": "usdc"}))).await
+        }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    assert!(results.iter().all(|(s, _)| *s == 201), "{results:?}");
+    let after = app.admin_get("/metrics").await.text().await.unwrap();
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .map_or(0.0, |v| v.parse().unwrap())
+    };
+    let stakes = metric(&after, "tipoff_stakes_batched_total")
+        - metric(&before, "tipoff_stakes_batched_total");
+    let batches = metric(&after, "tipoff_stake_batches_total")
+        - metric(&before, "tipoff_stake_batches_total");
+    if db.backend() == "sqlite" {
+        assert_eq!(stakes, 96.0, "{after}");
+        assert!(
+            (1.0..96.0).contains(&batches),
+            "96 stakes in {batches} batches"
+        );
+    } else {
+        assert_eq!((stakes, batches), (0.0, 0.0), "{after}");
+    }
+    assert_eq!(
+        balance(&app.store, &format!("escrow:{market}"), "usdc").await,
+        960
+    );
+    assert_audit(&app).await;
+    app.stop().await;
+}
+both_backends!(concurrent_stakes_are_group_committed: group_commit_sqlite, group_commit_postgres);
+
 async fn bad_input_is_refused_by_name_and_changes_nothing(db: Db) {
     let app = money_app(&db).await;
     let (a, b) = (

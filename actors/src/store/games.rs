@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::money::DEFAULT_FEE_BPS;
-use super::{Store, StoreError};
+use super::{reads, Store, StoreError};
 use crate::domain::{GameState, ScoreboardGame};
 
 /// What one upsert did to the game's market.
@@ -138,7 +138,7 @@ pub fn question(game: &ScoreboardGame) -> String {
     format!("Who wins {matchup}?")
 }
 
-const GAME_COLUMNS: &str = "g.id, g.league, g.external_id, g.name, g.short_name, g.starts_at, g.state, g.status_detail, g.neutral_site, g.home_abbr, g.home_name, g.home_score, g.away_abbr, g.away_name, g.away_score, m.id AS market_id";
+pub(super) const GAME_COLUMNS: &str = "g.id, g.league, g.external_id, g.name, g.short_name, g.starts_at, g.state, g.status_detail, g.neutral_site, g.home_abbr, g.home_name, g.home_score, g.away_abbr, g.away_name, g.away_score, m.id AS market_id";
 pub(super) const MARKET_COLUMNS: &str = "m.id, m.game_id, g.league, m.question, m.state, g.home_abbr, g.away_abbr, m.winning_outcome, m.created_at, m.settled_at";
 
 /// Voids the market unless it is already closed (expands inside each backend's branch). Its
@@ -394,38 +394,19 @@ impl Store {
     }
 
     pub async fn game(&self, id: i64) -> Result<GameRow, StoreError> {
-        let sql = format!("SELECT {GAME_COLUMNS} FROM games g LEFT JOIN markets m ON m.game_id = g.id WHERE g.id = $1");
-        on_pool!(self, pool => Ok(sqlx::query_as(&sql).bind(id).fetch_one(pool).await?))
+        let q = reads::game_query(id);
+        self.read_one(&q, reads::game_row).await
     }
 
     /// Games in (starts_at, id) order.
     pub async fn games(&self, f: &GameFilter) -> Result<Vec<GameRow>, StoreError> {
-        on_pool!(self, pool => {
-            let mut q = sqlx::QueryBuilder::new(format!("SELECT {GAME_COLUMNS} FROM games g LEFT JOIN markets m ON m.game_id = g.id WHERE 1 = 1"));
-            if let Some(league) = &f.league {
-                q.push(" AND g.league = ").push_bind(league.clone());
-            }
-            if let Some(state) = f.state {
-                q.push(" AND g.state = ").push_bind(state.as_str());
-            }
-            if let Some(date) = f.date {
-                let start = date.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-                q.push(" AND g.starts_at >= ").push_bind(start);
-                q.push(" AND g.starts_at < ").push_bind(start + chrono::Duration::days(1));
-            }
-            if let Some((at, id)) = f.after {
-                q.push(" AND (g.starts_at > ").push_bind(at);
-                q.push(" OR (g.starts_at = ").push_bind(at);
-                q.push(" AND g.id > ").push_bind(id).push("))");
-            }
-            q.push(" ORDER BY g.starts_at, g.id LIMIT ").push_bind(f.limit);
-            Ok(q.build_query_as().fetch_all(pool).await?)
-        })
+        let q = reads::games_query(f);
+        self.read_all(&q, reads::game_row).await
     }
 
     pub async fn market(&self, id: i64) -> Result<MarketRow, StoreError> {
-        let sql = format!("SELECT {MARKET_COLUMNS} FROM markets m JOIN games g ON g.id = m.game_id WHERE m.id = $1");
-        on_pool!(self, pool => Ok(sqlx::query_as(&sql).bind(id).fetch_one(pool).await?))
+        let q = reads::market_query(id);
+        self.read_one(&q, reads::market_row).await
     }
 
     /// The markets of `ids` that pass the filters, in no particular order.
@@ -438,38 +419,13 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        on_pool!(self, pool => {
-            let mut q = sqlx::QueryBuilder::new(format!("SELECT {MARKET_COLUMNS} FROM markets m JOIN games g ON g.id = m.game_id WHERE m.id IN ("));
-            let mut list = q.separated(", ");
-            for id in ids {
-                list.push_bind(*id);
-            }
-            q.push(")");
-            if let Some(league) = league {
-                q.push(" AND g.league = ").push_bind(league.to_string());
-            }
-            if let Some(state) = state {
-                q.push(" AND m.state = ").push_bind(state.to_string());
-            }
-            Ok(q.build_query_as().fetch_all(pool).await?)
-        })
+        let q = reads::markets_by_ids_query(ids, league, state);
+        self.read_all(&q, reads::market_row).await
     }
 
     /// Markets in id order.
     pub async fn markets(&self, f: &MarketFilter) -> Result<Vec<MarketRow>, StoreError> {
-        on_pool!(self, pool => {
-            let mut q = sqlx::QueryBuilder::new(format!("SELECT {MARKET_COLUMNS} FROM markets m JOIN games g ON g.id = m.game_id WHERE 1 = 1"));
-            if let Some(league) = &f.league {
-                q.push(" AND g.league = ").push_bind(league.clone());
-            }
-            if let Some(state) = &f.state {
-                q.push(" AND m.state = ").push_bind(state.clone());
-            }
-            if let Some(after) = f.after {
-                q.push(" AND m.id > ").push_bind(after);
-            }
-            q.push(" ORDER BY m.id LIMIT ").push_bind(f.limit);
-            Ok(q.build_query_as().fetch_all(pool).await?)
-        })
+        let q = reads::markets_query(f);
+        self.read_all(&q, reads::market_row).await
     }
 }

@@ -33,6 +33,8 @@ macro_rules! retrying {
 }
 
 #[macro_use]
+mod reads;
+#[macro_use]
 pub mod lease;
 #[macro_use]
 mod outbox;
@@ -56,14 +58,15 @@ pub use imports::{
 };
 pub use money::{
     lock_rank, parimutuel, user_account, Audit, Balance, Credited, Cursor, Deposit,
-    IncomingDeposit, LedgerEntry, Paid, Position, Stake, TokenTotals, User, Withdrawal,
-    WithdrawalOutcome, DEFAULT_FEE_BPS, WITHDRAWAL_STATES,
+    IncomingDeposit, LedgerEntry, Paid, Position, Stake, StakeRequest, TokenTotals, User,
+    Withdrawal, WithdrawalOutcome, DEFAULT_FEE_BPS, WITHDRAWAL_STATES,
 };
 pub use outbox::{
     Attempt, Counts, EventBody, OutboxEvent, OutboxStats, WebhookDown, EVENT_TYPES, OUTBOX_STATES,
     PUBLIC_EVENT_TYPES,
 };
 pub use quarantine::{QuarantinedDeposit, QUARANTINE_STATES};
+pub use reads::JsonRows;
 pub use search::{BacklogItem, EmbeddingJob, KeywordQuery, NewVector, StoredVector};
 
 use std::sync::Arc;
@@ -374,6 +377,9 @@ pub struct SqliteShared {
     pub(crate) writer: tokio::sync::Mutex<()>,
     /// How long a write waits for the writer before it gives up (`StoreError::Unavailable`).
     pub(crate) writer_wait: Duration,
+    /// Read connections used on the caller's thread (`reads.rs`); none for an in-memory
+    /// database, whose reads go through the pool.
+    pub(crate) readers: Option<reads::Readers>,
 }
 
 /// A database pool of either backend. Cheap to clone.

@@ -52,6 +52,8 @@ pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Store, 
             lock_file: lock,
             writer: tokio::sync::Mutex::new(()),
             writer_wait: options.sqlite_busy_timeout,
+            readers: (!in_memory)
+                .then(|| super::reads::Readers::new(filename, options.sqlite_busy_timeout)),
         }),
     ))
 }

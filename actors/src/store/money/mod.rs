@@ -339,6 +339,7 @@ mod audit;
 mod deposits;
 mod settlement;
 mod stakes;
+pub use stakes::StakeRequest;
 mod users;
 mod withdrawals;
 

@@ -38,35 +38,37 @@ macro_rules! set_payouts {
     }};
 }
 
-impl Store {
-    /// Takes a stake on an open market whose game has not started (`now` is before its start):
-    /// the market's compare-and-set, the debit of the user's balance and the stake row commit
-    /// together. A closed or started market, or a short balance, is refused (`market_closed`, `insufficient_balance`).
-    #[tracing::instrument(skip_all, fields(user_id, market_id, %token, amount))]
-    pub async fn place_stake(
-        &self,
-        user_id: i64,
-        market_id: i64,
-        outcome: &str,
-        token: &str,
-        amount: i64,
-        now: DateTime<Utc>,
-    ) -> Result<Stake, StoreError> {
-        let _writer = self.writer().await?;
-        let stake = retrying!(on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+/// One stake request: `user_id` stakes `amount` base units of `token` on `outcome` of a market.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StakeRequest {
+    pub user_id: i64,
+    pub market_id: i64,
+    pub outcome: String,
+    pub token: String,
+    pub amount: i64,
+}
+
+/// One stake inside the open transaction `$tx` (see [`Store::place_stakes`]); evaluates to a
+/// `Result<Stake, StoreError>`. A refusal returns before anything is written but the market's
+/// counter, which the caller's savepoint takes back.
+macro_rules! stake_in_tx {
+    ($tx:ident, $request:expr, $now:expr) => {{
+        let (r, now): (&StakeRequest, DateTime<Utc>) = ($request, $now);
+        let result: Result<Stake, StoreError> = async {
+            let (user_id, market_id, amount) = (r.user_id, r.market_id, r.amount);
+            let (outcome, token) = (r.outcome.as_str(), r.token.as_str());
             let n = sqlx::query(
                 "UPDATE markets SET stake_count = stake_count + 1 WHERE id = $1 AND state = 'open' \
                  AND game_id IN (SELECT id FROM games WHERE starts_at > $2)",
             )
             .bind(market_id).bind(now)
-            .execute(&mut *tx).await?.rows_affected();
+            .execute(&mut *$tx).await?.rows_affected();
             if n != 1 {
                 let found: Option<(String, DateTime<Utc>)> = sqlx::query_as(
                     "SELECT m.state, g.starts_at FROM markets m JOIN games g ON g.id = m.game_id WHERE m.id = $1",
                 )
                 .bind(market_id)
-                .fetch_optional(&mut *tx).await?;
+                .fetch_optional(&mut *$tx).await?;
                 return Err(match found {
                     None => StoreError::NotFound,
                     Some((state, _)) if state != "open" => crate::store::refused("market_closed", format!("market {market_id} is {state}: it takes no more stakes")),
@@ -82,25 +84,103 @@ impl Store {
                  RETURNING id",
             )
             .bind(market_id).bind(user_id).bind(outcome).bind(token).bind(amount).bind(now)
-            .fetch_one(&mut *tx).await?;
+            .fetch_one(&mut *$tx).await?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO stakes (market_id, user_id, outcome, token, amount, created_at, position_id) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"
             )
             .bind(market_id).bind(user_id).bind(outcome).bind(token).bind(amount).bind(now).bind(position_id)
-            .fetch_one(&mut *tx).await?;
+            .fetch_one(&mut *$tx).await?;
             // Lock order: the escrow row before the user's (see `lock_rank`).
-            transfer!(tx, credit_first, token, &user_account(user_id), &escrow_account(market_id), amount, "stake", &format!("stake:{id}"), now);
-            let stake = Stake {
+            transfer!($tx, credit_first, token, &user_account(user_id), &escrow_account(market_id), amount, "stake", &format!("stake:{id}"), now);
+            Ok(Stake {
                 id, market_id, user_id, outcome: outcome.to_string(), token: token.to_string(), amount,
                 payout: None, created_at: now, settled_at: None, position_id: Some(position_id),
-            };
+            })
+        }
+        .await;
+        result
+    }};
+}
+
+impl Store {
+    /// Takes a stake on an open market whose game has not started (`now` is before its start):
+    /// the market's compare-and-set, the debit of the user's balance and the stake row commit
+    /// together. A closed or started market, or a short balance, is refused (`market_closed`, `insufficient_balance`).
+    pub async fn place_stake(
+        &self,
+        user_id: i64,
+        market_id: i64,
+        outcome: &str,
+        token: &str,
+        amount: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Stake, StoreError> {
+        let request = StakeRequest {
+            user_id,
+            market_id,
+            outcome: outcome.to_string(),
+            token: token.to_string(),
+            amount,
+        };
+        self.place_stakes(std::slice::from_ref(&request), now)
+            .await?
+            .remove(0)
+    }
+
+    /// Takes a batch of stakes in one transaction, so they share one commit (one fsync) — the
+    /// group commit of [`crate::money::StakeBatcher`]. Each stake runs inside its own savepoint,
+    /// in order: one refused (`market_closed`, `insufficient_balance`, an unknown market) is
+    /// rolled back alone and answered with its error, its neighbours commit. The outer error
+    /// (the database unavailable, the lease lost) fails the whole batch: nothing of it commits.
+    /// On PostgreSQL a batch of more than one holds many markets' and users' rows at once, out
+    /// of the payouts' lock order: the batcher sends PostgreSQL stakes one by one.
+    #[tracing::instrument(skip_all, fields(stakes = batch.len()))]
+    pub async fn place_stakes(
+        &self,
+        batch: &[StakeRequest],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Stake, StoreError>>, StoreError> {
+        let _writer = self.writer().await?;
+        let results = retrying!(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut results = Vec::with_capacity(batch.len());
+            for request in batch {
+                if batch.len() > 1 {
+                    sqlx::query("SAVEPOINT stake").execute(&mut *tx).await?;
+                }
+                match stake_in_tx!(tx, request, now) {
+                    Ok(stake) => {
+                        if batch.len() > 1 {
+                            sqlx::query("RELEASE SAVEPOINT stake").execute(&mut *tx).await?;
+                        }
+                        results.push(Ok(stake));
+                    }
+                    Err(e @ (StoreError::Refused { .. } | StoreError::NotFound)) => {
+                        if batch.len() > 1 {
+                            sqlx::query("ROLLBACK TO SAVEPOINT stake").execute(&mut *tx).await?;
+                            sqlx::query("RELEASE SAVEPOINT stake").execute(&mut *tx).await?;
+                            results.push(Err(e));
+                        } else {
+                            return Err(e);
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             commit!(self, tx);
-            Ok(stake)
-        }))?;
+            Ok(results)
+        }));
+        let results = match results {
+            // A lone stake's refusal comes back as the transaction's error (nothing to commit).
+            Err(e @ (StoreError::Refused { .. } | StoreError::NotFound)) if batch.len() == 1 => {
+                vec![Err(e)]
+            }
+            other => other?,
+        };
         // Stakes only move the pools: announced to the other replicas in batches (by the
         // `listener`), not one NOTIFY per stake, which would serialise their commits.
         Store::wrote_unannounced();
-        Ok(stake)
+        Ok(results)
     }
 
     /// Pays out one closed market in a transaction of its own, set-based: the market's
@@ -250,16 +330,8 @@ impl Store {
         if market_ids.is_empty() {
             return Ok(Vec::new());
         }
-        on_pool!(self, pool => {
-            let mut q = sqlx::QueryBuilder::new(
-                "SELECT market_id, outcome, token, CAST(SUM(amount) AS BIGINT) FROM positions WHERE market_id IN (",
-            );
-            let mut list = q.separated(", ");
-            for id in market_ids {
-                list.push_bind(*id);
-            }
-            q.push(") GROUP BY market_id, outcome, token ORDER BY market_id, outcome, token");
-            Ok(q.build_query_as().fetch_all(pool).await?)
-        })
+        let q = crate::store::reads::market_pools_query(market_ids);
+        self.read_all(&q, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .await
     }
 }

@@ -28,8 +28,21 @@ impl Store {
     }
 
     pub async fn user_by_key_hash(&self, api_key_hash: &str) -> Result<User, StoreError> {
+        // Every authenticated request asks this: on the read path.
         let sql = "SELECT id, name, deposit_code, created_at FROM users WHERE api_key_hash = $1";
-        on_pool!(self, pool => Ok(sqlx::query_as(sql).bind(api_key_hash).fetch_one(pool).await?))
+        let q = crate::store::reads::Query::of(
+            sql,
+            vec![crate::store::reads::Arg::Text(api_key_hash.to_string())],
+        );
+        self.read_one(&q, |r| {
+            Ok(User {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                deposit_code: r.get(2)?,
+                created_at: crate::store::reads::time(r, 3)?,
+            })
+        })
+        .await
     }
 
     pub async fn user(&self, id: i64) -> Result<User, StoreError> {

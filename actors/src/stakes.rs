@@ -1,0 +1,141 @@
+//! Group commit for stakes. With every commit on disk before it returns (SQLite
+//! `synchronous=FULL`, PostgreSQL `synchronous_commit=on`), one transaction per stake pays one
+//! fsync per stake. [`StakeBatcher`] gathers the stake requests that arrive while a batch is
+//! committing and takes them in the next one ([`Store::place_stakes`]: one transaction, a
+//! savepoint per stake so a refused stake fails alone). Each request is answered only after
+//! its batch has committed.
+//!
+//! On SQLite, that is: one writer takes the transactions one at a time, each commit waiting
+//! for its fsync. PostgreSQL already flushes the WAL of concurrent commits together, and runs
+//! stakes on different markets in parallel; a batch there would hold the row locks of many
+//! markets and users at once, out of the lock order (`lock_rank`) a payout takes them in, and
+//! deadlock with it. So on PostgreSQL each stake stays a transaction of its own.
+//!
+//! There is no batching thread: the first request to find no batch running leads one (it takes
+//! every request waiting, up to [`MAX_BATCH`]), runs it as a task of its own (a caller that
+//! goes away does not cancel its neighbours' batch), and the requests that arrived meanwhile
+//! lead the next. A lone stake is a batch of one, with no added wait.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use tokio::sync::oneshot;
+
+use crate::store::{Stake, StakeRequest, Store, StoreError};
+
+/// Stakes in one transaction at most.
+pub const MAX_BATCH: usize = 128;
+
+type Waiting = (StakeRequest, oneshot::Sender<Result<Stake, StoreError>>);
+
+/// See the module documentation. One per process, shared by the HTTP workers.
+#[derive(Debug, Default)]
+pub struct StakeBatcher {
+    waiting: Mutex<Vec<Waiting>>,
+    /// Held by the batch committing now.
+    leader: Arc<tokio::sync::Mutex<()>>,
+    batches: std::sync::atomic::AtomicU64,
+    stakes: std::sync::atomic::AtomicU64,
+}
+
+impl StakeBatcher {
+    pub fn new() -> Arc<StakeBatcher> {
+        Arc::new(StakeBatcher::default())
+    }
+
+    /// Places `request` in the next batch; answers once that batch has committed (or failed).
+    pub async fn place(
+        self: &Arc<Self>,
+        store: &Store,
+        request: StakeRequest,
+    ) -> Result<Stake, StoreError> {
+        if store.backend() == crate::store::Backend::Postgres {
+            let r = &request;
+            return store
+                .place_stake(
+                    r.user_id,
+                    r.market_id,
+                    &r.outcome,
+                    &r.token,
+                    r.amount,
+                    Utc::now(),
+                )
+                .await;
+        }
+        let (tx, mut rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .expect("stake queue")
+            .push((request, tx));
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut rx => return answered(answer),
+                guard = self.leader.clone().lock_owned() => {
+                    let batch: Vec<Waiting> = {
+                        let mut waiting = self.waiting.lock().expect("stake queue");
+                        let n = waiting.len().min(MAX_BATCH);
+                        waiting.drain(..n).collect()
+                    };
+                    if batch.is_empty() {
+                        // Another leader took ours: its answer is on the way.
+                        drop(guard);
+                        return answered(rx.await);
+                    }
+                    let (store, this) = (store.clone(), self.clone());
+                    let batch = tokio::spawn(async move {
+                        this.commit(&store, batch).await;
+                        drop(guard);
+                    });
+                    let _ = batch.await;
+                }
+            }
+        }
+    }
+
+    async fn commit(&self, store: &Store, batch: Vec<Waiting>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (requests, answers): (Vec<StakeRequest>, Vec<_>) = batch.into_iter().unzip();
+        self.batches.fetch_add(1, Relaxed);
+        self.stakes.fetch_add(requests.len() as u64, Relaxed);
+        match store.place_stakes(&requests, Utc::now()).await {
+            Ok(results) => {
+                for (answer, result) in answers.into_iter().zip(results) {
+                    let _ = answer.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(stakes = requests.len(), error = %e, "a batch of stakes failed; none of it committed");
+                for answer in answers {
+                    let _ = answer.send(Err(batch_error(&e)));
+                }
+            }
+        }
+    }
+
+    /// Batches committed (or failed) since the start, and the stakes they held.
+    pub fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.batches.load(Relaxed), self.stakes.load(Relaxed))
+    }
+}
+
+fn answered(
+    answer: Result<Result<Stake, StoreError>, oneshot::error::RecvError>,
+) -> Result<Stake, StoreError> {
+    answer.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(
+            "the batch holding this stake was abandoned; nothing of it committed".into(),
+        ))
+    })
+}
+
+/// The error every request of a failed batch answers: the batch's own, where it can be
+/// repeated, else unavailable (nothing committed; the client may retry).
+fn batch_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Fenced(epoch) => StoreError::Fenced(*epoch),
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        other => StoreError::Unavailable(format!("the stake's batch failed: {other}")),
+    }
+}
