@@ -225,8 +225,85 @@ async fn stakes(label: &str, url: &str, total: usize) {
         total as f64 / batches.max(1.0),
         audit["tokens"][0]["escrow"]
     );
+    let batches_before = metric(&http, &base, "tipoff_stake_batches_total").await;
+    let (keys_, markets_) = (keys.clone(), markets.clone());
+    let line = tokio::task::spawn_blocking(move || wrk_stakes(port, &keys_, &markets_, in_flight))
+        .await
+        .unwrap();
+    let batches = metric(&http, &base, "tipoff_stake_batches_total").await - batches_before;
+    let audit: Value = http
+        .get(format!("{base}/admin/ledger/audit"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["problems"], json!([]), "{audit}");
+    println!("{label}: stakes under wrk ({in_flight} connections, 5 s): {line}; {batches:.0} commits; audit ok");
     let _ = stop.send(());
     let _ = task.await;
+}
+
+const STAKES_LUA: &str = r#"
+local keys, markets = {}, {}
+for l in io.lines(os.getenv("STAKE_KEYS")) do keys[#keys + 1] = l end
+for l in io.lines(os.getenv("STAKE_MARKETS")) do markets[#markets + 1] = l end
+local i = math.random(1000)
+request = function()
+  i = i + 1
+  return wrk.format("POST", "/api/v1/markets/" .. markets[i % #markets + 1] .. "/stakes",
+    {["Authorization"] = "Bearer " .. keys[i % #keys + 1], ["Content-Type"] = "application/json"},
+    '{"outcome":"home","amount":1,"token":"usdc"}')
+end
+"#;
+
+/// wrk posting stakes (every user, every market in turn); its requests/s, p99 and failures.
+fn wrk_stakes(port: u16, keys: &[String], markets: &[i64], connections: usize) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let (script, k, m) = (
+        dir.path().join("stakes.lua"),
+        dir.path().join("keys"),
+        dir.path().join("markets"),
+    );
+    std::fs::write(&script, STAKES_LUA).unwrap();
+    std::fs::write(&k, keys.join("\n") + "\n").unwrap();
+    let ids: Vec<String> = markets.iter().map(|m| m.to_string()).collect();
+    std::fs::write(&m, ids.join("\n") + "\n").unwrap();
+    let out = std::process::Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            "-d5s",
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}"))
+        .env("STAKE_KEYS", &k)
+        .env("STAKE_MARKETS", &m)
+        .output()
+        .expect("wrk runs (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pick = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or("")
+            .to_string()
+    };
+    let failures = pick("Non-2xx");
+    format!(
+        "{}, p99 {}{}",
+        pick("Requests/sec:"),
+        pick("99%").trim_start_matches("99%").trim(),
+        if failures.is_empty() {
+            ", every answer 201".to_string()
+        } else {
+            format!(", {failures}")
+        }
+    )
 }
 
 fn main() {

@@ -380,6 +380,8 @@ pub struct SqliteShared {
     /// Read connections used on the caller's thread (`reads.rs`); none for an in-memory
     /// database, whose reads go through the pool.
     pub(crate) readers: Option<reads::Readers>,
+    /// The connection stake batches write on (`money/sqlite_stakes.rs`), opened on first use.
+    pub(crate) stake_writer: std::sync::Mutex<Option<rusqlite::Connection>>,
 }
 
 /// A database pool of either backend. Cheap to clone.

@@ -439,6 +439,24 @@ impl Readers {
         Ok(conn)
     }
 
+    /// A connection for writing: foreign keys on, every commit on disk (`synchronous=FULL`),
+    /// as the pool's.
+    pub(crate) fn open_writer(&self) -> Result<rusqlite::Connection, StoreError> {
+        let open = || -> rusqlite::Result<rusqlite::Connection> {
+            let conn = rusqlite::Connection::open_with_flags(
+                &self.path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(self.busy_timeout)?;
+            conn.pragma_update(None, "foreign_keys", true)?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.set_prepared_statement_cache_capacity(32);
+            Ok(conn)
+        };
+        open().map_err(read_error)
+    }
+
     /// Runs `f` on an idle connection (opening one when none is idle).
     fn with<T>(
         &self,

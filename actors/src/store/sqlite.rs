@@ -54,6 +54,7 @@ pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Store, 
             writer_wait: options.sqlite_busy_timeout,
             readers: (!in_memory)
                 .then(|| super::reads::Readers::new(filename, options.sqlite_busy_timeout)),
+            stake_writer: std::sync::Mutex::new(None),
         }),
     ))
 }

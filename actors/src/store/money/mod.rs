@@ -338,6 +338,7 @@ pub fn memo_words(memo: &str) -> Vec<String> {
 mod audit;
 mod deposits;
 mod settlement;
+mod sqlite_stakes;
 mod stakes;
 pub use stakes::StakeRequest;
 mod users;

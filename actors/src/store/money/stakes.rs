@@ -141,6 +141,19 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<Stake, StoreError>>, StoreError> {
         let _writer = self.writer().await?;
+        if let Store::Sqlite(_, shared) = self {
+            if shared.readers.is_some() {
+                // A file database: the batch on its own connection and a blocking thread.
+                let (shared, batch) = (shared.clone(), batch.to_vec());
+                let results = tokio::task::spawn_blocking(move || {
+                    shared.with_stake_writer(|conn| super::sqlite_stakes::place(conn, &batch, now))
+                })
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("the stake batch stopped: {e}")))??;
+                Store::wrote_unannounced();
+                return Ok(results);
+            }
+        }
         let results = retrying!(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut results = Vec::with_capacity(batch.len());
