@@ -96,6 +96,19 @@ fn rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// This process's CPU time so far, in clock ticks.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
 fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -275,7 +288,11 @@ fn main() {
         let open = lines.recv().await.expect("the client reports its streams open");
         assert!(open.starts_with("open"), "{open}");
         println!("{streams} streams open in {:.1} s", opened.elapsed().as_secs_f64());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let cpu_before = cpu_ticks();
         tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle_cpu = (cpu_ticks() - cpu_before) as f64 / ticks_per_second() / 2.0 * 100.0;
+        println!("idle CPU with the streams open: {idle_cpu:.1} % of one core (2 s)");
         let rss_after = rss_kb();
         println!(
             "daemon RSS: {} KB before, {} KB with the streams open: {:.1} KB per idle stream",

@@ -162,10 +162,19 @@ impl Periodic for Feed {
         self.interval
     }
 
+    /// Passes follow each other with no pause: each waits for an event's commit in this
+    /// process, or the poll interval, whichever comes first (events of other replicas, and
+    /// any wake missed, are read at the interval).
+    fn pause(&self) -> Duration {
+        Duration::ZERO
+    }
+
     fn pass(&mut self) -> Pin<Box<dyn Future<Output = Self::Done>>> {
-        let (store, hub) = (self.store.clone(), self.hub.clone());
+        let (store, hub, interval) = (self.store.clone(), self.hub.clone(), self.interval);
         let mut gaps = std::mem::take(&mut self.gaps);
         Box::pin(async move {
+            // Bounded well inside the supervisor's hang deadline, whatever the interval.
+            crate::store::event_committed(interval.min(Duration::from_secs(10))).await;
             let res = poll_once(&store, &hub, &mut gaps).await;
             (res, gaps)
         })

@@ -520,6 +520,12 @@ pub trait Periodic: Unpin + Sized + 'static {
 
     fn interval(&self) -> Duration;
 
+    /// The pause between a pass that succeeded and the next (the interval, unless the job
+    /// waits inside its pass).
+    fn pause(&self) -> Duration {
+        self.interval()
+    }
+
     /// The backoff after failed passes (none: the interval).
     fn backoff(&self) -> Option<Backoff> {
         None
@@ -566,7 +572,7 @@ impl<P: Periodic> Every<P> {
     fn at_pace(&mut self, ctx: &mut Context<Self>) {
         let every = self.job.interval();
         let reason = format!("{}: {}", P::WHAT, crate::db::humantime(every));
-        self.later(ctx, every, reason);
+        self.later(ctx, self.job.pause(), reason);
     }
 
     fn run(&mut self, ctx: &mut Context<Self>) {

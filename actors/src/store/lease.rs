@@ -126,6 +126,7 @@ macro_rules! commit {
     ($store:expr, $tx:ident) => {{
         $crate::store::lease::Fenced::check_fence(&mut *$tx, $store.fence()).await?;
         $tx.commit().await?;
+        $crate::store::outbox::committed();
     }};
 }
 

@@ -37,7 +37,7 @@ mod reads;
 #[macro_use]
 pub mod lease;
 #[macro_use]
-mod outbox;
+pub(crate) mod outbox;
 #[macro_use]
 pub(crate) mod money;
 #[macro_use]
@@ -62,8 +62,8 @@ pub use money::{
     Withdrawal, WithdrawalOutcome, DEFAULT_FEE_BPS, WITHDRAWAL_STATES,
 };
 pub use outbox::{
-    Attempt, Counts, EventBody, OutboxEvent, OutboxStats, WebhookDown, EVENT_TYPES, OUTBOX_STATES,
-    PUBLIC_EVENT_TYPES,
+    event_committed, Attempt, Counts, EventBody, OutboxEvent, OutboxStats, WebhookDown,
+    EVENT_TYPES, OUTBOX_STATES, PUBLIC_EVENT_TYPES,
 };
 pub use quarantine::{QuarantinedDeposit, QUARANTINE_STATES};
 pub use reads::JsonRows;

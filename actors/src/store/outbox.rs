@@ -46,7 +46,29 @@ macro_rules! emit {
         .bind(now)
         .execute(&mut *$tx)
         .await?;
+        $crate::store::outbox::EVENTS_PENDING.store(true, std::sync::atomic::Ordering::Release);
     }};
+}
+
+/// Set by [`emit!`]; the next commit ([`commit!`]) clears it and wakes the `events` feed, so a
+/// live stream hears of an event at once rather than at the feed's next poll. A wake can come
+/// early (another transaction's commit) or be missed (two transactions racing): the poll
+/// interval bounds the rest.
+pub(crate) static EVENTS_PENDING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+static EVENTS_COMMITTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// After a commit: wakes the feed if an event was written since the last wake.
+pub(crate) fn committed() {
+    if EVENTS_PENDING.swap(false, std::sync::atomic::Ordering::AcqRel) {
+        EVENTS_COMMITTED.notify_one();
+    }
+}
+
+/// Waits for an event's commit (see [`EVENTS_PENDING`]), at most `bound`.
+pub async fn event_committed(bound: std::time::Duration) {
+    let _ = tokio::time::timeout(bound, EVENTS_COMMITTED.notified()).await;
 }
 
 /// One outbox row.
