@@ -320,6 +320,51 @@ struct Shared {
     peer: Vec<String>,
 }
 
+/// The paths of every load, from tipoff's answers (and the peer's, for the shared ones).
+fn loads(
+    base: &str,
+    first: NaiveDate,
+    peer_pages: &[String],
+    peer_ids: &[String],
+) -> (Vec<Shared>, Vec<(&'static str, Vec<String>)>) {
+    let pages = walk(base, "/api/v1/games?limit=50");
+    let game_ids = ids(base, &pages, "/api/v1/games/");
+    let market_pages = walk(base, "/api/v1/markets?limit=50");
+    let market_ids = ids(base, &market_pages, "/api/v1/markets/");
+    let dates: Vec<String> = first
+        .iter_days()
+        .take(DATES)
+        .map(|d| format!("/api/v1/games?league=nba&date={}", d.succ_opt().unwrap()))
+        .collect();
+    let shared = vec![
+        Shared {
+            name: "games, first page (limit=50)",
+            tipoff: vec!["/api/v1/games?limit=50".into()],
+            peer: vec!["/api/v1/games?limit=50".into()],
+        },
+        Shared {
+            name: "games, every page of the walk",
+            tipoff: pages,
+            peer: peer_pages.to_vec(),
+        },
+        Shared {
+            name: "one game by id, every id",
+            tipoff: game_ids,
+            peer: peer_ids.to_vec(),
+        },
+    ];
+    let own = vec![
+        ("markets, every page of the walk", market_pages),
+        ("one market by id, every id", market_ids),
+        ("games of one date (league=nba&date=), every date", dates),
+        (
+            "games, state=final&league=nba",
+            vec!["/api/v1/games?state=final&league=nba&limit=50".into()],
+        ),
+    ];
+    (shared, own)
+}
+
 fn main() {
     let peer_dir =
         PathBuf::from(std::env::var("PEER_DIR").unwrap_or_else(|_| "../shared/peer".into()));
@@ -380,41 +425,7 @@ fn main() {
             took.as_millis()
         );
         if shared.is_empty() {
-            let pages = walk(&server.base, "/api/v1/games?limit=50");
-            let game_ids = ids(&server.base, &pages, "/api/v1/games/");
-            let market_pages = walk(&server.base, "/api/v1/markets?limit=50");
-            let market_ids = ids(&server.base, &market_pages, "/api/v1/markets/");
-            let dates: Vec<String> = first
-                .iter_days()
-                .take(DATES)
-                .map(|d| format!("/api/v1/games?league=nba&date={}", d.succ_opt().unwrap()))
-                .collect();
-            shared = vec![
-                Shared {
-                    name: "games, first page (limit=50)",
-                    tipoff: vec!["/api/v1/games?limit=50".into()],
-                    peer: vec!["/api/v1/games?limit=50".into()],
-                },
-                Shared {
-                    name: "games, every page of the walk",
-                    tipoff: pages,
-                    peer: peer_pages.clone(),
-                },
-                Shared {
-                    name: "one game by id, every id",
-                    tipoff: game_ids,
-                    peer: peer_ids.clone(),
-                },
-            ];
-            own = vec![
-                ("markets, every page of the walk", market_pages),
-                ("one market by id, every id", market_ids),
-                ("games of one date (league=nba&date=), every date", dates),
-                (
-                    "games, state=final&league=nba",
-                    vec!["/api/v1/games?state=final&league=nba&limit=50".into()],
-                ),
-            ];
+            (shared, own) = loads(&server.base, first, &peer_pages, &peer_ids);
         }
     }
 

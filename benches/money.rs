@@ -225,6 +225,23 @@ async fn stakes(label: &str, url: &str, total: usize) {
         total as f64 / batches.max(1.0),
         audit["tokens"][0]["escrow"]
     );
+    wrk_phase(label, &http, &base, port, &keys, &markets, in_flight).await;
+    let _ = stop.send(());
+    let _ = task.await;
+}
+
+/// The stakes under wrk, then the audit.
+async fn wrk_phase(
+    label: &str,
+    http: &reqwest::Client,
+    base: &str,
+    port: u16,
+    keys: &[String],
+    markets: &[i64],
+    in_flight: usize,
+) {
+    let (http, base) = (http.clone(), base.to_string());
+    let (keys, markets) = (keys.to_vec(), markets.to_vec());
     let batches_before = metric(&http, &base, "tipoff_stake_batches_total").await;
     let (keys_, markets_) = (keys.clone(), markets.clone());
     let line = tokio::task::spawn_blocking(move || wrk_stakes(port, &keys_, &markets_, in_flight))
@@ -242,8 +259,6 @@ async fn stakes(label: &str, url: &str, total: usize) {
         .unwrap();
     assert_eq!(audit["problems"], json!([]), "{audit}");
     println!("{label}: stakes under wrk ({in_flight} connections, 5 s): {line}; {batches:.0} commits; audit ok");
-    let _ = stop.send(());
-    let _ = task.await;
 }
 
 const STAKES_LUA: &str = r#"

@@ -168,6 +168,80 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Settles the market the streams wait for; prints how long its frame took to reach them.
+async fn settle_and_report(
+    store: &tipoff_actors::Store,
+    mut game: tipoff_actors::espn::ScoreboardGame,
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    streams: usize,
+) {
+    game.state = tipoff_actors::espn::GameState::Final;
+    game.home.score = Some(5);
+    game.away.score = Some(3);
+    game.home.winner = Some(true);
+    game.away.winner = Some(false);
+    store.upsert_game("mlb", &game, Utc::now()).await.unwrap();
+    let settled = Utc::now().timestamp_micros() as f64 / 1e6;
+    let report = loop {
+        let line = lines.recv().await.expect("the client reports");
+        if line.starts_with('{') {
+            break line;
+        }
+    };
+    let report: Value = serde_json::from_str(&report).unwrap();
+    let mut ms: Vec<f64> = report["received"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t.as_f64().unwrap() - settled) * 1000.0)
+        .collect();
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "market.settled, commit to frame: {} of {streams} streams; p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {} missing",
+        ms.len(),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
+        ms.last().copied().unwrap_or(f64::NAN),
+        report["missing"]
+    );
+}
+
+/// Sixteen users, each funded with 1,000 USDC; their API keys.
+async fn funded_users(
+    http: &reqwest::Client,
+    base: &str,
+    store: &tipoff_actors::Store,
+) -> Vec<String> {
+    let mut keys = Vec::new();
+    for i in 0..16 {
+        let u: Value = http
+            .post(format!("{base}/api/v1/users"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        store
+            .credit_deposits(
+                "usdc",
+                &[IncomingDeposit {
+                    signature: format!("bench-funding-{i}"),
+                    slot: 1,
+                    amount: 1_000_000_000,
+                    memo: Some(u["deposit_code"].as_str().unwrap().to_string()),
+                }],
+                None,
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        keys.push(u["api_key"].as_str().unwrap().to_string());
+    }
+    keys
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter("warn")
@@ -177,9 +251,8 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
-    let fds = raise_fd_limit();
     common::print_machine();
-    println!("fd limit {fds}; {streams} streams");
+    println!("fd limit {}; {streams} streams", raise_fd_limit());
     actix_rt::System::new().block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("sse.db").display());
@@ -211,33 +284,7 @@ fn main() {
         }));
         let http = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}");
-        let mut keys = Vec::new();
-        for i in 0..16 {
-            let u: Value = http
-                .post(format!("{base}/api/v1/users"))
-                .json(&json!({}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            store
-                .credit_deposits(
-                    "usdc",
-                    &[IncomingDeposit {
-                        signature: format!("bench-funding-{i}"),
-                        slot: 1,
-                        amount: 1_000_000_000,
-                        memo: Some(u["deposit_code"].as_str().unwrap().to_string()),
-                    }],
-                    None,
-                    Utc::now(),
-                )
-                .await
-                .unwrap();
-            keys.push(u["api_key"].as_str().unwrap().to_string());
-        }
+        let keys = funded_users(&http, &base, &store).await;
         let fixture = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../shared/fixtures/espn/mlb-scoreboard-20250928.json"
@@ -308,35 +355,7 @@ fn main() {
             100.0 * stakes_loaded / stakes_alone
         );
 
-        game.state = tipoff_actors::espn::GameState::Final;
-        game.home.score = Some(5);
-        game.away.score = Some(3);
-        game.home.winner = Some(true);
-        game.away.winner = Some(false);
-        store.upsert_game("mlb", &game, Utc::now()).await.unwrap();
-        let settled = Utc::now().timestamp_micros() as f64 / 1e6;
-        let report = loop {
-            let line = lines.recv().await.expect("the client reports");
-            if line.starts_with('{') {
-                break line;
-            }
-        };
-        let report: Value = serde_json::from_str(&report).unwrap();
-        let mut ms: Vec<f64> = report["received"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| (t.as_f64().unwrap() - settled) * 1000.0)
-            .collect();
-        ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        println!(
-            "market.settled, commit to frame: {} of {streams} streams; p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {} missing",
-            ms.len(),
-            percentile(&ms, 0.5),
-            percentile(&ms, 0.99),
-            ms.last().copied().unwrap_or(f64::NAN),
-            report["missing"]
-        );
+        settle_and_report(&store, game, &mut lines, streams).await;
         let _ = client.kill();
         let _ = client.wait();
         let _ = stop.send(());
