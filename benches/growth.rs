@@ -99,16 +99,6 @@ fn wrk(port: u16, path: &str) -> (f64, String) {
     (find("Requests/sec:").parse().unwrap_or(0.0), find("99%"))
 }
 
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 async fn measure(label: &str, url: &str, games: i64) {
     let env: HashMap<String, String> = [
         ("TIPOFF_LISTEN", "127.0.0.1:0"),
@@ -161,7 +151,7 @@ async fn measure(label: &str, url: &str, games: i64) {
             .unwrap();
         println!("  {name:<26} {rps:>8.0} req/s, p99 {p99}");
     }
-    println!("  RSS after the loads: {} MB", rss_kb() / 1024);
+    println!("  RSS after the loads: {} MB", common::rss_kb() / 1024);
     let _ = stop.send(());
     let _ = task.await;
 }

@@ -86,16 +86,6 @@ async def main():
 asyncio.run(main())
 "#;
 
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// This process's CPU time so far, in clock ticks.
 fn cpu_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
@@ -311,7 +301,7 @@ fn main() {
         println!("no stream open: /health {health_alone:.0} req/s; stakes {stakes_alone:.0}/s (16 in flight)");
 
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let rss_before = rss_kb();
+        let rss_before = common::rss_kb();
         let script = dir.path().join("sse_client.py");
         std::fs::write(&script, CLIENT).unwrap();
         let opened = Instant::now();
@@ -340,7 +330,7 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let idle_cpu = (cpu_ticks() - cpu_before) as f64 / ticks_per_second() / 2.0 * 100.0;
         println!("idle CPU with the streams open: {idle_cpu:.1} % of one core (2 s)");
-        let rss_after = rss_kb();
+        let rss_after = common::rss_kb();
         println!(
             "daemon RSS: {} KB before, {} KB with the streams open: {:.1} KB per idle stream",
             rss_before,

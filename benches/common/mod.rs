@@ -26,3 +26,15 @@ pub fn print_machine() {
         chrono::Utc::now().format("%Y-%m-%d")
     );
 }
+
+/// This process's resident set size, in KB.
+#[allow(dead_code)]
+pub fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

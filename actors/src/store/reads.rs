@@ -508,6 +508,12 @@ fn sqlite_value(arg: &Arg) -> rusqlite::types::Value {
 }
 
 fn read_error(e: rusqlite::Error) -> StoreError {
+    sqlite_error(e, "a read failed")
+}
+
+/// A `rusqlite` error as the store's: busy or locked past the busy timeout, an unreadable
+/// file, or `what` failed (all retryable by the caller: nothing was committed).
+pub(crate) fn sqlite_error(e: rusqlite::Error, what: &str) -> StoreError {
     match e {
         rusqlite::Error::SqliteFailure(f, _)
             if matches!(
@@ -525,7 +531,7 @@ fn read_error(e: rusqlite::Error) -> StoreError {
         {
             StoreError::Unavailable(format!("the database file cannot be read: {e}"))
         }
-        other => StoreError::Unavailable(format!("a read failed: {other}")),
+        other => StoreError::Unavailable(format!("{what}: {other}")),
     }
 }
 

@@ -152,17 +152,7 @@ fn stake(
 }
 
 fn write_error(e: rusqlite::Error) -> StoreError {
-    match e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if matches!(
-                f.code,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-            ) =>
-        {
-            StoreError::Unavailable("the database is busy".into())
-        }
-        other => StoreError::Unavailable(format!("a stake batch failed: {other}")),
-    }
+    crate::store::reads::sqlite_error(e, "a stake batch failed")
 }
 
 impl crate::store::SqliteShared {
