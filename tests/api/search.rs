@@ -258,6 +258,80 @@ both_backends!(keyword_search_works_with_nothing_configured:
     keyword_search_works_with_nothing_configured_on_sqlite,
     keyword_search_works_with_nothing_configured_on_postgres);
 
+/// A database whose markets were stored before search existed (here: 2,500 markets whose
+/// search rows are removed, every seventh kept) gets every document written at the next start,
+/// across the start-up indexer's slices of 1,000, and each is searchable.
+async fn markets_stored_before_search_are_indexed_at_start(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(&db, dir.path()).await;
+    let template = board("nba-scoreboard-20240129.json").remove(0);
+    let games: Vec<ScoreboardGame> = (0..2_500)
+        .map(|i| {
+            let mut g = template.clone();
+            g.external_id = format!("constructed-{i}");
+            g.name = format!("Game {i} of the Qwyx series");
+            g.short_name = format!("G{i}");
+            g.starts_at = template.starts_at + chrono::Duration::minutes(i);
+            g
+        })
+        .collect();
+    store
+        .upsert_games("nba", None, &games, Utc::now(), 200)
+        .await
+        .unwrap();
+    macro_rules! forget_and_count {
+        ($pool:expr) => {{
+            sqlx::query("DELETE FROM market_search WHERE market_id % 7 <> 0")
+                .execute($pool)
+                .await
+                .unwrap();
+            let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM market_search")
+                .fetch_one($pool)
+                .await
+                .unwrap();
+            assert!((300..=400).contains(&kept), "{kept} documents kept");
+            store.migrate().await.unwrap();
+            let counts: (i64, i64) = sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM markets), (SELECT COUNT(*) FROM market_search)",
+            )
+            .fetch_one($pool)
+            .await
+            .unwrap();
+            counts
+        }};
+    }
+    let (markets, documents) = match &store {
+        tipoff_actors::Store::Sqlite(pool, _) => forget_and_count!(pool),
+        tipoff_actors::Store::Postgres(pool, _) => forget_and_count!(pool),
+    };
+    assert_eq!((markets, documents), (2_500, 2_500));
+
+    let found = |q: &'static str| {
+        let store = &store;
+        async move {
+            let query = tipoff_actors::store::KeywordQuery::parse(q).unwrap();
+            let rows = store.keyword_search(&query, None, None, 5).await.unwrap();
+            rows.into_iter().map(|r| r.question).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found("qwyx").await.len(), 5, "every new market matches");
+    assert_eq!(
+        found("G2499").await,
+        vec!["Who wins G2499?"],
+        "the last slice's last market"
+    );
+    assert_eq!(
+        found("G1001").await,
+        vec!["Who wins G1001?"],
+        "past the first slice"
+    );
+    store.close().await;
+}
+
+both_backends!(markets_stored_before_search_are_indexed_at_start:
+    markets_stored_before_search_are_indexed_at_start_on_sqlite,
+    markets_stored_before_search_are_indexed_at_start_on_postgres);
+
 /// The mock's URL as configured: with a path and a credential in the query, neither of which
 /// may appear in an error.
 fn configured_url(mock: &MockEmbeddings) -> &'static str {

@@ -247,7 +247,10 @@ fn epoch() -> DateTime<Utc> {
 
 impl Store {
     /// Writes the search document of every market that has none (markets stored before search
-    /// existed); answers how many. Runs after the migrations.
+    /// existed); answers how many. Runs after the migrations, in slices of 1,000 markets by
+    /// id: each slice starts after the last one's highest id, so the work grows with the
+    /// markets (starting each slice from the first market made a million markets' index
+    /// quadratic, every slice walking past all the markets the slices before it had indexed).
     pub(crate) async fn index_unindexed_markets(&self) -> Result<u64, StoreError> {
         #[derive(sqlx::FromRow)]
         struct Row {
@@ -264,13 +267,15 @@ impl Store {
         }
         let sql = "SELECT m.id, m.question, g.league, g.away_name, g.away_abbr, g.home_name, g.home_abbr, g.name, g.short_name, g.starts_at \
                    FROM markets m JOIN games g ON g.id = m.game_id \
-                   WHERE NOT EXISTS (SELECT 1 FROM market_search s WHERE s.market_id = m.id) ORDER BY m.id LIMIT 1000";
+                   WHERE m.id > $1 AND NOT EXISTS (SELECT 1 FROM market_search s WHERE s.market_id = m.id) ORDER BY m.id LIMIT 1000";
         let mut indexed = 0u64;
+        let mut after = 0i64;
         loop {
             let _writer = self.writer().await?;
             let n = on_pool!(self, pool => {
                 let mut tx = pool.begin().await?;
-                let rows: Vec<Row> = sqlx::query_as(sql).fetch_all(&mut *tx).await?;
+                let rows: Vec<Row> = sqlx::query_as(sql).bind(after).fetch_all(&mut *tx).await?;
+                after = rows.last().map_or(after, |r| r.id);
                 let now = Utc::now();
                 for r in &rows {
                     index_market!(tx, r.id, search_document(&r.question, &r.league, &r.away_name, &r.away_abbr, &r.home_name, &r.home_abbr, &r.name, &r.short_name, r.starts_at), now);
