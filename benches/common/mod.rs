@@ -9,13 +9,10 @@ pub async fn postgres_url(tag: &str) -> Option<String> {
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
         .execute(&admin)
         .await;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .ok()?;
     admin.close().await;
-    let (prefix, _) = base.rsplit_once('/')?;
-    Some(format!("{prefix}/{name}"))
+    tipoff_actors::store::postgres::create_database(&base, &name)
+        .await
+        .ok()
 }
 
 /// The line every bench starts with: the cores it ran on and the date.

@@ -485,12 +485,10 @@ mod tests {
     }
 
     /// Games whose text needs escaping, with and without scores, on a neutral site or not,
-    /// starting on whole and fractional seconds; two markets with pools in two tokens.
-    async fn tricky_store(dir: &std::path::Path) -> Store {
-        let url = format!("sqlite://{}", dir.join("shape.db").display());
-        let store = Store::connect(&url, &StoreOptions::default())
-            .await
-            .unwrap();
+    /// starting on whole seconds, milliseconds and microseconds, one of them updated after its
+    /// insert; two markets with pools in two tokens.
+    async fn tricky_store(url: &str) -> Store {
+        let store = Store::connect(url, &StoreOptions::default()).await.unwrap();
         store.migrate().await.unwrap();
         store.reconcile_catalog().await.unwrap();
         let names = [
@@ -507,7 +505,8 @@ mod tests {
                 external_id: format!("shape{i}"),
                 name: name.to_string(),
                 short_name: format!("S{i} @ {name}"),
-                starts_at: start + chrono::Duration::microseconds(i as i64 * 1_234_567),
+                starts_at: start
+                    + chrono::Duration::microseconds([0, 1_234_567, 250_000, 3_000_000][i]),
                 state: GameState::Scheduled,
                 status_detail: if i % 2 == 0 {
                     String::new()
@@ -521,31 +520,63 @@ mod tests {
                 away: team("AWY", "Away \"team\"", None),
             };
             store.upsert_game("nba", &game, start).await.unwrap();
+            if i == 3 {
+                let mut later = game.clone();
+                later.state = GameState::Live;
+                later.home.score = Some(42);
+                later.status_detail = "Q4 \"0:01\"".into();
+                store.upsert_game("nba", &later, start).await.unwrap();
+            }
         }
         let user = store
             .create_user("u", "digest", "CODE2345", start)
             .await
             .unwrap();
-        let Store::Sqlite(pool, _) = &store else {
-            unreachable!()
-        };
         for (market, outcome, token, amount) in [
             (1, "home", "towai", 1500),
             (1, "away", "usdc", 7),
             (1, "home", "usdc", 9_000_000_000_000_i64),
             (2, "away", "towai", 1),
         ] {
-            sqlx::query("INSERT INTO positions (market_id, user_id, outcome, token, amount, stakes, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 1, $6, $6)")
-                .bind(market as i64).bind(user.id).bind(outcome).bind(token).bind(amount).bind(start)
-                .execute(pool).await.unwrap();
+            macro_rules! insert {
+                ($pool:expr) => {
+                    sqlx::query("INSERT INTO positions (market_id, user_id, outcome, token, amount, stakes, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 1, $6, $6)")
+                        .bind(market as i64).bind(user.id).bind(outcome).bind(token).bind(amount).bind(start)
+                        .execute($pool).await.map(drop).unwrap()
+                };
+            }
+            match &store {
+                Store::Sqlite(pool, _) => insert!(pool),
+                Store::Postgres(pool, _) => insert!(pool),
+            };
         }
         store
     }
 
+    /// On a SQLite file, and on PostgreSQL when `TIPOFF_TEST_POSTGRES_URL` is set (required
+    /// under `CI=true`).
     #[actix_rt::test]
-    async fn a_page_shaped_by_sqlite_is_the_page_serde_writes() {
+    async fn a_page_shaped_by_the_store_is_the_page_serde_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = tricky_store(dir.path()).await;
+        let url = format!("sqlite://{}", dir.path().join("shape.db").display());
+        shaped_pages_match_serde(&tricky_store(&url).await).await;
+        let Ok(base) = std::env::var("TIPOFF_TEST_POSTGRES_URL") else {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "TIPOFF_TEST_POSTGRES_URL must be set in CI"
+            );
+            eprintln!("SKIPPED: the PostgreSQL half needs TIPOFF_TEST_POSTGRES_URL");
+            return;
+        };
+        let name = format!("tipoff_test_{}", uuid::Uuid::new_v4().simple());
+        let url = tipoff_actors::store::postgres::create_database(&base, &name)
+            .await
+            .unwrap();
+        shaped_pages_match_serde(&tricky_store(&url).await).await;
+    }
+
+    async fn shaped_pages_match_serde(store: &Store) {
         for limit in [1_i64, 3, 4, 10] {
             let f = GameFilter {
                 limit: limit + 1,
@@ -573,14 +604,14 @@ mod tests {
                 limit: limit + 1,
                 ..MarketFilter::default()
             };
-            let shaped = json_page(
-                &store.markets_json(&f).await.unwrap().unwrap(),
-                limit,
-                |(_, id)| id.to_string(),
-            );
+            let Some(shaped) = store.markets_json(&f).await else {
+                assert_eq!(store.backend().as_str(), "postgres", "a file database");
+                continue;
+            };
+            let shaped = json_page(&shaped.unwrap(), limit, |(_, id)| id.to_string());
             let rows = store.markets(&f).await.unwrap();
             let (rows, next) = page(rows, limit, |m| m.id.to_string());
-            let items = markets_json(&store, &rows).await.unwrap();
+            let items = markets_json(store, &rows).await.unwrap();
             let want = serde_json::to_value(Page { items, next }).unwrap();
             let got: serde_json::Value = serde_json::from_slice(&shaped).unwrap();
             assert_eq!(got, want, "markets, limit {limit}");
@@ -590,12 +621,12 @@ mod tests {
             limit: 5,
             ..MarketFilter::default()
         };
-        let page: serde_json::Value = serde_json::from_slice(&json_page(
-            &store.markets_json(&f).await.unwrap().unwrap(),
-            4,
-            |(_, id)| id.to_string(),
-        ))
-        .unwrap();
+        let Some(shaped) = store.markets_json(&f).await else {
+            return;
+        };
+        let page: serde_json::Value =
+            serde_json::from_slice(&json_page(&shaped.unwrap(), 4, |(_, id)| id.to_string()))
+                .unwrap();
         assert_eq!(
             page["items"][0]["outcomes"][0]["pool"],
             serde_json::json!({"towai": "1500", "usdc": "9000000000000"})

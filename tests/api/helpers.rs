@@ -88,25 +88,11 @@ pub async fn postgres_db(test: &str) -> Option<String> {
         return None;
     };
     let name = format!("tipoff_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&base)
-        .await
-        .expect("connect to TIPOFF_TEST_POSTGRES_URL");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .expect("create test database");
-    admin.close().await;
-    Some(with_database(&base, &name))
-}
-
-/// `base` with its database name replaced.
-pub fn with_database(base: &str, name: &str) -> String {
-    let without_query = base.split('?').next().unwrap_or(base);
-    let scheme_end = without_query.find("://").map(|i| i + 3).unwrap_or(0);
-    match without_query[scheme_end..].find('/') {
-        Some(slash) => format!("{}/{name}", &without_query[..scheme_end + slash]),
-        None => format!("{without_query}/{name}"),
-    }
+    Some(
+        tipoff_actors::store::postgres::create_database(&base, &name)
+            .await
+            .expect("create a test database on TIPOFF_TEST_POSTGRES_URL's server"),
+    )
 }
 
 /// The database URL for `db`, creating what it needs inside `dir`.

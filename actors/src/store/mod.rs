@@ -45,7 +45,7 @@ pub mod search;
 #[macro_use]
 mod games;
 mod imports;
-mod postgres;
+pub mod postgres;
 mod quarantine;
 mod sessions;
 mod sqlite;

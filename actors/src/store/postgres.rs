@@ -63,3 +63,19 @@ pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Store, 
         })?;
     Ok(Store::Postgres(pool, None))
 }
+
+/// Creates the database `name` on the server of `base` (a PostgreSQL URL) and answers `base`
+/// naming it instead: the fresh databases of the test suites and benches.
+pub async fn create_database(base: &str, name: &str) -> Result<String, sqlx::Error> {
+    let mut admin = sqlx::PgConnection::connect(base).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await?;
+    let _ = admin.close().await;
+    let without_query = base.split('?').next().unwrap_or(base);
+    let scheme_end = without_query.find("://").map_or(0, |i| i + 3);
+    Ok(match without_query[scheme_end..].find('/') {
+        Some(slash) => format!("{}/{name}", &without_query[..scheme_end + slash]),
+        None => format!("{without_query}/{name}"),
+    })
+}

@@ -6,7 +6,8 @@
 //! driver hands every statement to a worker thread and every value of every row back, which
 //! cost an uncached 50-game page ~0.5 ms of CPU, mostly thread switches (BENCHMARKS.md,
 //! 2026-12-02); a WAL reader never waits for the writer, so a read here is a few tens of
-//! microseconds on the HTTP worker's own thread.
+//! microseconds on the HTTP worker's own thread. A games page is each game's stored API form
+//! (`games.api_json`, kept by triggers) copied into the answer, on both backends.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
@@ -189,16 +190,10 @@ macro_rules! api_time {
     };
 }
 
-/// A game as the API answers it (`Game` in the HTTP layer), built by SQLite; then its sort key.
-/// `a_page_shaped_by_sqlite_is_the_page_serde_writes` holds the two forms equal.
-const GAME_JSON: &str = concat!(
-    "json_object('id', g.id, 'league', g.league, 'external_id', g.external_id, 'name', g.name, ",
-    "'short_name', g.short_name, 'starts_at', ", api_time!("g.starts_at"), ", 'state', g.state, ",
-    "'status_detail', g.status_detail, 'neutral_site', json(CASE WHEN g.neutral_site THEN 'true' ELSE 'false' END), ",
-    "'home', json_object('abbreviation', g.home_abbr, 'name', g.home_name, 'score', g.home_score), ",
-    "'away', json_object('abbreviation', g.away_abbr, 'name', g.away_name, 'score', g.away_score), ",
-    "'market_id', m.id), g.starts_at, g.id"
-);
+/// A game as the API answers it (`Game` in the HTTP layer), as stored (`api_json`, kept in step
+/// with the row by triggers: migration 16); then its sort key.
+/// `a_page_shaped_by_the_store_is_the_page_serde_writes` holds it equal to serde's form.
+const GAME_JSON: &str = "g.api_json, g.starts_at, g.id";
 
 /// A market's pool on one outcome: base units per token, as strings, by token.
 macro_rules! pool_json {
@@ -247,6 +242,15 @@ impl JsonRows {
         }
     }
 
+    fn push(&mut self, item: &[u8], key: (DateTime<Utc>, i64)) {
+        if !self.ends.is_empty() {
+            self.json.push(b',');
+        }
+        self.json.extend_from_slice(item);
+        self.ends.push(self.json.len());
+        self.keys.push(key);
+    }
+
     /// The sort key of item `i`.
     pub fn key(&self, i: usize) -> (DateTime<Utc>, i64) {
         self.keys[i]
@@ -265,12 +269,7 @@ impl Readers {
                 ..JsonRows::default()
             };
             while let Some(r) = rows.next()? {
-                if !out.ends.is_empty() {
-                    out.json.push(b',');
-                }
-                out.json.extend_from_slice(r.get_ref(0)?.as_bytes()?);
-                out.ends.push(out.json.len());
-                out.keys.push((time(r, 1)?, r.get(2)?));
+                out.push(r.get_ref(0)?.as_bytes()?, (time(r, 1)?, r.get(2)?));
             }
             Ok(out)
         })
@@ -278,17 +277,18 @@ impl Readers {
 }
 
 impl Store {
-    /// A games page in API form, built by SQLite (`None` on PostgreSQL, and on an in-memory
-    /// SQLite database: the caller serializes [`Store::games`] instead).
+    /// A games page in API form, as the store keeps each game (`None` on an in-memory SQLite
+    /// database: the caller serializes [`Store::games`] instead).
     pub async fn games_json(&self, f: &GameFilter) -> Option<Result<JsonRows, StoreError>> {
-        let Store::Sqlite(_, shared) = self else {
-            return None;
-        };
-        let readers = shared.readers.as_ref()?;
-        Some(readers.json_rows(&games_query_of(GAME_JSON, f)))
+        let q = games_query_of(GAME_JSON, f);
+        match self {
+            Store::Sqlite(_, shared) => Some(shared.readers.as_ref()?.json_rows(&q)),
+            Store::Postgres(pool, _) => Some(pg_json_rows(pool, &q).await),
+        }
     }
 
-    /// A markets page in API form, pools included (see [`Store::games_json`]).
+    /// A markets page in API form, pools included, built by SQLite (`None` on PostgreSQL and on
+    /// an in-memory SQLite database: the caller serializes [`Store::markets`] instead).
     pub async fn markets_json(&self, f: &MarketFilter) -> Option<Result<JsonRows, StoreError>> {
         let Store::Sqlite(_, shared) = self else {
             return None;
@@ -312,6 +312,26 @@ macro_rules! bind_args {
         }
         q
     }};
+}
+
+/// [`Readers::json_rows`] on PostgreSQL, through this thread's read pool.
+async fn pg_json_rows(pool: &PgPool, q: &Query) -> Result<JsonRows, StoreError> {
+    use sqlx::Row;
+    let local = pg_reader(pool)?;
+    let rows = bind_args!(sqlx::query(&q.sql), &q.args)
+        .fetch_all(&local)
+        .await?;
+    let mut out = JsonRows {
+        json: Vec::with_capacity(8 * 1024),
+        ..JsonRows::default()
+    };
+    for r in &rows {
+        out.push(
+            r.try_get::<&str, _>(0)?.as_bytes(),
+            (r.try_get(1)?, r.try_get(2)?),
+        );
+    }
+    Ok(out)
 }
 
 thread_local! {
