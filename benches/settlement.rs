@@ -1,9 +1,10 @@
-//! Settlement at scale: one market with 100,000 positions (100,000 users, one one-unit stake
-//! each, half on each side), then its game goes final.
+//! Settlement at scale: one market with 1,000 to 100,000 positions (one user each, one one-unit stake,
+//! half on each side), then its game goes final.
 //!
 //! `cargo bench --bench settlement` (release build), on SQLite (a fresh file) and, when
 //! `TIPOFF_TEST_POSTGRES_URL` is set, on PostgreSQL (a fresh database). `POSITIONS=` sets the
-//! number of positions (default 100,000). The state is seeded by SQL set statements (see
+//! numbers of positions, comma separated (default 1,000, 10,000 and 100,000). Each size also
+//! times a read of the market's pools (what every read of the market costs). The state is seeded by SQL set statements (see
 //! `tests/api/seed.rs`: the rows `place_stake` writes), then timed: the board's upsert that
 //! settles the market, which commits and then pays it out in its own transaction (every
 //! position, balance and ledger leg set-based). The audit must hold before and after.
@@ -48,6 +49,16 @@ async fn settle(label: &str, url: &str, positions: i64) {
     )
     .await;
     let seeding = seeded.elapsed();
+    // A read of the market's pools, as every market read makes: the median of 200.
+    let mut reads: Vec<std::time::Duration> = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let started = Instant::now();
+        let pools = store.market_pools(&[market]).await.unwrap();
+        reads.push(started.elapsed());
+        assert_eq!(pools.len(), 2, "both sides staked: {pools:?}");
+    }
+    reads.sort();
+    let read = reads[reads.len() / 2];
     let audit = store.audit().await.unwrap();
     assert!(audit.problems.is_empty(), "{:?}", audit.problems);
     assert_eq!(audit.tokens[0].escrow, positions);
@@ -68,8 +79,9 @@ async fn settle(label: &str, url: &str, positions: i64) {
     assert_eq!(audit.tokens[0].escrow, 0);
     assert!(store.unpaid_markets("mlb", 10).await.unwrap().is_empty());
     println!(
-        "{label}: {positions} positions on one market: seeded in {:.1} s; settled and paid in {:.0} ms (board commit + payout transaction); audit ok (house {}, users {})",
+        "{label}: {positions} positions on one market: seeded in {:.1} s; its pools read in {:.0} µs (median); settled and paid in {:.0} ms (board commit + payout transaction); audit ok (house {}, users {})",
         seeding.as_secs_f64(),
+        read.as_secs_f64() * 1e6,
         took.as_secs_f64() * 1000.0,
         audit.tokens[0].house,
         audit.tokens[0].users,
@@ -78,18 +90,30 @@ async fn settle(label: &str, url: &str, positions: i64) {
 }
 
 fn main() {
-    let positions: i64 = std::env::var("POSITIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000);
+    let sizes: Vec<i64> = std::env::var("POSITIONS")
+        .unwrap_or_else(|_| "1000,10000,100000".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("POSITIONS: whole numbers, comma separated")
+        })
+        .collect();
     common::print_machine();
     actix_rt::System::new().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("settle.db").display());
-        settle("sqlite", &url, positions).await;
-        match common::postgres_url("settlement").await {
-            Some(url) => settle("postgres", &url, positions).await,
-            None => println!("postgres: SKIPPED (set TIPOFF_TEST_POSTGRES_URL)"),
+        for &positions in &sizes {
+            let url = format!(
+                "sqlite://{}",
+                dir.path().join(format!("settle-{positions}.db")).display()
+            );
+            settle("sqlite", &url, positions).await;
+        }
+        for &positions in &sizes {
+            match common::postgres_url(&format!("settlement{positions}")).await {
+                Some(url) => settle("postgres", &url, positions).await,
+                None => println!("postgres: SKIPPED (set TIPOFF_TEST_POSTGRES_URL)"),
+            }
         }
     });
 }

@@ -437,6 +437,24 @@ async fn a_refused_stake_in_a_batch_fails_alone(db: Db) {
     assert_eq!(market["outcomes"][0]["pool"], json!({"usdc": "1250"}));
     assert_eq!(app.store.stakes_of(b.id, None, 10).await.unwrap().len(), 1);
     assert_audit(&app).await;
+
+    // A pool that drifted from the positions it sums is an audit problem, named.
+    let drift =
+        "UPDATE market_pools SET amount = amount + 1 WHERE market_id = $1 AND outcome = 'home'";
+    match &app.store {
+        Store::Sqlite(pool, _) => sqlx::query(drift).bind(open).execute(pool).await.map(drop),
+        Store::Postgres(pool, _) => sqlx::query(drift).bind(open).execute(pool).await.map(drop),
+    }
+    .unwrap();
+    let audit: Value = app
+        .admin_get("/admin/ledger/audit")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let expected =
+        format!("market {open}'s home pool shows 1251 usdc but its positions total 1250");
+    assert_eq!(audit["problems"], json!([expected]), "{audit:#}");
     app.stop().await;
 }
 both_backends!(a_refused_stake_in_a_batch_fails_alone: batch_refusals_sqlite, batch_refusals_postgres);

@@ -161,15 +161,16 @@ pub(crate) fn markets_by_ids_query(
     q
 }
 
-/// Each market's pool per (outcome, token): the sum of its positions.
+/// Each market's pool per (outcome, token): the sum of its positions, as the `market_pools`
+/// triggers keep it (migration 17).
 pub(crate) fn market_pools_query(ids: &[i64]) -> Query {
     let mut q = Query::new(
-        "SELECT market_id, outcome, token, CAST(SUM(amount) AS BIGINT) FROM positions WHERE market_id IN (",
+        "SELECT market_id, outcome, token, amount FROM market_pools WHERE market_id IN (",
     );
     for (i, id) in ids.iter().enumerate() {
         q.bind(if i == 0 { "" } else { ", " }, Arg::Int(*id));
     }
-    q.push(") GROUP BY market_id, outcome, token ORDER BY market_id, outcome, token");
+    q.push(") ORDER BY market_id, outcome, token");
     q
 }
 
@@ -199,8 +200,10 @@ const GAME_JSON: &str = "g.api_json, g.starts_at, g.id";
 macro_rules! pool_json {
     ($outcome:literal) => {
         concat!(
-            "(SELECT json_group_object(token, total) FROM (SELECT token, CAST(SUM(amount) AS TEXT) AS total ",
-            "FROM positions WHERE market_id = m.id AND outcome = '", $outcome, "' GROUP BY token ORDER BY token))"
+            "(SELECT json_group_object(token, CAST(amount AS TEXT)) FROM (SELECT token, amount ",
+            "FROM market_pools WHERE market_id = m.id AND outcome = '",
+            $outcome,
+            "' ORDER BY token))"
         )
     };
 }

@@ -15,6 +15,7 @@ struct Snapshot {
     escrow_vs_stakes: Vec<(i64, String, String, i64, i64)>,
     unpaid: Vec<(i64, i64)>,
     positions_vs_stakes: Vec<(i64, i64, String, String, i64, i64)>,
+    pools_vs_positions: Vec<(i64, String, String, i64, i64)>,
 }
 
 impl Store {
@@ -73,8 +74,15 @@ impl Store {
              FROM stakes s LEFT JOIN positions p ON p.id = s.position_id \
              GROUP BY s.market_id, s.user_id, s.outcome, s.token HAVING CAST(SUM(s.amount) AS BIGINT) != COALESCE(MAX(p.amount), 0) OR COUNT(DISTINCT p.id) != 1"
         );
+        // The pools the reads show, against the positions they sum (either side missing is 0).
+        let pools_vs_positions: Vec<(i64, String, String, i64, i64)> = all!(
+            "SELECT market_id, outcome, token, CAST(SUM(pool) AS BIGINT), CAST(SUM(staked) AS BIGINT) FROM ( \
+               SELECT market_id, outcome, token, amount AS pool, 0 AS staked FROM market_pools \
+               UNION ALL SELECT market_id, outcome, token, 0, amount FROM positions) t \
+             GROUP BY market_id, outcome, token HAVING SUM(pool) <> SUM(staked)"
+        );
             tx.rollback().await?;
-            Snapshot { balances, sums, deposits, entry_totals, double_credits, double_payouts, holds_vs_pending, withdrawn_vs_completed, escrow_vs_stakes, unpaid, positions_vs_stakes }
+            Snapshot { balances, sums, deposits, entry_totals, double_credits, double_payouts, holds_vs_pending, withdrawn_vs_completed, escrow_vs_stakes, unpaid, positions_vs_stakes, pools_vs_positions }
         }))
     }
 }
@@ -154,9 +162,10 @@ fn balances_match_the_ledger(snapshot: &Snapshot, problems: &mut Vec<String>) ->
 }
 
 /// Nothing credited or paid twice, holds match open withdrawals, withdrawn matches completed,
-/// escrow matches positions, positions match stakes.
+/// escrow matches positions, positions match stakes, pools match positions.
 fn links_hold(snapshot: Snapshot, problems: &mut Vec<String>) {
     let Snapshot {
+        pools_vs_positions,
         double_credits,
         double_payouts,
         holds_vs_pending,
@@ -202,6 +211,11 @@ fn links_hold(snapshot: Snapshot, problems: &mut Vec<String>) {
     for (market, user, outcome, token, staked, position) in positions_vs_stakes {
         problems.push(format!(
             "user {user}'s stakes on {outcome} of market {market} total {staked} {token} but their position is {position}"
+        ));
+    }
+    for (market, outcome, token, pool, staked) in pools_vs_positions {
+        problems.push(format!(
+            "market {market}'s {outcome} pool shows {pool} {token} but its positions total {staked}"
         ));
     }
 }
