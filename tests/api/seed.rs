@@ -36,7 +36,7 @@ pub async fn seed_stakes(store: &Store, seed: &Seed<'_>) -> i64 {
     let like = format!("seed:{tag}:%");
     let escrow = format!("escrow:{}", seed.market_id);
     macro_rules! run {
-        ($pool:expr) => {{
+        ($pool:expr, $postgres:expr) => {{
             let pool = $pool;
             let mut tx = pool.begin().await.unwrap();
             exec!(tx,
@@ -65,6 +65,13 @@ pub async fn seed_stakes(store: &Store, seed: &Seed<'_>) -> i64 {
             } else {
                 "SELECT 'one' AS outcome"
             };
+            // The pools: on SQLite the positions' trigger adds each row; on PostgreSQL one set
+            // statement does, as migration 17's backfill, since a row trigger adding 100,000
+            // rows to one pool row within one transaction lengthens that row's version chain
+            // at every step (quadratic; a stake is a transaction of its own and never does).
+            if $postgres {
+                exec!(tx, "ALTER TABLE positions DISABLE TRIGGER market_pools_position_written");
+            }
             exec!(tx,
                 &format!(
                     "INSERT INTO positions (market_id, user_id, outcome, token, amount, stakes, created_at, updated_at) \
@@ -73,6 +80,16 @@ pub async fn seed_stakes(store: &Store, seed: &Seed<'_>) -> i64 {
                 ),
                 seed.market_id, seed.token, seed.stakes_per_position, now, &like
             );
+            if $postgres {
+                exec!(tx, "ALTER TABLE positions ENABLE TRIGGER market_pools_position_written");
+                exec!(tx,
+                    "INSERT INTO market_pools (market_id, outcome, token, amount) \
+                     SELECT p.market_id, p.outcome, p.token, SUM(p.amount) FROM positions p JOIN users u ON u.id = p.user_id \
+                     WHERE p.market_id = $1 AND u.api_key_hash LIKE $2 GROUP BY p.market_id, p.outcome, p.token \
+                     ON CONFLICT (market_id, outcome, token) DO UPDATE SET amount = market_pools.amount + excluded.amount",
+                    seed.market_id, &like
+                );
+            }
             exec!(tx,
                 "WITH RECURSIVE c(k) AS (SELECT CAST(1 AS BIGINT) UNION ALL SELECT k + 1 FROM c WHERE k < $1) \
                  INSERT INTO stakes (market_id, user_id, outcome, token, amount, created_at, position_id) \
@@ -108,8 +125,8 @@ pub async fn seed_stakes(store: &Store, seed: &Seed<'_>) -> i64 {
         }};
     }
     match store {
-        Store::Sqlite(pool, _) => run!(pool),
-        Store::Postgres(pool, _) => run!(pool),
+        Store::Sqlite(pool, _) => run!(pool, false),
+        Store::Postgres(pool, _) => run!(pool, true),
     }
     total
 }
