@@ -114,10 +114,15 @@ pub(crate) fn markets_query(f: &MarketFilter) -> Query {
     markets_query_of(MARKET_COLUMNS, f)
 }
 
+/// Markets in id order, filtered; their games joined when `columns` or the league filter needs
+/// them.
 fn markets_query_of(columns: &str, f: &MarketFilter) -> Query {
-    let mut q = Query::new(format!(
-        "SELECT {columns} FROM markets m JOIN games g ON g.id = m.game_id WHERE 1 = 1"
-    ));
+    let join = if columns.contains("g.") || f.league.is_some() {
+        " JOIN games g ON g.id = m.game_id"
+    } else {
+        ""
+    };
+    let mut q = Query::new(format!("SELECT {columns} FROM markets m{join} WHERE 1 = 1"));
     if let Some(league) = &f.league {
         q.bind(" AND g.league = ", Arg::Text(league.clone()));
     }
@@ -174,49 +179,14 @@ pub(crate) fn market_pools_query(ids: &[i64]) -> Query {
     q
 }
 
-/// A stored timestamp as the API writes it (chrono's serde form: `...Z`, not `...+00:00`).
-macro_rules! api_time {
-    ($column:literal) => {
-        concat!(
-            "CASE WHEN substr(",
-            $column,
-            ", -6) = '+00:00' THEN substr(",
-            $column,
-            ", 1, length(",
-            $column,
-            ") - 6) || 'Z' ELSE ",
-            $column,
-            " END"
-        )
-    };
-}
-
 /// A game as the API answers it (`Game` in the HTTP layer), as stored (`api_json`, kept in step
 /// with the row by triggers: migration 16); then its sort key.
 /// `a_page_shaped_by_the_store_is_the_page_serde_writes` holds it equal to serde's form.
 const GAME_JSON: &str = "g.api_json, g.starts_at, g.id";
 
-/// A market's pool on one outcome: base units per token, as strings, by token.
-macro_rules! pool_json {
-    ($outcome:literal) => {
-        concat!(
-            "(SELECT json_group_object(token, CAST(amount AS TEXT)) FROM (SELECT token, amount ",
-            "FROM market_pools WHERE market_id = m.id AND outcome = '",
-            $outcome,
-            "' ORDER BY token))"
-        )
-    };
-}
-
-/// A market as the API answers it (`Market` in the HTTP layer), built by SQLite; then its id.
-const MARKET_JSON: &str = concat!(
-    "json_object('id', m.id, 'game_id', m.game_id, 'league', g.league, 'question', m.question, 'state', m.state, ",
-    "'outcomes', json_array(json_object('key', 'home', 'label', g.home_abbr, 'pool', json(", pool_json!("home"), ")), ",
-    "json_object('key', 'away', 'label', g.away_abbr, 'pool', json(", pool_json!("away"), "))), ",
-    "'winning_outcome', m.winning_outcome, 'created_at', ", api_time!("m.created_at"), ", ",
-    "'settled_at', CASE WHEN m.settled_at IS NULL THEN NULL ELSE ", api_time!("m.settled_at"), " END), ",
-    "m.created_at, m.id"
-);
+/// A market as the API answers it (`Market` in the HTTP layer, pools included), as stored
+/// (`api_json`, kept in step by triggers: migration 18); then its sort key (creation, id).
+const MARKET_JSON: &str = "m.api_json, m.created_at, m.id";
 
 /// List items already in their API form: each item's JSON, comma-separated in one buffer, and
 /// each item's sort key (start time, id; for markets the time is their creation).
@@ -290,14 +260,14 @@ impl Store {
         }
     }
 
-    /// A markets page in API form, pools included, built by SQLite (`None` on PostgreSQL and on
-    /// an in-memory SQLite database: the caller serializes [`Store::markets`] instead).
+    /// A markets page in API form, pools included, as the store keeps each market (see
+    /// [`Store::games_json`]).
     pub async fn markets_json(&self, f: &MarketFilter) -> Option<Result<JsonRows, StoreError>> {
-        let Store::Sqlite(_, shared) = self else {
-            return None;
-        };
-        let readers = shared.readers.as_ref()?;
-        Some(readers.json_rows(&markets_query_of(MARKET_JSON, f)))
+        let q = markets_query_of(MARKET_JSON, f);
+        match self {
+            Store::Sqlite(_, shared) => Some(shared.readers.as_ref()?.json_rows(&q)),
+            Store::Postgres(pool, _) => Some(pg_json_rows(pool, &q).await),
+        }
     }
 }
 
