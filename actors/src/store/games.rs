@@ -169,10 +169,12 @@ macro_rules! void_market {
 
 /// One game's upsert inside the open transaction `$tx`: insert or update the game by (league,
 /// ESPN event id), create its market when new, and move the market along; a market settled or
-/// voided now is paid out right after the board commits ([`Store::pay_market`]). Evaluates to an
-/// [`Upserted`]; `?` propagates to the enclosing function. Expands inside each backend's branch.
+/// voided now is paid out right after the board commits ([`Store::pay_market`]). A new or
+/// changed game's search document is pushed onto `$documents` (`Vec<(market id, document)>`)
+/// for the board's one [`index_markets!`]. Evaluates to an [`Upserted`]; `?` propagates to the
+/// enclosing function. Expands inside each backend's branch.
 macro_rules! upsert_in_tx {
-    ($tx:ident, $league:expr, $board:expr, $game:expr, $now:expr) => {{
+    ($tx:ident, $documents:ident, $league:expr, $board:expr, $game:expr, $now:expr) => {{
         let (league, board, game, now): (&str, Option<NaiveDate>, &ScoreboardGame, DateTime<Utc>) =
             ($league, $board, $game, $now);
         let state = game.state.as_str();
@@ -235,10 +237,10 @@ macro_rules! upsert_in_tx {
                 .bind(game_id)
                 .fetch_one(&mut *$tx).await?;
         if created || updated || new_market.is_some() {
-            index_market!($tx, market_id, $crate::store::search::search_document(
+            $documents.push((market_id, $crate::store::search::search_document(
                 &market_question, league, &game.away.name, &game.away.abbreviation, &game.home.name,
                 &game.home.abbreviation, &game.name, &game.short_name, game.starts_at,
-            ), now);
+            )));
         }
         let finished = matches!(market_state.as_str(), "settled" | "void");
         let transition = match game.state {
@@ -327,9 +329,11 @@ impl Store {
             retrying!(on_pool!(self, pool => {
                 let mut tx = pool.begin().await?;
                 let mut done = Vec::with_capacity(games.len());
+                let mut documents = Vec::new();
                 for game in games {
-                    done.push(upsert_in_tx!(tx, league, board, game, now));
+                    done.push(upsert_in_tx!(tx, documents, league, board, game, now));
                 }
+                index_markets!(tx, &documents, now);
                 crate::store::lease::Fenced::announce_writes(&mut *tx).await?;
                 commit!(self, tx);
                 Ok(done)

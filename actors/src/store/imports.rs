@@ -243,9 +243,11 @@ impl Store {
             let mut tx = pool.begin().await?;
             let mut done = Vec::new();
             if let DatePass::Imported(games) = outcome {
+                let mut documents = Vec::new();
                 for game in games {
-                    done.push(upsert_in_tx!(tx, league, Some(date), game, now));
+                    done.push(upsert_in_tx!(tx, documents, league, Some(date), game, now));
                 }
+                index_markets!(tx, &documents, now);
             }
             let (state, error, next) = match outcome {
                 DatePass::Imported(_) => ("done", None, None),

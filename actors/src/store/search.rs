@@ -2,7 +2,7 @@
 //! PostgreSQL full text), the embedding vectors per (market, model) the `backfill` service
 //! writes, and the re-embed jobs.
 //!
-//! The document is written by [`index_market!`] inside the transaction that upserts its game
+//! The document is written by [`index_markets!`] inside the transaction that upserts its game
 //! and market, so a market is findable the moment it exists. tipoff builds the indexed terms
 //! itself ([`terms`]): both backends index exactly the same words, and user input never
 //! reaches an FTS query parser as syntax ([`KeywordQuery`] quotes every word).
@@ -152,24 +152,34 @@ impl KeywordQuery {
     }
 }
 
-/// Writes a market's search document inside the open transaction `$tx` (only when it
-/// changed). Expands inside each backend's branch; `?` propagates.
-macro_rules! index_market {
-    ($tx:ident, $market_id:expr, $document:expr, $now:expr) => {{
-        let document: String = $document;
-        sqlx::query(
-            "INSERT INTO market_search (market_id, document, terms, doc_hash, updated_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (market_id) DO UPDATE SET document = excluded.document, terms = excluded.terms, \
-             doc_hash = excluded.doc_hash, updated_at = excluded.updated_at \
-             WHERE market_search.doc_hash <> excluded.doc_hash",
-        )
-        .bind($market_id)
-        .bind(&document)
-        .bind($crate::store::search::terms(&document))
-        .bind($crate::store::search::document_hash(&document))
-        .bind($now)
-        .execute(&mut *$tx)
-        .await?;
+/// Writes markets' search documents (`&[(market id, document)]`) inside the open transaction
+/// `$tx`, each only when it changed. Expands inside each backend's branch; `?` propagates.
+///
+/// One statement per 500 documents: FTS5 flushes its pending terms to a new segment at every
+/// statement that writes it, so one statement per document made a segment per document and
+/// merges without end (a million markets' index at ~200 documents a second; BENCHMARKS.md).
+macro_rules! index_markets {
+    ($tx:ident, $documents:expr, $now:expr) => {{
+        let documents: &[(i64, String)] = $documents;
+        let now: chrono::DateTime<chrono::Utc> = $now;
+        for chunk in documents.chunks(500) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO market_search (market_id, document, terms, doc_hash, updated_at) ",
+            );
+            q.push_values(chunk, |mut row, (market_id, document)| {
+                row.push_bind(*market_id)
+                    .push_bind(document.clone())
+                    .push_bind($crate::store::search::terms(document))
+                    .push_bind($crate::store::search::document_hash(document))
+                    .push_bind(now);
+            });
+            q.push(
+                " ON CONFLICT (market_id) DO UPDATE SET document = excluded.document, terms = excluded.terms, \
+                 doc_hash = excluded.doc_hash, updated_at = excluded.updated_at \
+                 WHERE market_search.doc_hash <> excluded.doc_hash",
+            );
+            q.build().execute(&mut *$tx).await?;
+        }
     }};
 }
 
@@ -276,10 +286,11 @@ impl Store {
                 let mut tx = pool.begin().await?;
                 let rows: Vec<Row> = sqlx::query_as(sql).bind(after).fetch_all(&mut *tx).await?;
                 after = rows.last().map_or(after, |r| r.id);
-                let now = Utc::now();
-                for r in &rows {
-                    index_market!(tx, r.id, search_document(&r.question, &r.league, &r.away_name, &r.away_abbr, &r.home_name, &r.home_abbr, &r.name, &r.short_name, r.starts_at), now);
-                }
+                let documents: Vec<(i64, String)> = rows
+                    .iter()
+                    .map(|r| (r.id, search_document(&r.question, &r.league, &r.away_name, &r.away_abbr, &r.home_name, &r.home_abbr, &r.name, &r.short_name, r.starts_at)))
+                    .collect();
+                index_markets!(tx, &documents, Utc::now());
                 tx.commit().await?;
                 rows.len()
             });
