@@ -87,7 +87,7 @@ impl Application {
         extra: Vec<ChildSpec>,
     ) -> Result<Application, StartupError> {
         let boot = Instant::now();
-        let store = open_store(&config).await?;
+        let store = open_store(&config, &notifier).await?;
 
         let instance = uuid::Uuid::new_v4().to_string();
         let shared = Arc::new(Shared::new(
@@ -385,7 +385,7 @@ async fn keep_systemd_informed(
 }
 
 /// Connects, migrates and reconciles the league catalog.
-async fn open_store(config: &Config) -> Result<Store, StartupError> {
+async fn open_store(config: &Config, notifier: &Notifier) -> Result<Store, StartupError> {
     let url = config.server.database_url().to_string();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -397,7 +397,15 @@ async fn open_store(config: &Config) -> Result<Store, StartupError> {
     // A leader paused inside a transaction loses its locks within one lease TTL (the
     // options carry it: `idle_in_transaction_timeout`).
     let store = Store::connect(&url, &config.db).await?;
-    store.migrate().await?;
+    // Migrations and the search index of markets stored before search can take minutes on a
+    // large database (a million markets: ~90 s).
+    crate::systemd::extending_start(
+        notifier,
+        Duration::from_secs(15),
+        "migrating the database",
+        store.migrate(),
+    )
+    .await?;
     let catalog = store.reconcile_catalog().await?;
     tracing::info!(
         backend = store.backend().as_str(),

@@ -72,6 +72,30 @@ fn monotonic_usec() -> u64 {
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
+/// Runs `work`, telling systemd every `every` that start-up goes on (`EXTEND_TIMEOUT_USEC`,
+/// three periods ahead, with `STATUS=` saying why), so migrating or indexing a large database
+/// is not killed by the unit's `TimeoutStartSec`; a start that stops making calls still is.
+pub async fn extending_start<T>(
+    notifier: &Notifier,
+    every: Duration,
+    status: &str,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            // Ticks first: every period that passed before the work is seen done is told.
+            biased;
+            _ = tick.tick() => notifier.notify(&format!(
+                "EXTEND_TIMEOUT_USEC={}\nSTATUS={status}",
+                every.as_micros() * 3
+            )),
+            out = &mut work => return out,
+        }
+    }
+}
+
 /// Half of `WATCHDOG_USEC`, when systemd asks this process for keep-alives.
 pub fn watchdog_interval() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
@@ -103,5 +127,33 @@ mod tests {
         let silent = Notifier::from_socket(None);
         assert!(!silent.enabled());
         silent.notify("READY=1");
+    }
+
+    #[actix_rt::test]
+    async fn a_long_start_extends_the_timeout_until_it_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let n = Notifier::from_socket(Some(path.display().to_string()));
+        let every = Duration::from_millis(40);
+        let out = extending_start(&n, every, "migrating", async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            7
+        })
+        .await;
+        assert_eq!(out, 7);
+        let mut buf = [0u8; 256];
+        let mut got = Vec::new();
+        while let Ok(len) = listener.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+        }
+        assert!(got.len() >= 3, "one per 40 ms of a 150 ms start: {got:?}");
+        assert!(got
+            .iter()
+            .all(|m| m == "EXTEND_TIMEOUT_USEC=120000\nSTATUS=migrating"));
+        // A quick start says nothing.
+        extending_start(&n, every, "migrating", async {}).await;
+        assert!(listener.recv(&mut buf).is_err());
     }
 }
