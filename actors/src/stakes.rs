@@ -1,15 +1,15 @@
-//! Group commit for stakes. With every commit on disk before it returns (SQLite
-//! `synchronous=FULL`, PostgreSQL `synchronous_commit=on`), one transaction per stake pays one
-//! fsync per stake. [`StakeBatcher`] gathers the stake requests that arrive while a batch is
-//! committing and takes them in the next one ([`Store::place_stakes`]: one transaction, a
-//! savepoint per stake so a refused stake fails alone). Each request is answered only after
-//! its batch has committed.
+//! Group commit for stakes on SQLite. With every commit on disk before it returns
+//! (`synchronous=FULL`), one transaction per stake paid one fsync per stake, one writer taking
+//! the transactions one at a time. [`StakeBatcher`] gathers the stake requests that arrive
+//! while a batch is committing and takes them in the next one ([`Store::place_stakes`]: one
+//! transaction, a savepoint per stake so a refused stake fails alone). Each request is answered
+//! only after its batch has committed.
 //!
-//! On SQLite, that is: one writer takes the transactions one at a time, each commit waiting
-//! for its fsync. PostgreSQL already flushes the WAL of concurrent commits together, and runs
-//! stakes on different markets in parallel; a batch there would hold the row locks of many
-//! markets and users at once, out of the lock order (`lock_rank`) a payout takes them in, and
-//! deadlock with it. So on PostgreSQL each stake stays a transaction of its own.
+//! PostgreSQL stakes are not batched: the server already flushes the WAL of concurrent commits
+//! together and runs stakes on different markets in parallel, and a transaction of many stakes
+//! would hold the row locks of many markets and users at once, out of the lock order
+//! (`lock_rank`) a payout takes them in. The batcher sends each straight to the store, which
+//! never puts two PostgreSQL stakes in one transaction ([`Store::place_stakes`]).
 //!
 //! There is no batching thread: the first request to find no batch running leads one (it takes
 //! every request waiting, up to [`MAX_BATCH`]), runs it as a task of its own (a caller that

@@ -132,10 +132,35 @@ impl Store {
     /// in order: one refused (`market_closed`, `insufficient_balance`, an unknown market) is
     /// rolled back alone and answered with its error, its neighbours commit. The outer error
     /// (the database unavailable, the lease lost) fails the whole batch: nothing of it commits.
-    /// On PostgreSQL a batch of more than one holds many markets' and users' rows at once, out
-    /// of the payouts' lock order: the batcher sends PostgreSQL stakes one by one.
-    #[tracing::instrument(skip_all, fields(stakes = batch.len()))]
+    ///
+    /// On PostgreSQL each stake is a transaction of its own, in order, each answered alone: a
+    /// transaction of many stakes would hold many markets' and users' rows at once, out of the
+    /// payouts' lock order (`lock_rank`), and deadlock with them (the server groups concurrent
+    /// commits' WAL flushes anyway; the batcher sends PostgreSQL stakes straight here, one by
+    /// one, so they also run in parallel).
     pub async fn place_stakes(
+        &self,
+        batch: &[StakeRequest],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Stake, StoreError>>, StoreError> {
+        if self.backend() == crate::store::Backend::Postgres && batch.len() > 1 {
+            let mut results = Vec::with_capacity(batch.len());
+            for request in batch {
+                results.push(
+                    match self.place_batch(std::slice::from_ref(request), now).await {
+                        Ok(mut one) => one.remove(0),
+                        Err(e) => Err(e),
+                    },
+                );
+            }
+            return Ok(results);
+        }
+        self.place_batch(batch, now).await
+    }
+
+    /// [`Store::place_stakes`] in one transaction.
+    #[tracing::instrument(skip_all, fields(stakes = batch.len()))]
+    async fn place_batch(
         &self,
         batch: &[StakeRequest],
         now: DateTime<Utc>,
