@@ -27,8 +27,21 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER games_api_json_written BEFORE INSERT OR UPDATE ON games
+CREATE TRIGGER games_api_json_written BEFORE UPDATE ON games
     FOR EACH ROW EXECUTE FUNCTION games_api_json_written();
+
+-- A new game gets its form by an update right after its insert: a BEFORE INSERT trigger would
+-- also build one for every `INSERT ... ON CONFLICT DO NOTHING` of a game already stored, that
+-- is for every game of every board pass.
+CREATE FUNCTION games_api_json_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE games SET api_json = NULL WHERE id = NEW.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER games_api_json_inserted AFTER INSERT ON games
+    FOR EACH ROW EXECUTE FUNCTION games_api_json_inserted();
 
 -- A market's id is part of its game's form: touching the game rewrites it.
 CREATE FUNCTION games_api_json_market_written() RETURNS trigger LANGUAGE plpgsql AS $$

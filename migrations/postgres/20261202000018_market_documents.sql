@@ -38,8 +38,20 @@ $$;
 -- Every column of the API form, and `api_json` itself, which the triggers below set to have
 -- it rewritten (not `stake_count` nor `paid_at`).
 CREATE TRIGGER markets_api_json_written
-    BEFORE INSERT OR UPDATE OF game_id, question, state, winning_outcome, created_at, settled_at, api_json ON markets
+    BEFORE UPDATE OF game_id, question, state, winning_outcome, created_at, settled_at, api_json ON markets
     FOR EACH ROW EXECUTE FUNCTION markets_api_json_written();
+
+-- A new market gets its form by an update right after its insert (as games, migration 16: not
+-- for every `INSERT ... ON CONFLICT DO NOTHING` of a board pass).
+CREATE FUNCTION markets_api_json_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE markets SET api_json = NULL WHERE id = NEW.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER markets_api_json_inserted AFTER INSERT ON markets
+    FOR EACH ROW EXECUTE FUNCTION markets_api_json_inserted();
 
 CREATE FUNCTION markets_api_json_game_written() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
