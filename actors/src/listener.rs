@@ -75,6 +75,34 @@ fn act_on(svc: &ServiceCtx, payload: &str) {
     }
 }
 
+/// The listening connection. Dropped where no Tokio runtime runs (an arbiter's runtime going
+/// away at shutdown, with this loop still waiting), it is left to the process's end instead:
+/// sqlx's drop spawns a task to hand the connection back, which panics outside a runtime, and
+/// a panic in that cleanup aborted the whole process.
+struct Listening(Option<sqlx::postgres::PgListener>);
+
+impl Listening {
+    async fn recv(&mut self) -> Result<Option<sqlx::postgres::PgNotification>, sqlx::Error> {
+        self.0
+            .as_mut()
+            .expect("held until dropped")
+            .try_recv()
+            .await
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        if let Some(listener) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                drop(listener);
+            } else {
+                std::mem::forget(listener);
+            }
+        }
+    }
+}
+
 impl Actor for Listener {
     type Context = Context<Self>;
 
@@ -87,7 +115,7 @@ impl Actor for Listener {
                     .listen(&[WRITES_CHANNEL, LEASE_CHANNEL, CONTROL_CHANNEL])
                     .await
                 {
-                    Ok(Some(listener)) => listener,
+                    Ok(Some(listener)) => Listening(Some(listener)),
                     Ok(None) => return,
                     Err(e) => {
                         failures += 1;
@@ -111,7 +139,7 @@ impl Actor for Listener {
                 svc.schedule(Duration::ZERO, "listening");
                 tracing::info!("listening for other replicas");
                 loop {
-                    match listener.try_recv().await {
+                    match listener.recv().await {
                         Ok(Some(n)) => match n.channel() {
                             WRITES_CHANNEL => Store::invalidate_reads(),
                             LEASE_CHANNEL => {
