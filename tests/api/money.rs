@@ -377,7 +377,7 @@ both_backends!(parallel_stakes_never_overdraw: parallel_stakes_sqlite, parallel_
 /// market, one past its user's balance (after an earlier stake of the same batch spent it):
 /// each answers alone, only the good ones commit, and every unit adds up.
 async fn a_refused_stake_in_a_batch_fails_alone(db: Db) {
-    use tipoff_actors::store::{StakeRequest, StoreError};
+    use tipoff_actors::store::StakeRequest;
     let app = money_app(&db).await;
     let (a, b) = (
         register(&app.client, &app.address).await,
@@ -407,15 +407,7 @@ async fn a_refused_stake_in_a_batch_fails_alone(db: Db) {
         stake(&a, open, 600),
     ];
     let results = app.store.place_stakes(&batch, Utc::now()).await.unwrap();
-    let codes: Vec<&str> = results
-        .iter()
-        .map(|r| match r {
-            Ok(_) => "ok",
-            Err(StoreError::Refused { code, .. }) => code,
-            Err(StoreError::NotFound) => "not_found",
-            Err(e) => panic!("unexpected {e}"),
-        })
-        .collect();
+    let codes = outcome_codes(&results);
     assert_eq!(
         codes,
         [
@@ -438,6 +430,8 @@ async fn a_refused_stake_in_a_batch_fails_alone(db: Db) {
     assert_eq!(app.store.stakes_of(b.id, None, 10).await.unwrap().len(), 1);
     assert_audit(&app).await;
 
+    stakes_as_the_leader_are_refused_alike(&app, &a, open, closed).await;
+
     // A pool that drifted from the positions it sums is an audit problem, named.
     let drift =
         "UPDATE market_pools SET amount = amount + 1 WHERE market_id = $1 AND outcome = 'home'";
@@ -453,11 +447,95 @@ async fn a_refused_stake_in_a_batch_fails_alone(db: Db) {
         .await
         .unwrap();
     let expected =
-        format!("market {open}'s home pool shows 1251 usdc but its positions total 1250");
+        format!("market {open}'s home pool shows 1751 usdc but its positions total 1750");
     assert_eq!(audit["problems"], json!([expected]), "{audit:#}");
     app.stop().await;
 }
 both_backends!(a_refused_stake_in_a_batch_fails_alone: batch_refusals_sqlite, batch_refusals_postgres);
+
+/// Each stake's outcome as its refusal code (`ok` when taken).
+fn outcome_codes(
+    results: &[Result<tipoff_actors::store::Stake, tipoff_actors::store::StoreError>],
+) -> Vec<&str> {
+    use tipoff_actors::store::StoreError;
+    results
+        .iter()
+        .map(|r| match r {
+            Ok(_) => "ok",
+            Err(StoreError::Refused { code, .. }) => code,
+            Err(StoreError::NotFound) => "not_found",
+            Err(e) => panic!("unexpected {e}"),
+        })
+        .collect()
+}
+
+/// The refusals of [`a_refused_stake_in_a_batch_fails_alone`] through a store fenced by the
+/// lease (on PostgreSQL the transaction path, `stake_in_tx!`, which checks the fence; unfenced
+/// stakes there are one statement), and a stale fence taking nothing.
+async fn stakes_as_the_leader_are_refused_alike(
+    app: &TestApp,
+    a: &Account,
+    open: i64,
+    closed: i64,
+) {
+    use tipoff_actors::store::lease::Fence;
+    use tipoff_actors::store::StakeRequest;
+    let stake = |market: i64, amount: i64| StakeRequest {
+        user_id: a.id,
+        market_id: market,
+        outcome: "home".into(),
+        token: "usdc".into(),
+        amount,
+    };
+    // Written as whoever leads (the daemon under test, or this test where no leader runs).
+    let mut lease = app.store.current_lease().await.unwrap();
+    if lease.as_ref().and_then(|l| l.holder.as_ref()).is_none() {
+        let ttl = std::time::Duration::from_secs(60);
+        lease = Some(app.store.acquire_lease("stake-test", ttl).await.unwrap());
+    }
+    let lease = lease.unwrap();
+    let holder = lease.holder.clone().unwrap();
+    let fence = |epoch| Fence {
+        instance: holder.as_str().into(),
+        epoch,
+    };
+    fund(&app.store, "usdc", a, 500).await;
+    let fenced = app.store.fenced(Some(fence(lease.epoch)));
+    let batch = [
+        stake(open, 200),
+        stake(closed, 10),
+        stake(999_999_999, 10),
+        stake(open, 400),
+        stake(open, 300),
+    ];
+    let results = fenced.place_stakes(&batch, Utc::now()).await.unwrap();
+    let codes = outcome_codes(&results);
+    assert_eq!(
+        codes,
+        [
+            "ok",
+            "market_closed",
+            "not_found",
+            "insufficient_balance",
+            "ok"
+        ]
+    );
+    assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 0);
+    let (_, market) = get(app, a, &format!("/api/v1/markets/{open}")).await;
+    assert_eq!(market["outcomes"][0]["pool"], json!({"usdc": "1750"}));
+    if let Store::Postgres(..) = app.store {
+        // An epoch no longer held commits nothing.
+        fund(&app.store, "usdc", a, 100).await;
+        let stale = app.store.fenced(Some(fence(lease.epoch - 1)));
+        let lost = stale.place_stakes(&batch[..1], Utc::now()).await;
+        assert!(
+            !matches!(lost.as_deref(), Ok([Ok(_)])),
+            "a stale fence took a stake: {lost:?}"
+        );
+        assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 100);
+    }
+    assert_audit(app).await;
+}
 
 /// Concurrent stake requests through the HTTP API share commits on SQLite: all 96 are taken,
 /// in fewer batches than stakes, and the ledger adds up. On PostgreSQL each is a transaction

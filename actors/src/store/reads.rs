@@ -111,13 +111,13 @@ pub(crate) fn game_query(id: i64) -> Query {
 
 /// Markets in id order, filtered.
 pub(crate) fn markets_query(f: &MarketFilter) -> Query {
-    markets_query_of(MARKET_COLUMNS, f)
+    markets_query_of(MARKET_COLUMNS, true, f)
 }
 
-/// Markets in id order, filtered; their games joined when `columns` or the league filter needs
-/// them.
-fn markets_query_of(columns: &str, f: &MarketFilter) -> Query {
-    let join = if columns.contains("g.") || f.league.is_some() {
+/// Markets in id order, filtered; their games joined when `columns` read them (`with_games`)
+/// or the league filter needs them.
+fn markets_query_of(columns: &str, with_games: bool, f: &MarketFilter) -> Query {
+    let join = if with_games || f.league.is_some() {
         " JOIN games g ON g.id = m.game_id"
     } else {
         ""
@@ -184,9 +184,14 @@ pub(crate) fn market_pools_query(ids: &[i64]) -> Query {
 /// `a_page_shaped_by_the_store_is_the_page_serde_writes` holds it equal to serde's form.
 const GAME_JSON: &str = "g.api_json, g.starts_at, g.id";
 
-/// A market as the API answers it (`Market` in the HTTP layer, pools included), as stored
-/// (`api_json`, kept in step by triggers: migration 18); then its sort key (creation, id).
-const MARKET_JSON: &str = "m.api_json, m.created_at, m.id";
+/// A market as the API answers it (`Market` in the HTTP layer), as stored (`api_json`, kept in
+/// step by triggers: migration 18) with each outcome's pool as `{}`; then its sort key
+/// (creation, id); then its pools, which a stake writes without touching the stored form
+/// (migration 19): `outcome token amount` triples, space-separated, home's first and each
+/// outcome's in token order (NULL when it has none), spliced in by [`JsonRows::push`].
+const MARKET_JSON: &str = "m.api_json, m.created_at, m.id, \
+    (SELECT string_agg(p.outcome || ' ' || p.token || ' ' || CAST(p.amount AS TEXT), ' ' ORDER BY p.outcome DESC, p.token) \
+     FROM market_pools p WHERE p.market_id = m.id)";
 
 /// List items already in their API form: each item's JSON, comma-separated in one buffer, and
 /// each item's sort key (start time, id; for markets the time is their creation).
@@ -215,11 +220,16 @@ impl JsonRows {
         }
     }
 
-    fn push(&mut self, item: &[u8], key: (DateTime<Utc>, i64)) {
+    /// Appends `item`; with `pools` (a market's, see [`MARKET_JSON`]) each outcome's stored
+    /// `{}` pool is written from them.
+    fn push(&mut self, item: &[u8], key: (DateTime<Utc>, i64), pools: Option<&str>) {
         if !self.ends.is_empty() {
             self.json.push(b',');
         }
-        self.json.extend_from_slice(item);
+        match pools {
+            None => self.json.extend_from_slice(item),
+            Some(pools) => splice_pools(&mut self.json, item, pools),
+        }
         self.ends.push(self.json.len());
         self.keys.push(key);
     }
@@ -230,8 +240,58 @@ impl JsonRows {
     }
 }
 
+/// Writes the market form `form` to `out` with its outcomes' `{}` pools filled from `pools`
+/// (`outcome token amount` triples, home's first). Only a key can hold an unescaped `"pool"`
+/// in JSON text (a string's own quotes are escaped), so the form's first `"pool"` is home's
+/// and its second away's; each is followed by `:` and the stored `{}`, with or without the
+/// spaces PostgreSQL's `json_build_object` writes.
+fn splice_pools(out: &mut Vec<u8>, form: &[u8], pools: &str) {
+    let mut words = pools.split(' ');
+    let mut triples =
+        std::iter::from_fn(|| Some((words.next()?, words.next()?, words.next()?))).peekable();
+    let mut rest = form;
+    for outcome in ["home", "away"] {
+        let Some(at) = find(rest, b"\"pool\"") else {
+            break;
+        };
+        let after_key = at + b"\"pool\"".len();
+        let Some(open) = rest[after_key..]
+            .iter()
+            .position(|&b| b == b'{')
+            .map(|i| after_key + i)
+        else {
+            break;
+        };
+        if rest.get(open + 1) != Some(&b'}') {
+            break;
+        }
+        out.extend_from_slice(&rest[..open]);
+        out.push(b'{');
+        let mut first = true;
+        while let Some((_, token, amount)) = triples.next_if(|(o, _, _)| *o == outcome) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(&mut *out, token).expect("a string serializes");
+            out.push(b':');
+            out.push(b'"');
+            out.extend_from_slice(amount.as_bytes());
+            out.push(b'"');
+        }
+        out.push(b'}');
+        rest = &rest[open + 2..];
+    }
+    out.extend_from_slice(rest);
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 impl Readers {
-    /// Rows of a query whose first column is an item's JSON and the next two its sort key.
+    /// Rows of a query whose first column is an item's JSON and the next two its sort key (and
+    /// a fourth, when there is one, a market's pools: see [`MARKET_JSON`]).
     fn json_rows(&self, q: &Query) -> Result<JsonRows, StoreError> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(&q.sql)?;
@@ -241,8 +301,14 @@ impl Readers {
                 json: Vec::with_capacity(8 * 1024),
                 ..JsonRows::default()
             };
+            let pooled = rows.as_ref().is_some_and(|s| s.column_count() == 4);
             while let Some(r) = rows.next()? {
-                out.push(r.get_ref(0)?.as_bytes()?, (time(r, 1)?, r.get(2)?));
+                let pools = if pooled {
+                    r.get_ref(3)?.as_str_or_null()?
+                } else {
+                    None
+                };
+                out.push(r.get_ref(0)?.as_bytes()?, (time(r, 1)?, r.get(2)?), pools);
             }
             Ok(out)
         })
@@ -263,7 +329,8 @@ impl Store {
     /// A markets page in API form, pools included, as the store keeps each market (see
     /// [`Store::games_json`]).
     pub async fn markets_json(&self, f: &MarketFilter) -> Option<Result<JsonRows, StoreError>> {
-        let q = markets_query_of(MARKET_JSON, f);
+        // The stored form carries its game's league and teams: no join unless a filter needs one.
+        let q = markets_query_of(MARKET_JSON, false, f);
         match self {
             Store::Sqlite(_, shared) => Some(shared.readers.as_ref()?.json_rows(&q)),
             Store::Postgres(pool, _) => Some(pg_json_rows(pool, &q).await),
@@ -299,9 +366,15 @@ async fn pg_json_rows(pool: &PgPool, q: &Query) -> Result<JsonRows, StoreError> 
         ..JsonRows::default()
     };
     for r in &rows {
+        let pools = if r.len() == 4 {
+            r.try_get::<Option<&str>, _>(3)?
+        } else {
+            None
+        };
         out.push(
             r.try_get::<&str, _>(0)?.as_bytes(),
             (r.try_get(1)?, r.try_get(2)?),
+            pools,
         );
     }
     Ok(out)

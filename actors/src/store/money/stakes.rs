@@ -69,13 +69,7 @@ macro_rules! stake_in_tx {
                 )
                 .bind(market_id)
                 .fetch_optional(&mut *$tx).await?;
-                return Err(match found {
-                    None => StoreError::NotFound,
-                    Some((state, _)) if state != "open" => crate::store::refused("market_closed", format!("market {market_id} is {state}: it takes no more stakes")),
-                    Some((_, starts_at)) => crate::store::refused("market_closed", format!(
-                        "market {market_id} is closed: its game started at {}", starts_at.to_rfc3339()
-                    )),
-                });
+                return Err(market_refusal(market_id, found));
             }
             let position_id: i64 = sqlx::query_scalar(
                 "INSERT INTO positions (market_id, user_id, outcome, token, amount, stakes, created_at, updated_at) \
@@ -100,6 +94,92 @@ macro_rules! stake_in_tx {
         .await;
         result
     }};
+}
+
+/// Why market `market_id` took no stake, from its state and its game's start (`None`: no such
+/// market).
+fn market_refusal(market_id: i64, found: Option<(String, DateTime<Utc>)>) -> StoreError {
+    match found {
+        None => StoreError::NotFound,
+        Some((state, _)) if state != "open" => crate::store::refused(
+            "market_closed",
+            format!("market {market_id} is {state}: it takes no more stakes"),
+        ),
+        Some((_, starts_at)) => crate::store::refused(
+            "market_closed",
+            format!(
+                "market {market_id} is closed: its game started at {}",
+                starts_at.to_rfc3339()
+            ),
+        ),
+    }
+}
+
+/// One stake on PostgreSQL as one statement, its own transaction: the `place_stake` function
+/// (migration 19) runs the legs of `stake_in_tx!` server-side, so a stake is one round trip
+/// instead of eight. Its refusals (SQLSTATE `TS001`, `TS002`) roll every leg back and are worded
+/// here, from a read after them, as the transaction path words them.
+async fn place_on_postgres(
+    pool: &sqlx::PgPool,
+    r: &StakeRequest,
+    now: DateTime<Utc>,
+) -> Result<Stake, StoreError> {
+    let (user_id, market_id, amount) = (r.user_id, r.market_id, r.amount);
+    let placed: Result<(i64, i64), sqlx::Error> =
+        sqlx::query_as("SELECT o_stake, o_position FROM place_stake($1, $2, $3, $4, $5, $6, $7)")
+            .bind(market_id)
+            .bind(user_id)
+            .bind(&r.outcome)
+            .bind(&r.token)
+            .bind(amount)
+            .bind(now)
+            .bind(uuid::Uuid::new_v4().to_string())
+            .fetch_one(pool)
+            .await;
+    let code = match &placed {
+        Err(sqlx::Error::Database(d)) => d.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    match (placed, code.as_deref()) {
+        (Ok((id, position_id)), _) => Ok(Stake {
+            id,
+            market_id,
+            user_id,
+            outcome: r.outcome.clone(),
+            token: r.token.clone(),
+            amount,
+            payout: None,
+            created_at: now,
+            settled_at: None,
+            position_id: Some(position_id),
+        }),
+        (Err(_), Some("TS001")) => {
+            let found: Option<(String, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT m.state, g.starts_at FROM markets m JOIN games g ON g.id = m.game_id WHERE m.id = $1",
+            )
+            .bind(market_id)
+            .fetch_optional(pool)
+            .await?;
+            Err(market_refusal(market_id, found))
+        }
+        (Err(_), Some("TS002")) => {
+            let have: Option<i64> =
+                sqlx::query_scalar("SELECT amount FROM balances WHERE account = $1 AND token = $2")
+                    .bind(user_account(user_id))
+                    .bind(&r.token)
+                    .fetch_optional(pool)
+                    .await?;
+            Err(crate::store::refused(
+                "insufficient_balance",
+                format!(
+                    "insufficient balance: {} {} available, {amount} needed",
+                    have.unwrap_or(0),
+                    r.token
+                ),
+            ))
+        }
+        (Err(e), _) => Err(e.into()),
+    }
 }
 
 impl Store {
@@ -133,7 +213,8 @@ impl Store {
     /// rolled back alone and answered with its error, its neighbours commit. The outer error
     /// (the database unavailable, the lease lost) fails the whole batch: nothing of it commits.
     ///
-    /// On PostgreSQL each stake is a transaction of its own, in order, each answered alone: a
+    /// On PostgreSQL each stake is a transaction of its own, in order, each answered alone (one
+    /// statement, the `place_stake` function, unless the store is fenced): a
     /// transaction of many stakes would hold many markets' and users' rows at once, out of the
     /// payouts' lock order (`lock_rank`), and deadlock with them (the server groups concurrent
     /// commits' WAL flushes anyway; the batcher sends PostgreSQL stakes straight here, one by
@@ -143,6 +224,15 @@ impl Store {
         batch: &[StakeRequest],
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<Stake, StoreError>>, StoreError> {
+        // A fenced store (a singleton's) takes the transaction path, which checks its fence.
+        if let Store::Postgres(pool, None) = self {
+            let mut results = Vec::with_capacity(batch.len());
+            for request in batch {
+                results.push(retrying!(place_on_postgres(pool, request, now).await));
+            }
+            Store::wrote_unannounced();
+            return Ok(results);
+        }
         if self.backend() == crate::store::Backend::Postgres && batch.len() > 1 {
             let mut results = Vec::with_capacity(batch.len());
             for request in batch {
