@@ -185,13 +185,37 @@ pub(crate) fn market_pools_query(ids: &[i64]) -> Query {
 const GAME_JSON: &str = "g.api_json, g.starts_at, g.id";
 
 /// A market as the API answers it (`Market` in the HTTP layer), as stored (`api_json`, kept in
-/// step by triggers: migration 18) with each outcome's pool as `{}`; then its sort key
-/// (creation, id); then its pools, which a stake writes without touching the stored form
-/// (migration 19): `outcome token amount` triples, space-separated, home's first and each
-/// outcome's in token order (NULL when it has none), spliced in by [`JsonRows::push`].
-const MARKET_JSON: &str = "m.api_json, m.created_at, m.id, \
-    (SELECT string_agg(p.outcome || ' ' || p.token || ' ' || CAST(p.amount AS TEXT), ' ' ORDER BY p.outcome DESC, p.token) \
-     FROM market_pools p WHERE p.market_id = m.id)";
+/// step by triggers: migration 18) with each outcome's pool as `{}` (a stake writes its pool
+/// without touching the stored form: migration 19); then its sort key (creation, id). A page's
+/// pools are read by one more statement and spliced in ([`JsonRows::with_pools`]).
+const MARKET_JSON: &str = "m.api_json, m.created_at, m.id";
+
+/// The pools of the markets of a page (`ids`, ascending), home's before away's and each
+/// outcome's in token order: by one range of the pools' key when the page's ids are dense
+/// (a walk in id order), else by id.
+pub(crate) fn page_pools_query(ids: &[i64]) -> Query {
+    let (first, last) = (ids[0], ids[ids.len() - 1]);
+    if last - first < 2 * ids.len() as i64 {
+        let mut q = Query::new(
+            "SELECT market_id, outcome, token, amount FROM market_pools WHERE market_id >= ",
+        );
+        q.bind("", Arg::Int(first));
+        q.bind(" AND market_id <= ", Arg::Int(last));
+        q.push(" ORDER BY market_id, outcome DESC, token");
+        return q;
+    }
+    let mut q = Query::new(
+        "SELECT market_id, outcome, token, amount FROM market_pools WHERE market_id IN (",
+    );
+    for (i, id) in ids.iter().enumerate() {
+        q.bind(if i == 0 { "" } else { ", " }, Arg::Int(*id));
+    }
+    q.push(") ORDER BY market_id, outcome DESC, token");
+    q
+}
+
+/// One pool row: market, outcome, token, amount.
+pub(crate) type PoolRow = (i64, String, String, i64);
 
 /// List items already in their API form: each item's JSON, comma-separated in one buffer, and
 /// each item's sort key (start time, id; for markets the time is their creation).
@@ -220,18 +244,45 @@ impl JsonRows {
         }
     }
 
-    /// Appends `item`; with `pools` (a market's, see [`MARKET_JSON`]) each outcome's stored
-    /// `{}` pool is written from them.
-    fn push(&mut self, item: &[u8], key: (DateTime<Utc>, i64), pools: Option<&str>) {
+    fn push(&mut self, item: &[u8], key: (DateTime<Utc>, i64)) {
         if !self.ends.is_empty() {
             self.json.push(b',');
         }
-        match pools {
-            None => self.json.extend_from_slice(item),
-            Some(pools) => splice_pools(&mut self.json, item, pools),
-        }
+        self.json.extend_from_slice(item);
         self.ends.push(self.json.len());
         self.keys.push(key);
+    }
+
+    /// These market forms with each outcome's stored `{}` pool written from `pools` (the
+    /// page's, ordered as [`page_pools_query`] reads them; pools of markets not on the page
+    /// are passed over).
+    fn with_pools(self, pools: &[PoolRow]) -> JsonRows {
+        if pools.is_empty() {
+            return self;
+        }
+        let mut out = JsonRows {
+            json: Vec::with_capacity(self.json.len() + pools.len() * 24),
+            ..JsonRows::default()
+        };
+        let mut pools = pools.iter().peekable();
+        let mut start = 0;
+        for (end, key) in self.ends.iter().zip(&self.keys) {
+            let form = &self.json[start..*end];
+            start = end + 1;
+            while pools.next_if(|p| p.0 < key.1).is_some() {}
+            if !out.ends.is_empty() {
+                out.json.push(b',');
+            }
+            let mut mine = std::iter::from_fn(|| pools.next_if(|p| p.0 == key.1)).peekable();
+            if mine.peek().is_none() {
+                out.json.extend_from_slice(form);
+            } else {
+                splice_pools(&mut out.json, form, &mut mine);
+            }
+            out.ends.push(out.json.len());
+            out.keys.push(*key);
+        }
+        out
     }
 
     /// The sort key of item `i`.
@@ -241,14 +292,15 @@ impl JsonRows {
 }
 
 /// Writes the market form `form` to `out` with its outcomes' `{}` pools filled from `pools`
-/// (`outcome token amount` triples, home's first). Only a key can hold an unescaped `"pool"`
+/// (its own pool rows, home's first). Only a key can hold an unescaped `"pool"`
 /// in JSON text (a string's own quotes are escaped), so the form's first `"pool"` is home's
 /// and its second away's; each is followed by `:` and the stored `{}`, with or without the
 /// spaces PostgreSQL's `json_build_object` writes.
-fn splice_pools(out: &mut Vec<u8>, form: &[u8], pools: &str) {
-    let mut words = pools.split(' ');
-    let mut triples =
-        std::iter::from_fn(|| Some((words.next()?, words.next()?, words.next()?))).peekable();
+fn splice_pools<'a>(
+    out: &mut Vec<u8>,
+    form: &[u8],
+    pools: &mut std::iter::Peekable<impl Iterator<Item = &'a PoolRow>>,
+) {
     let mut rest = form;
     for outcome in ["home", "away"] {
         let Some(at) = find(rest, b"\"pool\"") else {
@@ -268,7 +320,7 @@ fn splice_pools(out: &mut Vec<u8>, form: &[u8], pools: &str) {
         out.extend_from_slice(&rest[..open]);
         out.push(b'{');
         let mut first = true;
-        while let Some((_, token, amount)) = triples.next_if(|(o, _, _)| *o == outcome) {
+        while let Some((_, _, token, amount)) = pools.next_if(|p| p.1 == outcome) {
             if !first {
                 out.push(b',');
             }
@@ -276,7 +328,7 @@ fn splice_pools(out: &mut Vec<u8>, form: &[u8], pools: &str) {
             serde_json::to_writer(&mut *out, token).expect("a string serializes");
             out.push(b':');
             out.push(b'"');
-            out.extend_from_slice(amount.as_bytes());
+            out.extend_from_slice(amount.to_string().as_bytes());
             out.push(b'"');
         }
         out.push(b'}');
@@ -290,29 +342,43 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 impl Readers {
-    /// Rows of a query whose first column is an item's JSON and the next two its sort key (and
-    /// a fourth, when there is one, a market's pools: see [`MARKET_JSON`]).
+    /// Rows of a query whose first column is an item's JSON and the next two its sort key.
     fn json_rows(&self, q: &Query) -> Result<JsonRows, StoreError> {
+        self.with(|conn| json_rows_on(conn, q))
+    }
+
+    /// [`Readers::json_rows`] of market forms, their pools spliced in, both statements on one
+    /// connection.
+    fn market_json_rows(&self, q: &Query) -> Result<JsonRows, StoreError> {
         self.with(|conn| {
-            let mut stmt = conn.prepare_cached(&q.sql)?;
-            let params = rusqlite::params_from_iter(q.args.iter().map(sqlite_value));
-            let mut rows = stmt.query(params)?;
-            let mut out = JsonRows {
-                json: Vec::with_capacity(8 * 1024),
-                ..JsonRows::default()
-            };
-            let pooled = rows.as_ref().is_some_and(|s| s.column_count() == 4);
-            while let Some(r) = rows.next()? {
-                let pools = if pooled {
-                    r.get_ref(3)?.as_str_or_null()?
-                } else {
-                    None
-                };
-                out.push(r.get_ref(0)?.as_bytes()?, (time(r, 1)?, r.get(2)?), pools);
+            let forms = json_rows_on(conn, q)?;
+            if forms.is_empty() {
+                return Ok(forms);
             }
-            Ok(out)
+            let ids: Vec<i64> = forms.keys.iter().map(|k| k.1).collect();
+            let pools = page_pools_query(&ids);
+            let mut stmt = conn.prepare_cached(&pools.sql)?;
+            let params = rusqlite::params_from_iter(pools.args.iter().map(sqlite_value));
+            let pools = stmt
+                .query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<rusqlite::Result<Vec<PoolRow>>>()?;
+            Ok(forms.with_pools(&pools))
         })
     }
+}
+
+fn json_rows_on(conn: &rusqlite::Connection, q: &Query) -> rusqlite::Result<JsonRows> {
+    let mut stmt = conn.prepare_cached(&q.sql)?;
+    let params = rusqlite::params_from_iter(q.args.iter().map(sqlite_value));
+    let mut rows = stmt.query(params)?;
+    let mut out = JsonRows {
+        json: Vec::with_capacity(8 * 1024),
+        ..JsonRows::default()
+    };
+    while let Some(r) = rows.next()? {
+        out.push(r.get_ref(0)?.as_bytes()?, (time(r, 1)?, r.get(2)?));
+    }
+    Ok(out)
 }
 
 impl Store {
@@ -331,10 +397,24 @@ impl Store {
     pub async fn markets_json(&self, f: &MarketFilter) -> Option<Result<JsonRows, StoreError>> {
         // The stored form carries its game's league and teams: no join unless a filter needs one.
         let q = markets_query_of(MARKET_JSON, false, f);
-        match self {
-            Store::Sqlite(_, shared) => Some(shared.readers.as_ref()?.json_rows(&q)),
-            Store::Postgres(pool, _) => Some(pg_json_rows(pool, &q).await),
-        }
+        let forms = match self {
+            Store::Sqlite(_, shared) => return Some(shared.readers.as_ref()?.market_json_rows(&q)),
+            Store::Postgres(pool, _) => pg_json_rows(pool, &q).await,
+        };
+        // Two statements, two snapshots: a page's pools may be a stake newer than its forms,
+        // as a stake answered between two requests would be.
+        Some(match forms {
+            Ok(forms) if !forms.is_empty() => {
+                let ids: Vec<i64> = forms.keys.iter().map(|k| k.1).collect();
+                let pools = self
+                    .read_all(&page_pools_query(&ids), |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
+                    .await;
+                pools.map(|pools| forms.with_pools(&pools))
+            }
+            other => other,
+        })
     }
 }
 
@@ -366,15 +446,9 @@ async fn pg_json_rows(pool: &PgPool, q: &Query) -> Result<JsonRows, StoreError> 
         ..JsonRows::default()
     };
     for r in &rows {
-        let pools = if r.len() == 4 {
-            r.try_get::<Option<&str>, _>(3)?
-        } else {
-            None
-        };
         out.push(
             r.try_get::<&str, _>(0)?.as_bytes(),
             (r.try_get(1)?, r.try_get(2)?),
-            pools,
         );
     }
     Ok(out)
@@ -672,6 +746,57 @@ pub(crate) fn market_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MarketRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pools go to their own market's outcomes, home's and away's, whatever the spacing of
+    /// the stored form (PostgreSQL's `json_build_object` writes ` : `); pools of markets not on
+    /// the page are passed over; a `"pool"` inside a string is not a pool.
+    #[test]
+    fn a_page_gets_its_own_pools_spliced_in() {
+        let at = Utc::now();
+        let form = |id: i64, spaced: bool| {
+            let sep = if spaced { " : " } else { ":" };
+            format!(
+                r#"{{"id"{sep}{id},"question"{sep}"is \"pool\":{{}} a trap?","outcomes"{sep}[{{"key"{sep}"home","pool"{sep}{{}}}},{{"key"{sep}"away","pool"{sep}{{}}}}]}}"#
+            )
+        };
+        let mut rows = JsonRows::default();
+        rows.push(form(2, false).as_bytes(), (at, 2));
+        rows.push(form(5, true).as_bytes(), (at, 5));
+        rows.push(form(9, false).as_bytes(), (at, 9));
+        let pool = |m: i64, o: &str, t: &str, a: i64| (m, o.to_string(), t.to_string(), a);
+        let pools = [
+            pool(1, "home", "usdc", 1),
+            pool(2, "home", "sol", 5),
+            pool(2, "home", "usdc", 7),
+            pool(2, "away", "usdc", 9_000_000_000_000),
+            pool(3, "away", "usdc", 3),
+            pool(9, "away", "sol", 4),
+        ];
+        let spliced = rows.with_pools(&pools);
+        let page: serde_json::Value =
+            serde_json::from_slice(&[b"[", spliced.items(3), b"]"].concat()).unwrap();
+        let outcomes = |i: usize| {
+            (
+                page[i]["outcomes"][0]["pool"].clone(),
+                page[i]["outcomes"][1]["pool"].clone(),
+            )
+        };
+        use serde_json::json;
+        assert_eq!(
+            outcomes(0),
+            (
+                json!({"sol": "5", "usdc": "7"}),
+                json!({"usdc": "9000000000000"})
+            )
+        );
+        assert_eq!(outcomes(1), (json!({}), json!({})));
+        assert_eq!(outcomes(2), (json!({}), json!({"sol": "4"})));
+        assert_eq!(page[0]["question"], r#"is "pool":{} a trap?"#);
+        assert_eq!(spliced.key(2), (at, 9));
+        // A dense page is read as one range of the pools' key, a sparse one by its ids.
+        assert!(page_pools_query(&[2, 3, 5]).sql.contains(">="));
+        assert!(page_pools_query(&[2, 500, 9000]).sql.contains("IN ("));
+    }
 
     #[test]
     fn placeholders_are_numbered_in_order_of_their_values() {
