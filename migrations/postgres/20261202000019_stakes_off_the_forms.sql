@@ -28,6 +28,16 @@ $$;
 
 UPDATE markets SET api_json = NULL;
 
+-- Room on each page for the rows stakes and payouts rewrite, so PostgreSQL updates them in
+-- place (HOT: no new entry in every index of the table). Paying 100,000 positions rewrote
+-- each row onto another page and all three of its indexes: the payout UPDATE took 870 ms
+-- at the default fill, 160 ms at half (BENCHMARKS.md, 2026-12-02). The tables' pages written
+-- from now on are filled to these; rows stored before stay where they are until rewritten.
+ALTER TABLE positions SET (fillfactor = 50);
+ALTER TABLE balances SET (fillfactor = 50);
+ALTER TABLE market_pools SET (fillfactor = 50);
+ALTER TABLE markets SET (fillfactor = 70);
+
 -- A stake as one statement: the legs `stake_in_tx!` sends one by one (the market's
 -- compare-and-set, the position, the stake row, the escrow's credit, the user's conditional
 -- debit and the two ledger entries), in the same order (the escrow row before the user's, see

@@ -876,8 +876,10 @@ async fn withdrawals_hold_then_complete_fail_or_expire_exactly_once(db: Db) {
     assert_eq!(body["error"]["code"], "withdrawal_finished", "{body}");
     assert_eq!(balance(&app.store, "withdrawn", "usdc").await, 300);
 
-    let (_, w2) = post(&app, &a, "/api/v1/me/withdrawals", ask(200)).await;
-    let id2 = w2["id"].as_i64().unwrap();
+    let (status, w2) = post(&app, &a, "/api/v1/me/withdrawals", ask(200)).await;
+    let id2 = w2["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("the second withdrawal was not taken: {status} {w2}"));
     let res = app
         .admin_post_json(
             &format!("/admin/withdrawals/{id2}/fail"),
