@@ -1,15 +1,11 @@
-//! Group commit for stakes on SQLite. With every commit on disk before it returns
-//! (`synchronous=FULL`), one transaction per stake paid one fsync per stake, one writer taking
-//! the transactions one at a time. [`StakeBatcher`] gathers the stake requests that arrive
-//! while a batch is committing and takes them in the next one ([`Store::place_stakes`]: one
-//! transaction, a savepoint per stake so a refused stake fails alone). Each request is answered
-//! only after its batch has committed.
-//!
-//! PostgreSQL stakes are not batched: the server already flushes the WAL of concurrent commits
-//! together and runs stakes on different markets in parallel, and a transaction of many stakes
-//! would hold the row locks of many markets and users at once, out of the lock order
-//! (`lock_rank`) a payout takes them in. The batcher sends each straight to the store, which
-//! never puts two PostgreSQL stakes in one transaction ([`Store::place_stakes`]).
+//! Group commit for stakes. With every commit on disk before it returns (SQLite's
+//! `synchronous=FULL`, PostgreSQL's `synchronous_commit=on`), one transaction per stake paid
+//! one flush and (on PostgreSQL) one round trip per stake. [`StakeBatcher`] gathers the stake
+//! requests that arrive while a batch is committing and takes them in the next one
+//! ([`Store::place_stakes`]: one transaction; on SQLite a savepoint per stake, on PostgreSQL
+//! one statement that takes its rows in the payouts' lock order and checks each stake before
+//! it writes, so a refused stake fails alone). Each request is answered only after its batch
+//! has committed.
 //!
 //! There is no batching thread: the first request to find no batch running leads one (it takes
 //! every request waiting, up to [`MAX_BATCH`]), runs it as a task of its own (a caller that
@@ -49,19 +45,6 @@ impl StakeBatcher {
         store: &Store,
         request: StakeRequest,
     ) -> Result<Stake, StoreError> {
-        if store.backend() == crate::store::Backend::Postgres {
-            let r = &request;
-            return store
-                .place_stake(
-                    r.user_id,
-                    r.market_id,
-                    &r.outcome,
-                    &r.token,
-                    r.amount,
-                    Utc::now(),
-                )
-                .await;
-        }
         let (tx, mut rx) = oneshot::channel();
         self.waiting
             .lock()

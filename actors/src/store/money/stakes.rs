@@ -124,14 +124,13 @@ async fn place_on_postgres(
     r: &StakeRequest,
     now: DateTime<Utc>,
 ) -> Result<Stake, StoreError> {
-    let (user_id, market_id, amount) = (r.user_id, r.market_id, r.amount);
     let placed: Result<(i64, i64), sqlx::Error> =
         sqlx::query_as("SELECT o_stake, o_position FROM place_stake($1, $2, $3, $4, $5, $6, $7)")
-            .bind(market_id)
-            .bind(user_id)
+            .bind(r.market_id)
+            .bind(r.user_id)
             .bind(&r.outcome)
             .bind(&r.token)
-            .bind(amount)
+            .bind(r.amount)
             .bind(now)
             .bind(uuid::Uuid::new_v4().to_string())
             .fetch_one(pool)
@@ -140,46 +139,120 @@ async fn place_on_postgres(
         Err(sqlx::Error::Database(d)) => d.code().map(|c| c.into_owned()),
         _ => None,
     };
-    match (placed, code.as_deref()) {
-        (Ok((id, position_id)), _) => Ok(Stake {
-            id,
-            market_id,
-            user_id,
-            outcome: r.outcome.clone(),
-            token: r.token.clone(),
-            amount,
-            payout: None,
-            created_at: now,
-            settled_at: None,
-            position_id: Some(position_id),
-        }),
-        (Err(_), Some("TS001")) => {
-            let found: Option<(String, DateTime<Utc>)> = sqlx::query_as(
-                "SELECT m.state, g.starts_at FROM markets m JOIN games g ON g.id = m.game_id WHERE m.id = $1",
-            )
-            .bind(market_id)
-            .fetch_optional(pool)
-            .await?;
-            Err(market_refusal(market_id, found))
-        }
-        (Err(_), Some("TS002")) => {
-            let have: Option<i64> =
-                sqlx::query_scalar("SELECT amount FROM balances WHERE account = $1 AND token = $2")
-                    .bind(user_account(user_id))
-                    .bind(&r.token)
-                    .fetch_optional(pool)
-                    .await?;
-            Err(crate::store::refused(
-                "insufficient_balance",
-                format!(
-                    "insufficient balance: {} {} available, {amount} needed",
-                    have.unwrap_or(0),
-                    r.token
-                ),
-            ))
+    match (placed, code) {
+        (Ok((id, position_id)), _) => Ok(placed_stake(r, id, position_id, now)),
+        (Err(_), Some(code)) if code.starts_with("TS") => {
+            Err(postgres_refusal(pool, r, &code).await)
         }
         (Err(e), _) => Err(e.into()),
     }
+}
+
+/// One row of `place_stakes`: the stake's place in the batch (from 1), and its stake and
+/// position ids, or its refusal's SQLSTATE.
+type BatchAnswer = (i32, Option<i64>, Option<i64>, Option<String>);
+
+/// A batch of stakes on PostgreSQL as one statement and one transaction: the `place_stakes`
+/// function (migration 20) takes the batch's locks in `lock_rank` order, then each stake in
+/// turn; a refused one writes nothing and comes back with its SQLSTATE, worded here as
+/// [`place_on_postgres`] words it. The outer error (the server unavailable) fails the whole
+/// batch: nothing of it commits.
+async fn place_batch_on_postgres(
+    pool: &sqlx::PgPool,
+    batch: &[StakeRequest],
+    now: DateTime<Utc>,
+) -> Result<Vec<Result<Stake, StoreError>>, StoreError> {
+    let column = |f: fn(&StakeRequest) -> i64| batch.iter().map(f).collect::<Vec<i64>>();
+    let text = |f: fn(&StakeRequest) -> &str| {
+        batch
+            .iter()
+            .map(|r| f(r).to_string())
+            .collect::<Vec<String>>()
+    };
+    let transfers: Vec<String> = batch
+        .iter()
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    let rows: Vec<BatchAnswer> = sqlx::query_as(
+        "SELECT o_index, o_stake, o_position, o_refusal FROM place_stakes($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(column(|r| r.market_id))
+    .bind(column(|r| r.user_id))
+    .bind(text(|r| &r.outcome))
+    .bind(text(|r| &r.token))
+    .bind(column(|r| r.amount))
+    .bind(now)
+    .bind(transfers)
+    .fetch_all(pool)
+    .await?;
+    if rows.len() != batch.len() {
+        return Err(StoreError::Unavailable(format!(
+            "a batch of {} stakes came back with {} answers",
+            batch.len(),
+            rows.len()
+        )));
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    for ((index, stake, position, refusal), r) in rows.into_iter().zip(batch) {
+        debug_assert_eq!(index as usize, results.len() + 1);
+        results.push(match (stake, position, refusal) {
+            (Some(id), Some(position_id), None) => Ok(placed_stake(r, id, position_id, now)),
+            (_, _, Some(code)) => Err(postgres_refusal(pool, r, &code).await),
+            _ => Err(StoreError::Unavailable(format!(
+                "stake {index} of a batch came back with neither a stake nor a refusal"
+            ))),
+        });
+    }
+    Ok(results)
+}
+
+/// The stake `r` became, as row `id` of position `position_id`.
+fn placed_stake(r: &StakeRequest, id: i64, position_id: i64, now: DateTime<Utc>) -> Stake {
+    Stake {
+        id,
+        market_id: r.market_id,
+        user_id: r.user_id,
+        outcome: r.outcome.clone(),
+        token: r.token.clone(),
+        amount: r.amount,
+        payout: None,
+        created_at: now,
+        settled_at: None,
+        position_id: Some(position_id),
+    }
+}
+
+/// The refusal of `r` that the `place_stake(s)` functions signalled by `code` (`TS001`: the
+/// market, `TS002`: the balance), worded from a read after it as `stake_in_tx!` words it.
+async fn postgres_refusal(pool: &sqlx::PgPool, r: &StakeRequest, code: &str) -> StoreError {
+    let worded: Result<StoreError, sqlx::Error> = async {
+        if code == "TS001" {
+            let found: Option<(String, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT m.state, g.starts_at FROM markets m JOIN games g ON g.id = m.game_id WHERE m.id = $1",
+            )
+            .bind(r.market_id)
+            .fetch_optional(pool)
+            .await?;
+            return Ok(market_refusal(r.market_id, found));
+        }
+        let have: Option<i64> =
+            sqlx::query_scalar("SELECT amount FROM balances WHERE account = $1 AND token = $2")
+                .bind(user_account(r.user_id))
+                .bind(&r.token)
+                .fetch_optional(pool)
+                .await?;
+        Ok(crate::store::refused(
+            "insufficient_balance",
+            format!(
+                "insufficient balance: {} {} available, {} needed",
+                have.unwrap_or(0),
+                r.token,
+                r.amount
+            ),
+        ))
+    }
+    .await;
+    worded.unwrap_or_else(StoreError::from)
 }
 
 impl Store {
@@ -213,23 +286,34 @@ impl Store {
     /// rolled back alone and answered with its error, its neighbours commit. The outer error
     /// (the database unavailable, the lease lost) fails the whole batch: nothing of it commits.
     ///
-    /// On PostgreSQL each stake is a transaction of its own, in order, each answered alone (one
-    /// statement, the `place_stake` function, unless the store is fenced): a
-    /// transaction of many stakes would hold many markets' and users' rows at once, out of the
-    /// payouts' lock order (`lock_rank`), and deadlock with them (the server groups concurrent
-    /// commits' WAL flushes anyway; the batcher sends PostgreSQL stakes straight here, one by
-    /// one, so they also run in parallel).
+    /// On PostgreSQL the batch is one statement (the `place_stakes` function, migration 20),
+    /// which takes the batch's rows in the payouts' lock order (`lock_rank`) before it writes,
+    /// so batches and payouts never deadlock; a lone stake is the `place_stake` function. Should
+    /// the batch fail for another reason than the server (a stake the functions cannot take),
+    /// its stakes are taken again one by one, so that stake fails alone. A fenced store (a
+    /// singleton's) takes the transaction path, which checks its fence, a transaction a stake.
     pub async fn place_stakes(
         &self,
         batch: &[StakeRequest],
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<Stake, StoreError>>, StoreError> {
-        // A fenced store (a singleton's) takes the transaction path, which checks its fence.
         if let Store::Postgres(pool, None) = self {
-            let mut results = Vec::with_capacity(batch.len());
-            for request in batch {
-                results.push(retrying!(place_on_postgres(pool, request, now).await));
-            }
+            let results = match batch {
+                [] => Vec::new(),
+                [one] => vec![retrying!(place_on_postgres(pool, one, now).await)],
+                _ => match retrying!(place_batch_on_postgres(pool, batch, now).await) {
+                    Ok(results) => results,
+                    Err(e @ StoreError::Unavailable(_)) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(stakes = batch.len(), error = %e, "a batch of stakes failed; taking them one by one");
+                        let mut results = Vec::with_capacity(batch.len());
+                        for request in batch {
+                            results.push(retrying!(place_on_postgres(pool, request, now).await));
+                        }
+                        results
+                    }
+                },
+            };
             Store::wrote_unannounced();
             return Ok(results);
         }
