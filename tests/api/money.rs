@@ -430,6 +430,47 @@ async fn a_refused_stake_in_a_batch_fails_alone(db: Db) {
     assert_eq!(app.store.stakes_of(b.id, None, 10).await.unwrap().len(), 1);
     assert_audit(&app).await;
 
+    // No balance short (PostgreSQL writes such a batch set-based, summing a user's stakes on one
+    // position): the closed market's stake still fails alone.
+    fund(&app.store, "usdc", &a, 300).await;
+    let batch = [
+        stake(&a, open, 100),
+        stake(&a, closed, 100),
+        stake(&b, open, 50),
+        stake(&a, open, 200),
+    ];
+    let results = app.store.place_stakes(&batch, Utc::now()).await.unwrap();
+    assert_eq!(outcome_codes(&results), ["ok", "market_closed", "ok", "ok"]);
+    let (first, last) = (results[0].as_ref().unwrap(), results[3].as_ref().unwrap());
+    assert_eq!(first.position_id, last.position_id);
+    assert!(first.id < last.id, "{first:?} {last:?}");
+    assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 0);
+    assert_eq!(balance(&app.store, &user_account(b.id), "usdc").await, 0);
+    assert_eq!(
+        balance(&app.store, &format!("escrow:{open}"), "usdc").await,
+        1600
+    );
+    let held = "SELECT amount, stakes FROM positions WHERE market_id = $1 AND user_id = $2 AND outcome = 'home'";
+    let position: (i64, i64) = match &app.store {
+        Store::Sqlite(pool, _) => {
+            sqlx::query_as(held)
+                .bind(open)
+                .bind(a.id)
+                .fetch_one(pool)
+                .await
+        }
+        Store::Postgres(pool, _) => {
+            sqlx::query_as(held)
+                .bind(open)
+                .bind(a.id)
+                .fetch_one(pool)
+                .await
+        }
+    }
+    .unwrap();
+    assert_eq!(position, (1300, 4), "a's four stakes on one position");
+    assert_audit(&app).await;
+
     stakes_as_the_leader_are_refused_alike(&app, &a, open, closed).await;
 
     // A pool that drifted from the positions it sums is an audit problem, named.
@@ -447,7 +488,7 @@ async fn a_refused_stake_in_a_batch_fails_alone(db: Db) {
         .await
         .unwrap();
     let expected =
-        format!("market {open}'s home pool shows 1751 usdc but its positions total 1750");
+        format!("market {open}'s home pool shows 2101 usdc but its positions total 2100");
     assert_eq!(audit["problems"], json!([expected]), "{audit:#}");
     app.stop().await;
 }
@@ -457,7 +498,8 @@ both_backends!(a_refused_stake_in_a_batch_fails_alone: batch_refusals_sqlite, ba
 /// round after round: the `place_stakes` function takes its rows in the payouts' lock order
 /// before it writes, so neither batch waits on the other in a cycle. (Were it to, PostgreSQL
 /// would abort one with a deadlock; the function is called here without the store's retries,
-/// so that would fail the round.)
+/// so that would fail the round.) Withdrawals of the same users run meanwhile: they lock the
+/// user's row before its balances, as the batches do.
 #[actix_rt::test]
 async fn stake_batches_in_opposite_orders_never_deadlock() {
     let Some(url) = postgres_db("stake_batches_never_deadlock").await else {
@@ -475,10 +517,12 @@ async fn stake_batches_in_opposite_orders_never_deadlock() {
         users.push(u.id);
         markets.push(open_market(&app.store).await.0);
     }
+    // Each stake's id, or its refusal's SQLSTATE.
+    type Answer = (Option<i64>, Option<String>);
     let call = |pool: sqlx::PgPool, pairs: Vec<(i64, i64)>| async move {
         let (m, u): (Vec<i64>, Vec<i64>) = pairs.into_iter().unzip();
         let n = m.len();
-        let rows: Result<Vec<(Option<i64>, Option<String>)>, sqlx::Error> = sqlx::query_as(
+        let rows: Result<Vec<Answer>, sqlx::Error> = sqlx::query_as(
             "SELECT o_stake, o_refusal FROM place_stakes($1, $2, $3, $4, $5, now(), $6)",
         )
         .bind(&m)
@@ -502,10 +546,16 @@ async fn stake_batches_in_opposite_orders_never_deadlock() {
             .map(|i| (markets[i % 4], users[(i / 4 + round) % 4]))
             .collect();
         let backwards: Vec<(i64, i64)> = forwards.iter().rev().copied().collect();
-        let (x, y) = tokio::join!(
+        // And a withdrawal of one of the users, which locks the user before the balances.
+        let withdrawal =
+            app.store
+                .request_withdrawal(users[round % 4], "usdc", 1, WALLET, 1_000, Utc::now());
+        let (x, y, w) = tokio::join!(
             call(pool.clone(), forwards),
-            call(replica.clone(), backwards)
+            call(replica.clone(), backwards),
+            withdrawal
         );
+        w.unwrap();
         for answer in [x, y] {
             let rows = answer.unwrap_or_else(|e| panic!("round {round}: {e}"));
             assert_eq!(rows.len(), 16);
@@ -522,6 +572,16 @@ async fn stake_batches_in_opposite_orders_never_deadlock() {
             rounds as i64 * 2 * 4 * 10
         );
     }
+    // The withdrawals retry a deadlock; the server counts each one (its statistics reach
+    // other sessions within a second or so).
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let deadlocks: i64 = sqlx::query_scalar(
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&replica)
+    .await
+    .unwrap();
+    assert_eq!(deadlocks, 0, "stake batches deadlocked with withdrawals");
     assert_audit(&app).await;
     app.stop().await;
 }
@@ -595,7 +655,7 @@ async fn stakes_as_the_leader_are_refused_alike(
     );
     assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 0);
     let (_, market) = get(app, a, &format!("/api/v1/markets/{open}")).await;
-    assert_eq!(market["outcomes"][0]["pool"], json!({"usdc": "1750"}));
+    assert_eq!(market["outcomes"][0]["pool"], json!({"usdc": "2100"}));
     if let Store::Postgres(..) = app.store {
         // An epoch no longer held commits nothing.
         fund(&app.store, "usdc", a, 100).await;

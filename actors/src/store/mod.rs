@@ -67,6 +67,7 @@ pub use outbox::{
 };
 pub use quarantine::{QuarantinedDeposit, QUARANTINE_STATES};
 pub use reads::JsonRows;
+pub use reads::PoolRow;
 pub use search::{BacklogItem, EmbeddingJob, KeywordQuery, NewVector, StoredVector};
 
 use std::sync::Arc;

@@ -167,7 +167,8 @@ pub(crate) fn markets_by_ids_query(
 }
 
 /// Each market's pool per (outcome, token): the sum of its positions, as the `market_pools`
-/// triggers keep it (migration 17).
+/// triggers keep it (migration 17); by market, home's before away's, each outcome's in token
+/// order.
 pub(crate) fn market_pools_query(ids: &[i64]) -> Query {
     let mut q = Query::new(
         "SELECT market_id, outcome, token, amount FROM market_pools WHERE market_id IN (",
@@ -175,7 +176,7 @@ pub(crate) fn market_pools_query(ids: &[i64]) -> Query {
     for (i, id) in ids.iter().enumerate() {
         q.bind(if i == 0 { "" } else { ", " }, Arg::Int(*id));
     }
-    q.push(") ORDER BY market_id, outcome, token");
+    q.push(") ORDER BY market_id, outcome DESC, token");
     q
 }
 
@@ -204,18 +205,11 @@ pub(crate) fn page_pools_query(ids: &[i64]) -> Query {
         q.push(" ORDER BY market_id, outcome DESC, token");
         return q;
     }
-    let mut q = Query::new(
-        "SELECT market_id, outcome, token, amount FROM market_pools WHERE market_id IN (",
-    );
-    for (i, id) in ids.iter().enumerate() {
-        q.bind(if i == 0 { "" } else { ", " }, Arg::Int(*id));
-    }
-    q.push(") ORDER BY market_id, outcome DESC, token");
-    q
+    market_pools_query(ids)
 }
 
 /// One pool row: market, outcome, token, amount.
-pub(crate) type PoolRow = (i64, String, String, i64);
+pub type PoolRow = (i64, String, String, i64);
 
 /// List items already in their API form: each item's JSON, comma-separated in one buffer, and
 /// each item's sort key (start time, id; for markets the time is their creation).

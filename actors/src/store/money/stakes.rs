@@ -534,11 +534,12 @@ impl Store {
         on_pool!(self, pool => Ok(sqlx::query_as(&sql).bind(user_id).bind(before.unwrap_or(i64::MAX)).bind(limit).fetch_all(pool).await?))
     }
 
-    /// Each market's pools: `(market, outcome, token, total staked)`.
+    /// Each market's pools: `(market, outcome, token, total staked)`, by market, home's
+    /// before away's.
     pub async fn market_pools(
         &self,
         market_ids: &[i64],
-    ) -> Result<Vec<(i64, String, String, i64)>, StoreError> {
+    ) -> Result<Vec<crate::store::PoolRow>, StoreError> {
         if market_ids.is_empty() {
             return Ok(Vec::new());
         }
