@@ -155,6 +155,7 @@ impl Application {
             docs: config.server.docs(),
             metrics: http::metrics::Metrics::new(config.server.metrics_db_interval),
             stakes: tipoff_actors::stakes::StakeBatcher::new(),
+            callers: Default::default(),
         });
         let app_state = state.clone();
         let drain = config.server.shutdown_timeout.as_secs().clamp(1, 10);

@@ -137,6 +137,8 @@ pub struct AppState {
     pub search: Arc<tipoff_actors::search::SearchHub>,
     /// Group commit of stake requests.
     pub stakes: Arc<tipoff_actors::stakes::StakeBatcher>,
+    /// The users of the API keys seen in the last second.
+    pub callers: money::Callers,
 }
 
 impl AppState {

@@ -1071,6 +1071,36 @@ async fn withdrawals_hold_then_complete_fail_or_expire_exactly_once(db: Db) {
 }
 both_backends!(withdrawals_hold_then_complete_fail_or_expire_exactly_once: withdrawals_sqlite, withdrawals_postgres);
 
+/// A key's user is looked up once a second at most (`Callers`): a key an operator revokes in
+/// the database stops working within that second, and a made-up key is refused every time.
+async fn a_key_revoked_in_the_database_stops_working_within_a_second(db: Db) {
+    let app = money_app(&db).await;
+    let a = register(&app.client, &app.address).await;
+    for _ in 0..3 {
+        let (status, body) = get(&app, &a, "/api/v1/me").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let revoke = "UPDATE users SET api_key_hash = 'revoked-by-hand' WHERE id = $1";
+    match &app.store {
+        Store::Sqlite(pool, _) => sqlx::query(revoke).bind(a.id).execute(pool).await.map(drop),
+        Store::Postgres(pool, _) => sqlx::query(revoke).bind(a.id).execute(pool).await.map(drop),
+    }
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let (status, body) = get(&app, &a, "/api/v1/me").await;
+    assert_eq!(status, 401, "a revoked key still works: {body}");
+    let stranger = Account {
+        key: format!("{}x", a.key),
+        ..a
+    };
+    for _ in 0..2 {
+        let (status, _) = get(&app, &stranger, "/api/v1/me").await;
+        assert_eq!(status, 401);
+    }
+    app.stop().await;
+}
+both_backends!(a_key_revoked_in_the_database_stops_working_within_a_second: revoked_key_sqlite, revoked_key_postgres);
+
 /// The signer protocol: a claimed withdrawal is never expired (the signer may already have sent
 /// it), an unclaimed one is expired and refunded once, and a signature pays one withdrawal.
 async fn a_claimed_withdrawal_is_never_refunded_and_a_signature_pays_once(db: Db) {

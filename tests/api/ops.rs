@@ -206,6 +206,7 @@ async fn a_supervisor_that_does_not_answer_gives_503_not_a_hang() {
         auth_limiter: tipoff::http::auth::AuthLimiter::new(10, Duration::from_secs(60)),
         streams: tipoff::http::events::StreamCaps::new(10, 10),
         stakes: tipoff_actors::stakes::StakeBatcher::new(),
+        callers: Default::default(),
     });
     let service = actix_web::test::init_service(tipoff::http::app(state)).await;
     let req = actix_web::test::TestRequest::get()
