@@ -586,6 +586,73 @@ async fn stake_batches_in_opposite_orders_never_deadlock() {
     app.stop().await;
 }
 
+/// An in-memory SQLite database has no stake writer of its own: its batches take the
+/// transaction path (`stake_in_tx!`, a savepoint a stake). A batch with a refusal of each kind
+/// answers there as it does on a file, and only the good stakes commit.
+#[actix_rt::test]
+async fn an_in_memory_database_takes_a_batch_as_a_file_does() {
+    use tipoff_actors::store::StakeRequest;
+    let store = Store::connect("sqlite::memory:", &Default::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store.reconcile_catalog().await.unwrap();
+    let mut accounts = Vec::new();
+    for (name, code) in [("a", "MEMAAAAA"), ("b", "MEMBBBBB")] {
+        let user = store
+            .create_user(name, &format!("digest-{name}"), code, Utc::now())
+            .await
+            .unwrap();
+        let who = Account {
+            id: user.id,
+            key: String::new(),
+            code: code.into(),
+        };
+        fund(&store, "usdc", &who, 300).await;
+        accounts.push(who);
+    }
+    let (a, b) = (&accounts[0], &accounts[1]);
+    let (open, _) = open_market(&store).await;
+    let (closed, game) = open_market(&store).await;
+    store
+        .upsert_game("mlb", &finished(game, "home"), Utc::now())
+        .await
+        .unwrap();
+    let stake = |who: &Account, market: i64, amount: i64| StakeRequest {
+        user_id: who.id,
+        market_id: market,
+        outcome: "home".into(),
+        token: "usdc".into(),
+        amount,
+    };
+    let batch = [
+        stake(a, open, 200),
+        stake(b, closed, 100),
+        stake(b, 999_999_999, 100),
+        stake(a, open, 200),
+        stake(b, open, 300),
+    ];
+    let results = store.place_stakes(&batch, Utc::now()).await.unwrap();
+    assert_eq!(
+        outcome_codes(&results),
+        [
+            "ok",
+            "market_closed",
+            "not_found",
+            "insufficient_balance",
+            "ok"
+        ]
+    );
+    assert_eq!(balance(&store, &user_account(a.id), "usdc").await, 100);
+    assert_eq!(balance(&store, &user_account(b.id), "usdc").await, 0);
+    assert_eq!(
+        balance(&store, &format!("escrow:{open}"), "usdc").await,
+        500
+    );
+    let audit = store.audit().await.unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+}
+
 /// Each stake's outcome as its refusal code (`ok` when taken).
 fn outcome_codes(
     results: &[Result<tipoff_actors::store::Stake, tipoff_actors::store::StoreError>],
