@@ -572,6 +572,28 @@ async fn stake_batches_in_opposite_orders_never_deadlock() {
             rounds as i64 * 2 * 4 * 10
         );
     }
+    // A stake the server refuses outright (an amount its checks forbid, which the HTTP layer
+    // never sends) fails the batch's statement: the batch is taken again stake by stake, so
+    // only that stake fails.
+    use tipoff_actors::store::{StakeRequest, StoreError};
+    let stake = |i: usize, amount: i64| StakeRequest {
+        user_id: users[i],
+        market_id: markets[i],
+        outcome: "away".into(),
+        token: "usdc".into(),
+        amount,
+    };
+    let batch = [stake(0, 10), stake(1, 0), stake(2, 10)];
+    let results = app.store.place_stakes(&batch, Utc::now()).await.unwrap();
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[1], Err(StoreError::Query(_))),
+        "{results:?}"
+    );
+    assert_eq!(
+        balance(&app.store, &format!("escrow:{}", markets[1]), "usdc").await,
+        rounds as i64 * 2 * 4 * 10
+    );
     // The withdrawals retry a deadlock; the server counts each one (its statistics reach
     // other sessions within a second or so).
     tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;

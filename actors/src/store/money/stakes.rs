@@ -289,9 +289,10 @@ impl Store {
     /// On PostgreSQL the batch is one statement (the `place_stakes` function, migration 20),
     /// which takes the batch's rows in the payouts' lock order (`lock_rank`) before it writes,
     /// so batches and payouts never deadlock; a lone stake is the `place_stake` function. Should
-    /// the batch fail for another reason than the server (a stake the functions cannot take),
-    /// its stakes are taken again one by one, so that stake fails alone. A fenced store (a
-    /// singleton's) takes the transaction path, which checks its fence, a transaction a stake.
+    /// the server refuse the batch for another reason than a refusal it answers (a stake the
+    /// functions cannot take), its stakes are taken again one by one, so that stake fails
+    /// alone. A fenced store (a singleton's) takes the transaction path, which checks its
+    /// fence, a transaction a stake.
     pub async fn place_stakes(
         &self,
         batch: &[StakeRequest],
@@ -303,8 +304,10 @@ impl Store {
                 [one] => vec![retrying!(place_on_postgres(pool, one, now).await)],
                 _ => match retrying!(place_batch_on_postgres(pool, batch, now).await) {
                     Ok(results) => results,
-                    Err(e @ StoreError::Unavailable(_)) => return Err(e),
-                    Err(e) => {
+                    // The server refused the statement, so none of it committed: each stake
+                    // again on its own. Any other failure (the connection lost mid-answer) may
+                    // have committed the batch: it is the whole batch's error, never a retry.
+                    Err(e @ StoreError::Query(sqlx::Error::Database(_))) => {
                         tracing::warn!(stakes = batch.len(), error = %e, "a batch of stakes failed; taking them one by one");
                         let mut results = Vec::with_capacity(batch.len());
                         for request in batch {
@@ -312,6 +315,7 @@ impl Store {
                         }
                         results
                     }
+                    Err(e) => return Err(e),
                 },
             };
             Store::wrote_unannounced();
