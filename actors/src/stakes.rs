@@ -7,10 +7,12 @@
 //! it writes, so a refused stake fails alone). Each request is answered only after its batch
 //! has committed.
 //!
-//! There is no batching thread: the first request to find no batch running leads one (it takes
-//! every request waiting, up to [`MAX_BATCH`]), runs it as a task of its own (a caller that
-//! goes away does not cancel its neighbours' batch), and the requests that arrived meanwhile
-//! lead the next. A lone stake is a batch of one, with no added wait.
+//! There is no batching thread: the first request to find no batch running leads one
+//! (it takes every request waiting, up to [`MAX_BATCH`]), runs it as a task of its own (a
+//! caller that goes away does not cancel its neighbours' batch), and the requests that arrived
+//! meanwhile lead the next. A lone stake is a batch of one, with no added wait. SQLite commits
+//! one batch at a time; on PostgreSQL a request that waited [`STALLED_AFTER`] for the batch
+//! ahead leads one beside it (at most [`POSTGRES_OVERFLOW_BATCHES`] more).
 
 use std::sync::{Arc, Mutex};
 
@@ -22,16 +24,41 @@ use crate::store::{Stake, StakeRequest, Store, StoreError};
 /// Stakes in one transaction at most.
 pub const MAX_BATCH: usize = 128;
 
+/// Further PostgreSQL batches that may commit beside the first, each led by a request that
+/// waited [`STALLED_AFTER`] for it. A batch takes its rows in the payouts' lock order, so
+/// batches never deadlock with each other; one waiting on a row (a user's balance while a
+/// large market pays its winners out) then holds up only its own stakes. Batches run one at a
+/// time otherwise: side by side they take fewer stakes each and contend for the same markets
+/// (BENCHMARKS.md, 2026-12-03). SQLite has one writer: one batch at a time.
+pub const POSTGRES_OVERFLOW_BATCHES: usize = 3;
+
+/// How long a PostgreSQL stake waits for the batch ahead of it before it leads one beside it.
+pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
+
 type Waiting = (StakeRequest, oneshot::Sender<Result<Stake, StoreError>>);
 
 /// See the module documentation. One per process, shared by the HTTP workers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StakeBatcher {
     waiting: Mutex<Vec<Waiting>>,
     /// Held by the batch committing now.
-    leader: Arc<tokio::sync::Mutex<()>>,
+    leader: Arc<tokio::sync::Semaphore>,
+    /// Held by PostgreSQL's batches beside it ([`POSTGRES_OVERFLOW_BATCHES`]).
+    overflow: Arc<tokio::sync::Semaphore>,
     batches: std::sync::atomic::AtomicU64,
     stakes: std::sync::atomic::AtomicU64,
+}
+
+impl Default for StakeBatcher {
+    fn default() -> Self {
+        StakeBatcher {
+            waiting: Mutex::default(),
+            leader: Arc::new(tokio::sync::Semaphore::new(1)),
+            overflow: Arc::new(tokio::sync::Semaphore::new(POSTGRES_OVERFLOW_BATCHES)),
+            batches: Default::default(),
+            stakes: Default::default(),
+        }
+    }
 }
 
 impl StakeBatcher {
@@ -50,29 +77,40 @@ impl StakeBatcher {
             .lock()
             .expect("stake queue")
             .push((request, tx));
+        let overflow = store.backend() == crate::store::Backend::Postgres;
         loop {
-            tokio::select! {
+            let beside = async {
+                if !overflow {
+                    return std::future::pending().await;
+                }
+                tokio::time::sleep(STALLED_AFTER).await;
+                self.overflow.clone().acquire_owned().await
+            };
+            let guard = tokio::select! {
                 biased;
                 answer = &mut rx => return answered(answer),
-                guard = self.leader.clone().lock_owned() => {
-                    let batch: Vec<Waiting> = {
-                        let mut waiting = self.waiting.lock().expect("stake queue");
-                        let n = waiting.len().min(MAX_BATCH);
-                        waiting.drain(..n).collect()
-                    };
-                    if batch.is_empty() {
-                        // Another leader took ours: its answer is on the way.
-                        drop(guard);
-                        return answered(rx.await);
-                    }
-                    let (store, this) = (store.clone(), self.clone());
-                    let batch = tokio::spawn(async move {
-                        this.commit(&store, batch).await;
-                        drop(guard);
-                    });
-                    let _ = batch.await;
-                }
+                guard = self.leader.clone().acquire_owned() => guard,
+                guard = beside => guard,
+            };
+            let Ok(guard) = guard else {
+                return answered(rx.await);
+            };
+            let batch: Vec<Waiting> = {
+                let mut waiting = self.waiting.lock().expect("stake queue");
+                let n = waiting.len().min(MAX_BATCH);
+                waiting.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                // Another leader took ours: its answer is on the way.
+                drop(guard);
+                return answered(rx.await);
             }
+            let (store, this) = (store.clone(), self.clone());
+            let batch = tokio::spawn(async move {
+                this.commit(&store, batch).await;
+                drop(guard);
+            });
+            let _ = batch.await;
         }
     }
 

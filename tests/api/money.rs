@@ -675,6 +675,68 @@ async fn an_in_memory_database_takes_a_batch_as_a_file_does() {
     assert!(audit.problems.is_empty(), "{:?}", audit.problems);
 }
 
+/// A stake waiting on a row another transaction holds (a user's balance while a large market
+/// pays its winners out) holds up only its own batch: a stake on another market, by another
+/// user, is answered meanwhile (it leads a batch beside the stuck one).
+#[actix_rt::test]
+async fn a_stake_stuck_on_a_locked_balance_holds_up_only_its_own_batch() {
+    let Some(url) = postgres_db("stuck_stake_holds_up_only_its_batch").await else {
+        return;
+    };
+    let app = money_app(&Db::Postgres(url.clone())).await;
+    let (a, b) = (
+        register(&app.client, &app.address).await,
+        register(&app.client, &app.address).await,
+    );
+    fund(&app.store, "usdc", &a, 1000).await;
+    fund(&app.store, "usdc", &b, 1000).await;
+    let (first, _) = open_market(&app.store).await;
+    let (second, _) = open_market(&app.store).await;
+    let holder = sqlx::PgPool::connect(&url).await.unwrap();
+    let mut held = holder.begin().await.unwrap();
+    sqlx::query("SELECT amount FROM balances WHERE account = $1 AND token = 'usdc' FOR UPDATE")
+        .bind(user_account(a.id))
+        .fetch_one(&mut *held)
+        .await
+        .unwrap();
+    let body = json!({"outcome": "home", "amount": 100, "token": "usdc"});
+    let stuck = {
+        let (client, base, key) = (app.client.clone(), app.address.clone(), a.key.clone());
+        let (path, body) = (format!("/api/v1/markets/{first}/stakes"), body.clone());
+        tokio::spawn(async move {
+            user_call(
+                &client,
+                &base,
+                &key,
+                reqwest::Method::POST,
+                &path,
+                Some(body),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let path = format!("/api/v1/markets/{second}/stakes");
+    let (status, answer) = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        post(&app, &b, &path, body),
+    )
+    .await
+    .expect("a stake on another market waited behind the stuck batch");
+    assert_eq!(status, 201, "{answer}");
+    assert!(
+        !stuck.is_finished(),
+        "the stuck stake did not wait on the lock"
+    );
+    held.rollback().await.unwrap();
+    let (status, answer) = stuck.await.unwrap();
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(balance(&app.store, &user_account(a.id), "usdc").await, 900);
+    assert_eq!(balance(&app.store, &user_account(b.id), "usdc").await, 900);
+    assert_audit(&app).await;
+    app.stop().await;
+}
+
 /// Each stake's outcome as its refusal code (`ok` when taken).
 fn outcome_codes(
     results: &[Result<tipoff_actors::store::Stake, tipoff_actors::store::StoreError>],
