@@ -153,10 +153,10 @@ async fn place_on_postgres(
 type BatchAnswer = (i32, Option<i64>, Option<i64>, Option<String>);
 
 /// A batch of stakes on PostgreSQL as one statement and one transaction: the `place_stakes`
-/// function (migration 20) takes the batch's locks in `lock_rank` order, then each stake in
-/// turn; a refused one writes nothing and comes back with its SQLSTATE, worded here as
-/// [`place_on_postgres`] words it. The outer error (the server unavailable) fails the whole
-/// batch: nothing of it commits.
+/// function (migration 20) takes the batch's locks in `lock_rank` order, then writes the
+/// batch (set-based, or stake by stake when a user is short); a refused stake writes nothing
+/// and comes back with its SQLSTATE, worded here as [`place_on_postgres`] words it. An error
+/// of the statement fails the whole batch: nothing of it commits.
 async fn place_batch_on_postgres(
     pool: &sqlx::PgPool,
     batch: &[StakeRequest],
