@@ -2,7 +2,7 @@
 //! `synchronous=FULL`, PostgreSQL's `synchronous_commit=on`), one transaction per stake paid
 //! one flush and (on PostgreSQL) one round trip per stake. [`StakeBatcher`] gathers the stake
 //! requests that arrive while a batch is committing and takes them in the next one
-//! ([`Store::place_stakes`]: one transaction; on SQLite a savepoint per stake, on PostgreSQL
+//! ([`Store::place_stakes`]: one transaction; on SQLite each stake checked before it writes, on PostgreSQL
 //! one statement that takes its rows in the payouts' lock order and checks each stake before
 //! it writes, so a refused stake fails alone). Each request is answered only after its batch
 //! has committed.

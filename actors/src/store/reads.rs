@@ -587,8 +587,9 @@ impl Readers {
             conn.busy_timeout(self.busy_timeout)?;
             conn.pragma_update(None, "foreign_keys", true)?;
             conn.pragma_update(None, "synchronous", "FULL")?;
-            // A stake batch's savepoints journal the pages their stakes rewrite: in memory,
-            // not in a temporary file written page by page.
+            // A stake batch's statement journals (a statement that writes several rows, or
+            // fires a trigger, journals the pages it rewrites): in memory, not in a temporary
+            // file written page by page.
             conn.pragma_update(None, "temp_store", "MEMORY")?;
             conn.set_prepared_statement_cache_capacity(32);
             Ok(conn)

@@ -16,6 +16,7 @@ struct Snapshot {
     unpaid: Vec<(i64, i64)>,
     positions_vs_stakes: Vec<(i64, i64, String, String, i64, i64)>,
     pools_vs_positions: Vec<(i64, String, String, i64, i64)>,
+    counts_vs_stakes: Vec<(i64, i64, i64)>,
 }
 
 impl Store {
@@ -81,8 +82,15 @@ impl Store {
                UNION ALL SELECT market_id, outcome, token, 0, amount FROM positions) t \
              GROUP BY market_id, outcome, token HAVING SUM(pool) <> SUM(staked)"
         );
+        // Each market's stake count (settlement's `stakes_paid`) against its stakes: a refused
+        // stake must leave the count as it found it.
+        let counts_vs_stakes: Vec<(i64, i64, i64)> = all!(
+            "SELECT m.id, CAST(m.stake_count AS BIGINT), CAST(COALESCE(c.n, 0) AS BIGINT) FROM markets m \
+             LEFT JOIN (SELECT market_id, COUNT(*) AS n FROM stakes GROUP BY market_id) c ON c.market_id = m.id \
+             WHERE m.stake_count <> COALESCE(c.n, 0)"
+        );
             tx.rollback().await?;
-            Snapshot { balances, sums, deposits, entry_totals, double_credits, double_payouts, holds_vs_pending, withdrawn_vs_completed, escrow_vs_stakes, unpaid, positions_vs_stakes, pools_vs_positions }
+            Snapshot { balances, sums, deposits, entry_totals, double_credits, double_payouts, holds_vs_pending, withdrawn_vs_completed, escrow_vs_stakes, unpaid, positions_vs_stakes, pools_vs_positions, counts_vs_stakes }
         }))
     }
 }
@@ -162,10 +170,12 @@ fn balances_match_the_ledger(snapshot: &Snapshot, problems: &mut Vec<String>) ->
 }
 
 /// Nothing credited or paid twice, holds match open withdrawals, withdrawn matches completed,
-/// escrow matches positions, positions match stakes, pools match positions.
+/// escrow matches positions, positions match stakes, pools match positions, stake counts match
+/// stakes.
 fn links_hold(snapshot: Snapshot, problems: &mut Vec<String>) {
     let Snapshot {
         pools_vs_positions,
+        counts_vs_stakes,
         double_credits,
         double_payouts,
         holds_vs_pending,
@@ -216,6 +226,11 @@ fn links_hold(snapshot: Snapshot, problems: &mut Vec<String>) {
     for (market, outcome, token, pool, staked) in pools_vs_positions {
         problems.push(format!(
             "market {market}'s {outcome} pool shows {pool} {token} but its positions total {staked}"
+        ));
+    }
+    for (market, count, stakes) in counts_vs_stakes {
+        problems.push(format!(
+            "market {market} counts {count} stakes but has {stakes}"
         ));
     }
 }

@@ -281,9 +281,11 @@ impl Store {
     }
 
     /// Takes a batch of stakes in one transaction, so they share one commit (one fsync) — the
-    /// group commit of [`crate::money::StakeBatcher`]. Each stake runs inside its own savepoint,
-    /// in order: one refused (`market_closed`, `insufficient_balance`, an unknown market) is
-    /// rolled back alone and answered with its error, its neighbours commit. The outer error
+    /// group commit of [`crate::money::StakeBatcher`]. The stakes are taken in order: one
+    /// refused (`market_closed`, `insufficient_balance`, an unknown market) leaves nothing
+    /// written and is answered with its error, its neighbours commit (on a SQLite file the
+    /// checks come before the stake's writes, `sqlite_stakes.rs`; on the transaction path each
+    /// stake runs inside its own savepoint). The outer error
     /// (the database unavailable, the lease lost) fails the whole batch: nothing of it commits.
     ///
     /// On PostgreSQL the batch is one statement (the `place_stakes` function, migration 20),
