@@ -5,9 +5,9 @@
 //!
 //! A stake writes the rows `stake_in_tx!` writes, but takes its two checks first (its market
 //! open, its user's balance enough) and writes nothing else until both pass, so a refused stake
-//! leaves no trace without a savepoint of its own. (A savepoint a stake journalled the first
-//! write of every page the stake touched: a copy of the page in memory, about a sixth of the
-//! writer thread's time.) With the one writer nobody else's write can come between a check and
+//! leaves no trace without a savepoint of its own. (A savepoint a stake copied each page the
+//! stake touched, in memory, before its first change there: ~7 % of the writer's core, see
+//! BENCHMARKS.md.) With the one writer nobody else's write can come between a check and
 //! the stake's other rows; row-lock order (`lock_rank`) is PostgreSQL's concern, not SQLite's,
 //! whose writer holds the whole database.
 
