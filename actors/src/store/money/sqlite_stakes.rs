@@ -5,11 +5,10 @@
 //!
 //! A stake writes the rows `stake_in_tx!` writes, but takes its two checks first (its market
 //! open, its user's balance enough) and writes nothing else until both pass, so a refused stake
-//! leaves no trace without a savepoint of its own. (A savepoint a stake copied each page the
-//! stake touched, in memory, before its first change there: ~7 % of the writer's core, see
-//! BENCHMARKS.md.) With the one writer nobody else's write can come between a check and
-//! the stake's other rows; row-lock order (`lock_rank`) is PostgreSQL's concern, not SQLite's,
-//! whose writer holds the whole database.
+//! leaves no trace without a savepoint of its own (two statements less a stake). With the one
+//! writer nobody else's write can come between a check and the stake's other rows; row-lock
+//! order (`lock_rank`) is PostgreSQL's concern, not SQLite's, whose writer holds the whole
+//! database.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, OptionalExtension};
