@@ -114,16 +114,37 @@ pub async fn user_call(
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
-async fn post(app: &TestApp, who: &Account, path: &str, body: Value) -> (u16, Value) {
-    user_call(
-        &app.client,
-        &app.address,
-        &who.key,
-        reqwest::Method::POST,
-        path,
-        Some(body),
-    )
-    .await
+/// POSTs `body` to `path` as `who`. The future owns what it sends, so it can be spawned.
+pub fn post(
+    app: &TestApp,
+    who: &Account,
+    path: &str,
+    body: Value,
+) -> impl std::future::Future<Output = (u16, Value)> + Send + 'static {
+    let (client, base, key, path) = (
+        app.client.clone(),
+        app.address.clone(),
+        who.key.clone(),
+        path.to_string(),
+    );
+    async move {
+        user_call(
+            &client,
+            &base,
+            &key,
+            reqwest::Method::POST,
+            &path,
+            Some(body),
+        )
+        .await
+    }
+}
+
+/// A registered user holding `amount` of `token`.
+pub async fn funded(app: &TestApp, token: &str, amount: i64) -> Account {
+    let who = register(&app.client, &app.address).await;
+    fund(&app.store, token, &who, amount).await;
+    who
 }
 
 async fn get(app: &TestApp, who: &Account, path: &str) -> (u16, Value) {
@@ -276,11 +297,9 @@ both_backends!(stakes_settle_parimutuel_once_and_every_unit_adds_up: settlement_
 async fn void_and_one_sided_markets_refund_everyone(db: Db) {
     let app = money_app(&db).await;
     let (a, b) = (
-        register(&app.client, &app.address).await,
-        register(&app.client, &app.address).await,
+        funded(&app, "usdc", 1000).await,
+        funded(&app, "pump", 1000).await,
     );
-    fund(&app.store, "usdc", &a, 1000).await;
-    fund(&app.store, "pump", &b, 1000).await;
     let (one_sided, g1) = open_market(&app.store).await;
     let (voided, mut g2) = open_market(&app.store).await;
     for (m, who, token) in [
@@ -380,11 +399,9 @@ async fn a_refused_stake_in_a_batch_fails_alone(db: Db) {
     use tipoff_actors::store::StakeRequest;
     let app = money_app(&db).await;
     let (a, b) = (
-        register(&app.client, &app.address).await,
-        register(&app.client, &app.address).await,
+        funded(&app, "usdc", 1000).await,
+        funded(&app, "usdc", 300).await,
     );
-    fund(&app.store, "usdc", &a, 1000).await;
-    fund(&app.store, "usdc", &b, 300).await;
     let (open, _) = open_market(&app.store).await;
     let (closed, game) = open_market(&app.store).await;
     app.store
@@ -704,11 +721,9 @@ async fn a_stake_stuck_on_a_locked_balance_holds_up_only_its_own_batch() {
     };
     let app = money_app(&Db::Postgres(url.clone())).await;
     let (a, b) = (
-        register(&app.client, &app.address).await,
-        register(&app.client, &app.address).await,
+        funded(&app, "usdc", 1000).await,
+        funded(&app, "usdc", 1000).await,
     );
-    fund(&app.store, "usdc", &a, 1000).await;
-    fund(&app.store, "usdc", &b, 1000).await;
     let (first, _) = open_market(&app.store).await;
     let (second, _) = open_market(&app.store).await;
     let holder = sqlx::PgPool::connect(&url).await.unwrap();
@@ -719,21 +734,12 @@ async fn a_stake_stuck_on_a_locked_balance_holds_up_only_its_own_batch() {
         .await
         .unwrap();
     let body = json!({"outcome": "home", "amount": 100, "token": "usdc"});
-    let stuck = {
-        let (client, base, key) = (app.client.clone(), app.address.clone(), a.key.clone());
-        let (path, body) = (format!("/api/v1/markets/{first}/stakes"), body.clone());
-        tokio::spawn(async move {
-            user_call(
-                &client,
-                &base,
-                &key,
-                reqwest::Method::POST,
-                &path,
-                Some(body),
-            )
-            .await
-        })
-    };
+    let stuck = tokio::spawn(post(
+        &app,
+        &a,
+        &format!("/api/v1/markets/{first}/stakes"),
+        body.clone(),
+    ));
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let path = format!("/api/v1/markets/{second}/stakes");
     let (status, answer) = tokio::time::timeout(
@@ -895,10 +901,9 @@ both_backends!(concurrent_stakes_are_group_committed: group_commit_sqlite, group
 async fn bad_input_is_refused_by_name_and_changes_nothing(db: Db) {
     let app = money_app(&db).await;
     let (a, b) = (
-        register(&app.client, &app.address).await,
+        funded(&app, "usdc", 1000).await,
         register(&app.client, &app.address).await,
     );
-    fund(&app.store, "usdc", &a, 1000).await;
     let (market, game) = open_market(&app.store).await;
     let (started, mut g) = open_market(&app.store).await;
     g.starts_at = Utc::now() - Duration::minutes(1);

@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 use crate::crash::board;
 use crate::espn_mock::MockEspn;
 use crate::helpers::*;
-use crate::money::{assert_audit, balance, fund, open_market, register, tokens_setting};
+use crate::money::{
+    assert_audit, balance, fund, funded, open_market, post, register, tokens_setting,
+};
 use crate::seed::{seed_stakes, Seed};
 use tipoff_actors::store::user_account;
 
@@ -121,33 +123,19 @@ async fn stakes_add_up_to_positions_and_small_stakes_are_refused(db: Db) {
     )
     .await;
     let (a, b) = (
-        register(&app.client, &app.address).await,
-        register(&app.client, &app.address).await,
+        funded(&app, "usdc", 1000).await,
+        funded(&app, "usdc", 1000).await,
     );
-    fund(&app.store, "usdc", &a, 1000).await;
-    fund(&app.store, "usdc", &b, 1000).await;
     fund(&app.store, "pump", &a, 5).await;
     let (market, game) = open_market(&app.store).await;
     let path = format!("/api/v1/markets/{market}/stakes");
     let stake = |who: &crate::money::Account, outcome: &str, amount: i64, token: &str| {
-        let (client, base, key, path) = (
-            app.client.clone(),
-            app.address.clone(),
-            who.key.clone(),
-            path.clone(),
-        );
-        let body = json!({"outcome": outcome, "amount": amount, "token": token});
-        async move {
-            crate::money::user_call(
-                &client,
-                &base,
-                &key,
-                reqwest::Method::POST,
-                &path,
-                Some(body),
-            )
-            .await
-        }
+        post(
+            &app,
+            who,
+            &path,
+            json!({"outcome": outcome, "amount": amount, "token": token}),
+        )
     };
     let (status, body) = stake(&a, "home", 9, "usdc").await;
     assert_eq!(status, 400, "{body}");
