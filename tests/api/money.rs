@@ -350,24 +350,13 @@ async fn parallel_stakes_never_overdraw(db: Db) {
     let (market, _) = open_market(&app.store).await;
     let path = format!("/api/v1/markets/{market}/stakes");
     let attempts = (0..60).map(|i| {
-        let (client, base, key, path) = (
-            app.client.clone(),
-            app.address.clone(),
-            a.key.clone(),
-            path.clone(),
-        );
         let outcome = if i % 2 == 0 { "home" } else { "away" };
-        async move {
-            user_call(
-                &client,
-                &base,
-                &key,
-                reqwest::Method::POST,
-                &path,
-                Some(json!({"outcome": outcome, "amount": 100, "token": "usdc"})),
-            )
-            .await
-        }
+        post(
+            &app,
+            &a,
+            &path,
+            json!({"outcome": outcome, "amount": 100, "token": "usdc"}),
+        )
     });
     let results = futures_util::future::join_all(attempts).await;
     let created = results.iter().filter(|(s, _)| *s == 201).count();
