@@ -2,10 +2,10 @@
 //! `synchronous=FULL`, PostgreSQL's `synchronous_commit=on`), one transaction per stake paid
 //! one flush and (on PostgreSQL) one round trip per stake. [`StakeBatcher`] gathers the stake
 //! requests that arrive while a batch is committing and takes them in the next one
-//! ([`Store::place_stakes`]: one transaction; on SQLite each stake checked before it writes, on PostgreSQL
-//! one statement that takes its rows in the payouts' lock order and checks each stake before
-//! it writes, so a refused stake fails alone). Each request is answered only after its batch
-//! has committed.
+//! ([`Store::place_stakes`]: one transaction; on SQLite each stake checked before it writes,
+//! on PostgreSQL one statement that takes its rows in the payouts' lock order and checks each
+//! stake before it writes, so a refused stake fails alone). Each request is answered only
+//! after its batch has committed.
 //!
 //! There is no batching thread: the first request to find no batch running leads one
 //! (it takes every request waiting, up to [`MAX_BATCH`]), runs it as a task of its own (a
