@@ -1399,8 +1399,8 @@ async fn the_signers_queue_is_oldest_first(app: &TestApp, ids: &[i64]) {
 /// comes back.
 async fn a_signature_pays_one_withdrawal(app: &TestApp, a: &Account, sig: &str) {
     let ask = |amount: i64| json!({"token": "usdc", "amount": amount, "destination": WALLET});
-    let (_, w) = post(app, a, "/api/v1/me/withdrawals", ask(50)).await;
-    let id = w["id"].as_i64().unwrap();
+    let (status, w) = post(app, a, "/api/v1/me/withdrawals", ask(50)).await;
+    let id = w["id"].as_i64().unwrap_or_else(|| panic!("{status} {w}"));
     app.admin_post_json(&format!("/admin/withdrawals/{id}/claim"), &json!({}))
         .await;
     let res = app
